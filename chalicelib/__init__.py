@@ -1,0 +1,1 @@
+"""Everything the Nimbus serverless functions run."""

@@ -1,0 +1,44 @@
+"""One typed settings object, read from the environment once per process."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: str = "local"  # "local" (SQLite + filesystem) or "aws" (DynamoDB + S3)
+    home: Path = Path.home() / ".nimbus"  # local backend state
+    table_name: str = "nimbus"
+    bucket: str = "nimbus-artifacts"
+    region: str = "us-east-1"
+    dynamodb_endpoint: str | None = None  # any DynamoDB-compatible endpoint
+    s3_endpoint: str | None = None  # any S3-compatible endpoint
+    public_url: str = "http://127.0.0.1:8000"  # where the local platform serves its presigned URLs
+    presign_seconds: int = 3600
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        backend = env.get("NIMBUS_BACKEND", "local")
+        if backend not in ("local", "aws"):
+            raise ValueError(f"NIMBUS_BACKEND must be 'local' or 'aws', not {backend!r}")
+        return cls(
+            backend=backend,
+            home=Path(env.get("NIMBUS_HOME") or Path.home() / ".nimbus").expanduser(),
+            table_name=env.get("NIMBUS_TABLE", cls.table_name),
+            bucket=env.get("NIMBUS_BUCKET", cls.bucket),
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or cls.region,
+            dynamodb_endpoint=env.get("NIMBUS_DYNAMODB_ENDPOINT") or None,
+            s3_endpoint=env.get("NIMBUS_S3_ENDPOINT") or None,
+            public_url=env.get("NIMBUS_PUBLIC_URL", cls.public_url).rstrip("/"),
+            presign_seconds=int(env.get("NIMBUS_PRESIGN_SECONDS", cls.presign_seconds)),
+        )
+
+
+@lru_cache(maxsize=1)
+def current() -> Settings:
+    return Settings.from_env()

@@ -1,0 +1,33 @@
+"""Builds the adapters the settings name. Imports are lazy so a function loads only its backend."""
+from __future__ import annotations
+
+from chalicelib.settings import Settings
+from chalicelib.store.blobs import Blobs
+from chalicelib.store.table import Table
+
+
+def build_table(settings: Settings) -> Table:
+    if settings.backend == "aws":
+        import boto3
+
+        from chalicelib.store.dynamo_table import DynamoTable
+
+        client = boto3.client("dynamodb", region_name=settings.region, endpoint_url=settings.dynamodb_endpoint)
+        return DynamoTable(client, settings.table_name)
+    from chalicelib.store.sqlite_table import SqliteTable
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return SqliteTable(settings.home / "nimbus.db")
+
+
+def build_blobs(settings: Settings) -> Blobs:
+    if settings.backend == "aws":
+        import boto3
+
+        from chalicelib.store.s3_blobs import S3Blobs
+
+        client = boto3.client("s3", region_name=settings.region, endpoint_url=settings.s3_endpoint)
+        return S3Blobs(client, settings.bucket)
+    from chalicelib.store.local_blobs import LocalBlobs
+
+    return LocalBlobs(settings.home / "blobs", settings.public_url, signing_key_file=settings.home / "signing.key")

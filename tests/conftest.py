@@ -1,0 +1,82 @@
+"""Shared fixtures. `backend` parametrizes a test over both backends: "local" and "aws" (moto)."""
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from chalicelib.settings import Settings
+from chalicelib.store import schema
+from chalicelib.store.factory import build_blobs, build_table
+
+BACKENDS = ["local", "aws"]
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    """Fake credentials and a region, then moto's mock_aws; clients are created only after it starts."""
+    from moto import mock_aws
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECURITY_TOKEN": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _atomic_moto_requests(monkeypatch):
+    """DynamoDB applies each request atomically; moto's in-memory backend does not serialise concurrent
+    requests. One lock around every botocore call restores the real per-request atomicity, so the
+    concurrency tests prove our logic rather than moto's races."""
+    import botocore.client
+
+    lock = threading.RLock()
+    original = botocore.client.BaseClient._make_api_call
+
+    def serialised(self, operation, params):
+        with lock:
+            return original(self, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", serialised)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def settings(backend, tmp_path, request) -> Settings:
+    if backend == "aws":
+        request.getfixturevalue("aws_env")
+        import boto3
+
+        settings = Settings(backend="aws", home=tmp_path, table_name="nimbus-test", bucket="nimbus-test")
+        boto3.client("dynamodb", region_name=settings.region).create_table(
+            **schema.dynamodb_table_definition(settings.table_name)
+        )
+        boto3.client("s3", region_name=settings.region).create_bucket(Bucket=settings.bucket)
+        return settings
+    return Settings(backend="local", home=tmp_path, public_url="http://127.0.0.1:9")
+
+
+@pytest.fixture
+def table(settings):
+    return build_table(settings)
+
+
+@pytest.fixture
+def blobs(settings):
+    return build_blobs(settings)
+
+
+def pytest_configure(config):
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
