@@ -26,7 +26,12 @@ def build_blobs(settings: Settings) -> Blobs:
 
         from chalicelib.store.s3_blobs import S3Blobs
 
-        client = boto3.client("s3", region_name=settings.region, endpoint_url=settings.s3_endpoint)
+        from botocore.config import Config
+
+        # SigV4 presigned URLs (boto3 would otherwise sign them with SigV2 in us-east-1); path-style
+        # addressing for S3-compatible stores behind a plain endpoint URL.
+        config = Config(signature_version="s3v4", s3={"addressing_style": "path" if settings.s3_endpoint else "auto"})
+        client = boto3.client("s3", region_name=settings.region, endpoint_url=settings.s3_endpoint, config=config)
         return S3Blobs(client, settings.bucket)
     from chalicelib.store.local_blobs import LocalBlobs
 

@@ -91,6 +91,8 @@ class SqliteTable(Table):
         if query.start:
             comparison = ">" if query.forward else "<"
             where.append(f"({', '.join(order)}) {comparison} ({', '.join('?' * len(order))})")
+            if not isinstance(query.start, dict) or not all(isinstance(query.start.get(c), str) for c in order):
+                raise Invalid("page_token does not belong to this listing", field="page_token")
             args += [query.start[c] for c in order]
         direction = "ASC" if query.forward else "DESC"
         sql = f"SELECT data FROM items WHERE {' AND '.join(where)} ORDER BY " + ", ".join(

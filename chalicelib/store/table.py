@@ -237,6 +237,9 @@ class Table(abc.ABC):
     def batch_delete(self, keys: Sequence[Key]) -> None: ...
 
     # --- conveniences written once for every adapter ---------------------------------------------
+    def get_item(self, key: Key) -> dict | None:
+        return self.get(key.pk, key.sk)
+
     def query_all(self, query: Query) -> Iterator[dict]:
         start = query.start
         while True:

@@ -1,0 +1,81 @@
+"""Request bodies. Unknown fields are refused so a typo never passes silently."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class CreateUser(Body):
+    name: str = Field(max_length=64)
+    is_admin: bool = False
+
+
+class CreateToken(Body):
+    name: str = Field(default="default", max_length=128)
+
+
+class CreateWorkspace(Body):
+    name: str = Field(max_length=64)
+    description: str = Field(default="", max_length=5000)
+
+
+class AddMember(Body):
+    user: str = Field(max_length=64)
+    role: Literal["reader", "contributor", "owner"]
+
+
+class CreateRun(Body):
+    experiment: str | None = Field(default=None, max_length=255)
+    parent_id: str | None = Field(default=None, max_length=64)
+    display_name: str | None = Field(default=None, max_length=255)
+    tags: dict[str, str] = Field(default_factory=dict)
+    properties: dict[str, str] = Field(default_factory=dict)
+    status: Literal["NotStarted", "Queued", "Running"] = "NotStarted"
+
+
+class UpdateTags(Body):
+    tags: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list, max_length=200)
+
+
+class AddProperties(Body):
+    properties: dict[str, str]
+
+
+class ChangeStatus(Body):
+    status: str = Field(max_length=32)
+    error: dict[str, Any] | None = None
+
+
+class MetricEntry(BaseModel):
+    # Loosely typed on purpose: the metrics service validates each value by the metric's type and
+    # names the offending entry (pydantic would check 100,000 points one by one, slowly).
+    model_config = ConfigDict(extra="forbid")
+    name: Any
+    type: Any = "scalar"
+    values: list[Any]
+    steps: list[Any] | None = None
+    timestamps: list[Any] | None = None
+
+
+class LogMetrics(Body):
+    batch_id: str | None = Field(default=None, max_length=40)
+    metrics: list[MetricEntry] = Field(min_length=1, max_length=1000)
+
+
+class AppendLog(Body):
+    text: str = Field(min_length=1)
+
+
+class UploadOutputs(Body):
+    paths: list[str] = Field(min_length=1, max_length=500)
+
+
+class UploadImage(Body):
+    name: str = Field(max_length=255)
+    extension: str = Field(default="png", max_length=8)

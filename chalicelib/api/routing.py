@@ -1,0 +1,112 @@
+"""The one place where requests are authenticated and parsed and domain errors become HTTP responses.
+
+Chalice middleware never sees an exception a view raises, so every route goes through `endpoint`.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+from typing import Any, Callable
+
+from chalice import Blueprint, Response
+from pydantic import BaseModel, ValidationError
+
+from chalicelib.api.deps import services
+from chalicelib.errors import Invalid, NimbusError, TooLarge
+from chalicelib.telemetry import logger
+
+MAX_BODY = 6 * 1024 * 1024  # a Lambda request payload stops at 6 MB
+
+
+def endpoint(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, auth: bool = True,
+             body: type[BaseModel] | None = None, role: str | None = None, status: int = 200) -> Callable:
+    """Register `fn(principal, request, **path_params[, body])` as a JSON route.
+
+    `role` names the minimum workspace role; the route's `workspace` path parameter is checked.
+    """
+
+    def register(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def view(**params: str) -> Response:
+            request = bp.current_request
+            try:
+                principal = services().identity.authenticate(request.headers.get("authorization")) if auth else None
+                if role is not None:
+                    services().workspaces.authorize(principal, params["workspace"], role)
+                kwargs: dict[str, Any] = {"principal": principal, "request": request, **params}
+                if body is not None:
+                    kwargs["body"] = parse_body(request.raw_body, body)
+                return json_response(fn(**kwargs), status)
+            except NimbusError as error:
+                return json_response(error.to_dict(), error.status)
+            except Exception:  # noqa: BLE001 - the client gets no internals; the log gets everything
+                logger.exception("unhandled error", extra={"path": path})
+                return json_response({"code": "InternalError", "message": "internal error"}, 500)
+
+        bp.route(path, methods=list(methods))(view)
+        return fn
+
+    return register
+
+
+def parse_body(raw: bytes | None, model: type[BaseModel]) -> BaseModel:
+    if raw and len(raw) > MAX_BODY:
+        raise TooLarge(f"request body exceeds {MAX_BODY} bytes", field="body")
+    try:
+        data = json.loads(raw) if raw else {}
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid("request body is not valid JSON", field="body") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise Invalid(f"{where}: {first['msg']}", field=where) from None
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    try:
+        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # NaN or ±inf somewhere: strict JSON has no literal for them
+        text = json.dumps(jsonable(payload), separators=(",", ":"))
+    return Response(body=text, status_code=status, headers={"Content-Type": "application/json"})
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def query_int(request, name: str, default: int, low: int, high: int) -> int:
+    raw = (request.query_params or {}).get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Invalid(f"{name} must be an integer", field=name) from None
+    if not low <= value <= high:
+        raise Invalid(f"{name} must be between {low} and {high}", field=name)
+    return value
+
+
+def query_str(request, name: str, default: str | None = None) -> str | None:
+    return (request.query_params or {}).get(name, default)
+
+
+def query_list(request, name: str) -> list[str]:
+    params = request.query_params
+    return params.getlist(name) if params and name in params else []
+
+
+def query_bool(request, name: str) -> bool:
+    raw = (query_str(request, name) or "false").lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise Invalid(f"{name} must be true or false", field=name)
+    return raw in ("true", "1", "yes")

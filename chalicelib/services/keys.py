@@ -1,0 +1,70 @@
+"""Key builders for every entity of the single table (docs/data-model.md explains each pattern)."""
+from __future__ import annotations
+
+import hashlib
+
+from chalicelib.store.table import Key
+
+
+def user(name: str) -> Key:
+    return Key(f"USER#{name}", "PROFILE")
+
+
+USERS_INDEX_PK = "USERS"  # gsi1: every user, by name
+
+
+def token(token_hash: str) -> Key:
+    return Key(f"TOKEN#{token_hash}", "TOKEN")
+
+
+def tokens_of_index_pk(user_name: str) -> str:  # gsi1: a user's tokens and workspaces
+    return f"USER#{user_name}"
+
+
+def workspace(name: str) -> Key:
+    return Key(f"WS#{name}", "META")
+
+
+def workspace_pk(name: str) -> str:
+    return f"WS#{name}"
+
+
+def member(workspace_name: str, user_name: str) -> Key:
+    return Key(f"WS#{workspace_name}", f"MEMBER#{user_name}")
+
+
+def experiment(workspace_name: str, name: str) -> Key:
+    return Key(f"WS#{workspace_name}", f"EXP#{name}")
+
+
+def run(run_id: str) -> Key:
+    return Key(f"RUN#{run_id}", "RUN")
+
+
+def run_pk(run_id: str) -> str:
+    return f"RUN#{run_id}"
+
+
+def experiment_runs_index_pk(workspace_name: str, experiment_name: str) -> str:  # gsi1
+    return f"EXP#{workspace_name}#{experiment_name}"
+
+
+def children_index_pk(parent_id: str) -> str:  # gsi2
+    return f"CHILDREN#{parent_id}"
+
+
+def metric_prefix(name: str) -> str:
+    """Metric names may hold any character; the key holds a digest so prefixes never collide."""
+    return f"MET#{hashlib.sha256(name.encode()).hexdigest()[:20]}#"
+
+
+def log_stream(run_id: str, stream: str) -> Key:
+    return Key(f"RUN#{run_id}", f"LOGSTREAM#{stream}")
+
+
+def log_chunk_prefix(stream: str) -> str:
+    return f"LOG#{stream}#"
+
+
+def log_chunk_sk(stream: str, offset: int) -> str:
+    return f"LOG#{stream}#{offset:015d}"

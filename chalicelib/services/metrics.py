@@ -1,0 +1,200 @@
+"""Metrics logged by runs: scalars, lists, rows, tables and images.
+
+Ingestion is cheap: a request carries many points per metric and they are stored as chunks (one item
+holds up to CHUNK_POINTS points), written in one transaction together with the run's latest values.
+Chunk keys come from the client's batch id, so a retried batch overwrites itself instead of doubling.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.errors import Conflict, Invalid, TooLarge
+from chalicelib.services import keys
+from chalicelib.services.common import Context, check_page_size, decode_page_token, encode_page_token, new_id, start_key
+from chalicelib.services.runs import ACTIVE, Runs
+from chalicelib.store.blobs import check_key
+from chalicelib.store.table import ConditionFailed, Put, Query, Update, all_of, attr_absent_or_eq, attr_in
+
+TYPES = ("scalar", "list", "row", "table", "image")
+MAX_NAME = 255
+CHUNK_POINTS = 5000
+CHUNK_BYTES = 300_000  # DynamoDB items stop at 400 KB
+GROUP_NAMES = 25  # keeps one update expression well under DynamoDB's 4 KB
+GROUP_ITEMS = 90
+GROUP_BYTES = 3_000_000  # transactions stop at 4 MB
+_BATCH_ID = re.compile(r"[0-9A-Za-z_-]{1,40}")
+_NON_FINITE = {"nan": math.nan, "infinity": math.inf, "+infinity": math.inf, "-infinity": -math.inf,
+               "inf": math.inf, "+inf": math.inf, "-inf": -math.inf}
+
+
+@dataclass
+class Series:
+    name: str
+    type: str
+    values: list = field(default_factory=list)
+    steps: list = field(default_factory=list)
+    timestamps: list = field(default_factory=list)
+
+
+def to_float(value: Any, where: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value.lower() in _NON_FINITE:
+        return _NON_FINITE[value.lower()]
+    raise Invalid(f"{where} must be a number (or 'NaN', 'Infinity', '-Infinity')", field=where)
+
+
+def _check_value(kind: str, value: Any, where: str) -> Any:
+    if kind == "scalar":
+        return to_float(value, where)
+    if kind == "list":
+        if not isinstance(value, list):
+            raise Invalid(f"{where} must be a list", field=where)
+        return value
+    if kind == "row":
+        if not isinstance(value, dict) or any(isinstance(v, (dict, list)) for v in value.values()):
+            raise Invalid(f"{where} must be an object of column -> scalar value", field=where)
+        return value
+    if kind == "table":
+        if not isinstance(value, dict) or not all(isinstance(v, list) for v in value.values()):
+            raise Invalid(f"{where} must be an object of column -> list of values", field=where)
+        return value
+    if not isinstance(value, dict) or not isinstance(value.get("path"), str) or not value["path"].startswith("images/"):
+        raise Invalid(f"{where} must be {{'path': 'images/…'}} as returned by the image upload", field=where)
+    check_key(value["path"])
+    return {"path": value["path"], "description": str(value.get("description", ""))[:1000]}
+
+
+def parse_series(entries: list[dict]) -> list[Series]:
+    """Validates the request's entries and merges entries of one name (keeping their order)."""
+    merged: dict[str, Series] = {}
+    now = time.time()
+    for index, entry in enumerate(entries):
+        where = f"metrics[{index}]"
+        name, kind, values = entry.get("name"), entry.get("type", "scalar"), entry.get("values")
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME or any(ord(c) < 32 for c in name):
+            raise Invalid(f"{where}.name must be 1-{MAX_NAME} printable characters", field=f"{where}.name")
+        if kind not in TYPES:
+            raise Invalid(f"{where}.type {kind!r} is unknown: use one of {', '.join(TYPES)}", field=f"{where}.type")
+        if not isinstance(values, list) or not values:
+            raise Invalid(f"{where}.values must be a non-empty list", field=f"{where}.values")
+        steps = entry.get("steps") or [None] * len(values)
+        stamps = entry.get("timestamps") or [now] * len(values)
+        if len(steps) != len(values) or len(stamps) != len(values):
+            raise Invalid(f"{where}: steps and timestamps must have one entry per value", field=f"{where}.steps")
+        if any(s is not None and (not isinstance(s, int) or isinstance(s, bool) or s < 0) for s in steps):
+            raise Invalid(f"{where}.steps must be non-negative integers", field=f"{where}.steps")
+        stamps = [to_float(t, f"{where}.timestamps") for t in stamps]
+        series = merged.setdefault(name, Series(name, kind))
+        if series.type != kind:
+            raise Invalid(f"metric {name!r} is sent as both {series.type} and {kind}", field=f"{where}.type")
+        series.values += [_check_value(kind, v, f"{where}.values[{i}]") for i, v in enumerate(values)]
+        series.steps += steps
+        series.timestamps += stamps
+    return list(merged.values())
+
+
+def _chunks(run_id: str, series: Series, batch_id: str) -> list[dict]:
+    """Split one series into items of at most CHUNK_POINTS points and CHUNK_BYTES bytes."""
+    items, start = [], 0
+    while start < len(series.values):
+        end = min(start + CHUNK_POINTS, len(series.values))
+        while True:
+            data = json.dumps({"v": series.values[start:end], "s": series.steps[start:end],
+                               "t": series.timestamps[start:end]}, separators=(",", ":"))
+            if len(data) <= CHUNK_BYTES:
+                break
+            if end - start == 1:
+                raise TooLarge(f"one value of metric {series.name!r} exceeds {CHUNK_BYTES} bytes", field="metrics")
+            end = start + (end - start) // 2
+        items.append({"pk": keys.run_pk(run_id), "sk": f"{keys.metric_prefix(series.name)}{batch_id}#{len(items):04d}",
+                      "entity": "metric_chunk", "name": series.name, "type": series.type, "count": end - start,
+                      "data": data})
+        start = end
+    return items
+
+
+class Metrics:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    def log(self, workspace: str, run_id: str, entries: list[dict], batch_id: str | None = None) -> dict:
+        if batch_id is not None and not _BATCH_ID.fullmatch(batch_id):
+            raise Invalid("batch_id must be 1-40 characters of letters, digits, '_' and '-'", field="batch_id")
+        batch_id = batch_id or new_id(self.ctx.clock)
+        series_list = parse_series(entries)
+        run = Runs(self.ctx).get(workspace, run_id)
+        if run["status"] not in ACTIVE:
+            raise Conflict(f"run {run_id} is {run['status']}: it takes no more metrics")
+        for series in series_list:
+            known = run["metric_types"].get(series.name)
+            if known not in (None, series.type):
+                raise Conflict(f"metric {series.name!r} is a {known}; it cannot take {series.type} values",
+                               field="metrics")
+        groups: list[tuple[list[Series], list[dict], int]] = [([], [], 0)]
+        for series in series_list:
+            chunks = _chunks(run_id, series, batch_id)
+            size = sum(len(c["data"]) for c in chunks)
+            names, items, total = groups[-1]
+            if names and (len(names) >= GROUP_NAMES or len(items) + len(chunks) > GROUP_ITEMS or total + size > GROUP_BYTES):
+                groups.append(([], [], 0))
+            names, items, total = groups[-1]
+            groups[-1] = (names + [series], items + chunks, total + size)
+        points = 0
+        for names, items, _ in groups:
+            self._write_group(run_id, names, items)
+            points += sum(len(s.values) for s in names)
+        return {"run_id": run_id, "batch_id": batch_id, "points": points, "metrics": len(series_list)}
+
+    def _write_group(self, run_id: str, series_list: list[Series], items: list[dict]) -> None:
+        for start in range(0, len(items), GROUP_ITEMS):  # only a single huge series needs more than one
+            part = items[start : start + GROUP_ITEMS]
+            last = start + GROUP_ITEMS >= len(items)
+            latest = {("metrics", s.name): s.values[-1] for s in series_list if s.type == "scalar"} if last else {}
+            update = Update(keys.run(run_id), set={**{("metric_types", s.name): s.type for s in series_list}, **latest},
+                            condition=all_of(attr_in("status", ACTIVE),
+                                             *[attr_absent_or_eq(("metric_types", s.name), s.type) for s in series_list]))
+            try:
+                self.ctx.table.transact([*[Put(i) for i in part], update])
+            except ConditionFailed:
+                raise Conflict(f"run {run_id} ended or a metric changed type while logging; nothing was stored "
+                               "from this part of the batch") from None
+
+    def summary(self, workspace: str, run_id: str) -> dict:
+        run = Runs(self.ctx).get(workspace, run_id)
+        return {name: {"type": kind, "latest": run["metrics"].get(name)} for name, kind in run["metric_types"].items()}
+
+    def history(self, workspace: str, run_id: str, name: str, max_results: int = 10_000,
+                page_token: str | None = None) -> dict:
+        check_page_size(max_results, 100_000)
+        run = Runs(self.ctx).get(workspace, run_id)
+        if name not in run["metric_types"]:
+            raise Invalid(f"run {run_id} has no metric {name!r}", field="name")
+        start = start_key(decode_page_token(page_token))
+        result = Series(name, run["metric_types"][name])
+        prefix, last_key, exhausted = keys.metric_prefix(name), None, False
+        while len(result.values) < max_results:
+            page = self.ctx.table.query(Query(keys.run_pk(run_id), sk_prefix=prefix, limit=50, start=start))
+            for item in page.items:
+                data = json.loads(item["data"])
+                result.values += data["v"]
+                result.steps += data["s"]
+                result.timestamps += data["t"]
+                last_key = {"pk": item["pk"], "sk": item["sk"]}
+                if len(result.values) >= max_results:
+                    break
+            else:
+                if page.next is None:
+                    exhausted = True
+                    break
+                start = page.next
+                continue
+            break
+        token = encode_page_token({"k": last_key}) if last_key and not exhausted else None
+        return {"name": name, "type": result.type, "values": result.values, "steps": result.steps,
+                "timestamps": result.timestamps, "next_page_token": token}

@@ -1,0 +1,186 @@
+"""Runs: status machine, tags (mutable), properties (write-once), child runs to any depth."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+from chalicelib.errors import Conflict, Invalid, NotFound
+from chalicelib.services import keys
+from chalicelib.services.common import Context, check_page_size, decode_page_token, encode_page_token, new_id, parse_iso, start_key
+from chalicelib.services.experiments import Experiments, check_experiment_name
+from chalicelib.services.identity import Principal
+from chalicelib.store.table import (
+    Check, ConditionFailed, Put, Query, Update, all_of, attr_absent_or_eq, attr_eq, item_absent, item_exists,
+)
+
+STATUSES = ("NotStarted", "Queued", "Preparing", "Running", "Finalizing", "Completed", "Failed", "Canceled")
+TERMINAL = frozenset({"Completed", "Failed", "Canceled"})
+ACTIVE = tuple(s for s in STATUSES if s not in TERMINAL)
+TRANSITIONS = {
+    "NotStarted": {"Queued", "Preparing", "Running", "Failed", "Canceled"},
+    "Queued": {"Preparing", "Running", "Failed", "Canceled"},
+    "Preparing": {"Running", "Failed", "Canceled"},
+    "Running": {"Finalizing", "Completed", "Failed", "Canceled"},
+    "Finalizing": {"Completed", "Failed", "Canceled"},
+}
+MAX_TAGS = 200
+_KEY = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
+MAX_VALUE = 5000
+CHILD_SUMMARY_LIMIT = 1000
+
+
+def check_entries(entries: dict[str, Any], field: str) -> dict[str, str]:
+    if not isinstance(entries, dict):
+        raise Invalid(f"{field} must be an object of string keys and values", field=field)
+    if len(entries) > MAX_TAGS:
+        raise Invalid(f"at most {MAX_TAGS} {field} per request", field=field)
+    for key, value in entries.items():
+        if not isinstance(key, str) or not _KEY.fullmatch(key):
+            raise Invalid(f"{field} key {key!r} must be 1-255 printable characters", field=f"{field}.{key}")
+        if not isinstance(value, str) or len(value) > MAX_VALUE:
+            raise Invalid(f"{field}.{key} must be a string of at most {MAX_VALUE} characters", field=f"{field}.{key}")
+    return entries
+
+
+class Runs:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    # --- create and read ------------------------------------------------------------------------
+    def create(self, principal: Principal, workspace: str, experiment: str | None, *, parent_id: str | None = None,
+               tags: dict | None = None, properties: dict | None = None, display_name: str | None = None,
+               status: str = "NotStarted") -> dict:
+        tags, properties = check_entries(tags or {}, "tags"), check_entries(properties or {}, "properties")
+        if status not in ("NotStarted", "Queued", "Running"):
+            raise Invalid("a new run starts as NotStarted, Queued or Running", field="status")
+        parent = self.get(workspace, parent_id) if parent_id else None
+        if parent is not None:
+            if parent["status"] in TERMINAL:
+                raise Conflict(f"parent run {parent_id} is {parent['status']}; it cannot get new children")
+            if experiment not in (None, parent["experiment"]):
+                raise Invalid("a child run belongs to its parent's experiment", field="experiment")
+            experiment = parent["experiment"]
+        if experiment is None:
+            raise Invalid("experiment is required", field="experiment")
+        check_experiment_name(experiment)
+        now, run_id = self.ctx.now(), new_id(self.ctx.clock)
+        key = keys.run(run_id)
+        item = {
+            "pk": key.pk, "sk": key.sk, "entity": "run", "id": run_id, "workspace": workspace,
+            "experiment": experiment, "status": status, "created": now, "started": now if status == "Running" else None,
+            "ended": None, "duration_s": None, "submitted_by": principal.user,
+            "display_name": (display_name or run_id)[:255], "tags": tags, "properties": properties, "error": None,
+            "parent_id": parent_id, "root_id": parent["root_id"] if parent else run_id,
+            "depth": parent["depth"] + 1 if parent else 0, "metrics": {}, "metric_types": {},
+            "gsi1pk": keys.experiment_runs_index_pk(workspace, experiment), "gsi1sk": f"{now}#{run_id}",
+        }
+        operations = [Put(item, item_absent()), Experiments(self.ctx).upsert_for_new_run(workspace, experiment, principal.user),
+                      Check(keys.workspace(workspace), item_exists())]
+        if parent is not None:
+            item["gsi2pk"], item["gsi2sk"] = keys.children_index_pk(parent_id), f"{now}#{run_id}"
+            operations.append(Check(keys.run(parent_id), attr_eq("status", parent["status"])))
+        try:
+            self.ctx.table.transact(operations)
+        except ConditionFailed as failure:
+            if failure.index == 2:
+                raise NotFound(f"workspace {workspace!r} not found") from None
+            raise Conflict("the parent run changed while the child was created; retry") from None
+        return item
+
+    def get(self, workspace: str, run_id: str) -> dict:
+        item = self.ctx.table.get_item(keys.run(run_id)) if _plausible_id(run_id) else None
+        if item is None or item["workspace"] != workspace:
+            raise NotFound(f"run {run_id!r} not found in workspace {workspace!r}")
+        return item
+
+    def children(self, workspace: str, run_id: str, max_results: int = 100, page_token: str | None = None) -> dict:
+        self.get(workspace, run_id)
+        check_page_size(max_results)
+        page = self.ctx.table.query(Query(keys.children_index_pk(run_id), index="gsi2", limit=max_results,
+                                          start=start_key(decode_page_token(page_token))))
+        return {"runs": [run_summary(i) for i in page.items],
+                "next_page_token": encode_page_token({"k": page.next}) if page.next else None}
+
+    def children_statuses(self, run_id: str) -> dict[str, int]:
+        query = Query(keys.children_index_pk(run_id), index="gsi2", limit=CHILD_SUMMARY_LIMIT)
+        return dict(Counter(i["status"] for i in self.ctx.table.query(query).items))
+
+    # --- change ---------------------------------------------------------------------------------
+    def set_tags(self, workspace: str, run_id: str, tags: dict, remove: list[str] | None = None) -> dict:
+        check_entries(tags, "tags")
+        remove = list(remove or [])
+        self.get(workspace, run_id)
+        if len(tags) + len(remove) == 0:
+            raise Invalid("give tags to set or remove", field="tags")
+        update = Update(keys.run(run_id), set={("tags", k): v for k, v in tags.items()},
+                        remove=[("tags", k) for k in remove if k not in tags], condition=item_exists())
+        return self.ctx.table.update(update)
+
+    def add_properties(self, workspace: str, run_id: str, properties: dict) -> dict:
+        check_entries(properties, "properties")
+        if not properties:
+            raise Invalid("give at least one property", field="properties")
+        self.get(workspace, run_id)
+        condition = all_of(item_exists(), *[attr_absent_or_eq(("properties", k), v) for k, v in properties.items()])
+        try:
+            return self.ctx.table.update(Update(keys.run(run_id), set={("properties", k): v for k, v in properties.items()},
+                                                condition=condition))
+        except ConditionFailed:
+            current = self.get(workspace, run_id)["properties"]
+            taken = sorted(k for k, v in properties.items() if k in current and current[k] != v)
+            raise Conflict(f"properties are write-once; already set: {', '.join(taken)}", field="properties") from None
+
+    def transition(self, workspace: str, run_id: str, status: str, error: dict | None = None) -> dict:
+        if status not in STATUSES:
+            raise Invalid(f"status must be one of {', '.join(STATUSES)}", field="status")
+        for _ in range(5):  # optimistic: re-read and retry when another writer moved the run meanwhile
+            run = self.get(workspace, run_id)
+            current = run["status"]
+            if current == status and status in TERMINAL:
+                return run  # repeating a final report is harmless (runners retry)
+            if status not in TRANSITIONS.get(current, set()):
+                raise Conflict(f"run {run_id} cannot go from {current} to {status}", field="status")
+            now = self.ctx.now()
+            changes: dict = {"status": status}
+            if status == "Running" and not run.get("started"):
+                changes["started"] = now
+            if status in TERMINAL:
+                changes["ended"] = now
+                changes["duration_s"] = round(parse_iso(now) - parse_iso(run.get("started") or run["created"]), 3)
+                if error is not None:
+                    changes["error"] = error
+            try:
+                return self.ctx.table.update(Update(keys.run(run_id), set=changes, condition=attr_eq("status", current)))
+            except ConditionFailed:
+                continue
+        raise Conflict(f"run {run_id} is changing too often; retry")
+
+    # --- search ---------------------------------------------------------------------------------
+    def search(self, workspace: str, experiment: str, *, statuses: list[str] | None = None,
+               tags: list[tuple[str, str | None]] | None = None, metrics: list[tuple[str, str, float]] | None = None,
+               order_by: str = "created", descending: bool = True, max_results: int = 100,
+               page_token: str | None = None) -> dict:
+        """Runs of one experiment: one Query of the experiment's index partition, filtered and sorted here."""
+        from chalicelib.services.run_search import search_runs
+
+        check_experiment_name(experiment)
+        return search_runs(self.ctx.table, keys.experiment_runs_index_pk(workspace, experiment),
+                           statuses=statuses or [], tags=tags or [], metrics=metrics or [], order_by=order_by,
+                           descending=descending, max_results=max_results, page_token=page_token)
+
+
+def _plausible_id(run_id: str) -> bool:
+    return isinstance(run_id, str) and 0 < len(run_id) <= 64 and run_id.isalnum()
+
+
+def run_summary(item: dict) -> dict:
+    return {k: item.get(k) for k in ("id", "experiment", "display_name", "status", "created", "started", "ended",
+                                      "duration_s", "submitted_by", "parent_id", "tags", "metrics")}
+
+
+def run_view(item: dict, children: dict[str, int] | None = None) -> dict:
+    view = run_summary(item)
+    view.update({k: item.get(k) for k in ("properties", "error", "root_id", "depth", "metric_types")})
+    view["children"] = children or {}
+    return view

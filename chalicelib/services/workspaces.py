@@ -1,0 +1,140 @@
+"""Workspaces and their members. Roles: reader < contributor < owner, checked on every route."""
+from __future__ import annotations
+
+import secrets
+
+from chalicelib.errors import Conflict, Forbidden, Invalid, NotFound
+from chalicelib.services import keys
+from chalicelib.services.common import WORKSPACE_NAME, WORKSPACE_RULE, Context, check_name
+from chalicelib.services.identity import Identity, Principal
+from chalicelib.store.table import Check, ConditionFailed, Key, Put, Query, attr_eq, item_absent, item_exists
+
+ROLES = ("reader", "contributor", "owner")
+# Partitions a workspace holds besides its members; any of them blocks a plain delete.
+_CONTENT_PREFIXES = ("EXP#",)
+
+
+def rank(role: str) -> int:
+    return ROLES.index(role)
+
+
+class Workspaces:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    def authorize(self, principal: Principal, workspace: str, minimum: str = "reader") -> dict:
+        """The caller's membership; 404 when not a member (the workspace's existence stays private)."""
+        member = self.ctx.table.get_item(keys.member(workspace, principal.user))
+        if member is None:
+            raise NotFound(f"workspace {workspace!r} not found")
+        if rank(member["role"]) < rank(minimum):
+            raise Forbidden(f"this needs the {minimum} role on workspace {workspace!r}; you are {member['role']}")
+        return member
+
+    def create(self, principal: Principal, name: str, description: str = "") -> dict:
+        check_name(name, WORKSPACE_NAME, "name", WORKSPACE_RULE)
+        key = keys.workspace(name)
+        now = self.ctx.now()
+        item = {"pk": key.pk, "sk": key.sk, "entity": "workspace", "name": name, "description": description,
+                "id": secrets.token_hex(8), "created": now, "created_by": principal.user}
+        item["blob_prefix"] = f"workspaces/{name}-{item['id']}/"
+        try:
+            self.ctx.table.transact([Put(item, item_absent()), self._member_put(name, principal.user, "owner", principal)])
+        except ConditionFailed:
+            raise Conflict(f"workspace {name!r} already exists", field="name") from None
+        return workspace_view(item, "owner")
+
+    def get(self, principal: Principal, name: str) -> dict:
+        member = self.authorize(principal, name)
+        item = self.ctx.table.get_item(keys.workspace(name))
+        if item is None:
+            raise NotFound(f"workspace {name!r} not found")
+        return workspace_view(item, member["role"])
+
+    def record(self, name: str) -> dict:
+        """The stored workspace, for other services (no access check)."""
+        item = self.ctx.table.get_item(keys.workspace(name))
+        if item is None:
+            raise NotFound(f"workspace {name!r} not found")
+        return item
+
+    def list(self, principal: Principal) -> list[dict]:
+        memberships = self.ctx.table.query_all(Query(keys.tokens_of_index_pk(principal.user), index="gsi1", sk_prefix="WS#"))
+        return [{"name": m["workspace"], "role": m["role"]} for m in memberships]
+
+    def delete(self, principal: Principal, name: str, force: bool = False) -> dict:
+        self.authorize(principal, name, "owner")
+        if not force:
+            for prefix in _CONTENT_PREFIXES:
+                if self.ctx.table.query(Query(keys.workspace_pk(name), sk_prefix=prefix, limit=1)).items:
+                    raise Conflict(f"workspace {name!r} is not empty; delete with force to remove everything in it")
+        record = self.record(name)
+        # The META item goes first, conditionally: a concurrent delete or re-create cannot interleave.
+        self.ctx.table.delete(record["pk"], record["sk"], attr_eq("id", record["id"]))
+        removed_runs = self._delete_runs(name)
+        members = list(self.ctx.table.query_all(Query(keys.workspace_pk(name))))
+        self.ctx.table.batch_delete([Key(i["pk"], i["sk"]) for i in members])
+        blobs = self.ctx.blobs.delete_prefix(record["blob_prefix"])
+        return {"name": name, "deleted": True, "runs": removed_runs, "blobs": blobs}
+
+    def _delete_runs(self, name: str) -> int:
+        count = 0
+        for experiment in self.ctx.table.query_all(Query(keys.workspace_pk(name), sk_prefix="EXP#")):
+            runs = self.ctx.table.query_all(Query(keys.experiment_runs_index_pk(name, experiment["name"]), index="gsi1"))
+            for run in list(runs):
+                items = list(self.ctx.table.query_all(Query(keys.run_pk(run["id"]))))
+                self.ctx.table.batch_delete([Key(i["pk"], i["sk"]) for i in items])
+                count += 1
+        return count
+
+    # --- members --------------------------------------------------------------------------------
+    def add_member(self, principal: Principal, workspace: str, user: str, role: str) -> dict:
+        self.authorize(principal, workspace, "owner")
+        _check_role(role)
+        Identity(self.ctx).get_user(user)
+        op = self._member_put(workspace, user, role, principal)
+        self.ctx.table.transact([op, _workspace_exists(workspace)])
+        return member_view(op.item)
+
+    def list_members(self, principal: Principal, workspace: str) -> list[dict]:
+        self.authorize(principal, workspace)
+        query = Query(keys.workspace_pk(workspace), sk_prefix="MEMBER#")
+        return [member_view(i) for i in self.ctx.table.query_all(query)]
+
+    def remove_member(self, principal: Principal, workspace: str, user: str) -> None:
+        if principal.user != user:  # anyone may leave; only owners remove others
+            self.authorize(principal, workspace, "owner")
+        member = self.authorize(principal, workspace) if principal.user == user else \
+            self.ctx.table.get_item(keys.member(workspace, user))
+        if member is None:
+            raise NotFound(f"user {user!r} is not a member of {workspace!r}")
+        if member["role"] == "owner":
+            owners = [m for m in self.list_members(principal, workspace) if m["role"] == "owner"]
+            if len(owners) <= 1:
+                raise Conflict(f"{user!r} is the last owner of {workspace!r}; add another owner first")
+        key = keys.member(workspace, user)
+        self.ctx.table.delete(key.pk, key.sk, attr_eq("role", member["role"]))
+
+    def _member_put(self, workspace: str, user: str, role: str, by: Principal) -> Put:
+        key = keys.member(workspace, user)
+        return Put({"pk": key.pk, "sk": key.sk, "entity": "member", "workspace": workspace, "user": user,
+                    "role": role, "added": self.ctx.now(), "added_by": by.user,
+                    "gsi1pk": keys.tokens_of_index_pk(user), "gsi1sk": f"WS#{workspace}"})
+
+
+def _workspace_exists(workspace: str) -> Check:
+    return Check(keys.workspace(workspace), item_exists())
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise Invalid(f"role must be one of {', '.join(ROLES)}", field="role")
+
+
+def workspace_view(item: dict, role: str) -> dict:
+    return {"name": item["name"], "description": item.get("description", ""), "created": item["created"],
+            "created_by": item["created_by"], "role": role}
+
+
+def member_view(item: dict) -> dict:
+    return {"user": item["user"], "role": item["role"], "added": item["added"], "added_by": item["added_by"]}

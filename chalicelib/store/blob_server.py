@@ -1,0 +1,70 @@
+"""The local platform's endpoint behind LocalBlobs' presigned URLs, independent of any web framework.
+
+`serve_blob` takes the raw (still percent-encoded) URL path and never raises: every failure becomes
+a JSON error response, so the hosting server can pass its result straight through.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+from typing import BinaryIO, Iterable
+from urllib.parse import quote, unquote
+
+from chalicelib.errors import Forbidden, NimbusError
+from chalicelib.store.blobs import check_key
+from chalicelib.store.local_blobs import LocalBlobs
+
+PREFIX = "/blobs/"
+OPS = {"GET": "get", "PUT": "put"}
+log = logging.getLogger(__name__)
+
+Response = tuple[int, dict[str, str], "Iterable[bytes] | BinaryIO"]
+
+
+def serve_blob(blobs: LocalBlobs, method: str, path: str, query: dict[str, str], headers: dict,
+               body_stream: BinaryIO, content_length: int | None) -> Response:
+    try:
+        return _serve(blobs, method.upper(), path, query, body_stream, content_length)
+    except NimbusError as err:
+        return _json(err.status, err.to_dict())
+    except Exception:  # the details go to the log, never to the caller
+        log.exception("blob request failed: %s %s", method, path)
+        return _json(500, {"code": "InternalError", "message": "internal error"})
+
+
+def _serve(blobs: LocalBlobs, method: str, path: str, query: dict[str, str], body_stream: BinaryIO,
+           content_length: int | None) -> Response:
+    if not path.startswith(PREFIX):
+        return _json(404, {"code": "NotFound", "message": "no such endpoint"})
+    if method not in OPS:
+        return _json(405, {"code": "MethodNotAllowed", "message": f"{method} is not supported"})
+    key = check_key(unquote(path[len(PREFIX):]))
+    # A URL signed for downloads must not accept uploads, and vice versa.
+    if query.get("op") != OPS[method]:
+        raise Forbidden(f"this URL does not allow {method}")
+    blobs.verify(OPS[method], key, query.get("expires", ""), query.get("signature", ""))
+
+    if method == "PUT":
+        if content_length is None:
+            return _json(411, {"code": "LengthRequired", "message": "Content-Length is required"})
+        blobs.write_stream(key, body_stream, content_length)
+        return 200, {"Content-Length": "0"}, [b""]
+
+    file, size = blobs.open_for_read(key)
+    return 200, {
+        "Content-Length": str(size),
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": _attachment(posixpath.basename(key)),
+    }, file
+
+
+def _attachment(name: str) -> str:
+    # Headers must be latin-1: an ASCII fallback, plus the exact name in RFC 6266's UTF-8 form.
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _json(status: int, body: dict) -> Response:
+    data = json.dumps(body).encode()
+    return status, {"Content-Type": "application/json", "Content-Length": str(len(data))}, [data]
