@@ -67,14 +67,13 @@ def _matches(item: dict, statuses, tags, metrics) -> bool:
 
 def _ordered(items: list[dict], order_by: str, descending: bool) -> list[dict]:
     """Runs without the value (or with NaN) go last, whatever the direction."""
-    if order_by.startswith("metrics."):
-        name = order_by[len("metrics."):]
-        value = lambda i: (i.get("metrics") or {}).get(name)  # noqa: E731
-    else:
-        value = lambda i: i.get(order_by)  # noqa: E731
+    metric = order_by[len("metrics."):] if order_by.startswith("metrics.") else None
     present, missing = [], []
     for item in items:
-        v = value(item)
-        (missing if v is None or (isinstance(v, float) and math.isnan(v)) else present).append(item)
-    present.sort(key=lambda i: (value(i), i["created"]), reverse=descending)
-    return present + missing
+        value = (item.get("metrics") or {}).get(metric) if metric else item.get(order_by)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            missing.append(item)
+        else:
+            present.append((value, item["created"], item))
+    present.sort(key=lambda entry: entry[:2], reverse=descending)
+    return [entry[2] for entry in present] + missing

@@ -12,6 +12,8 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
+import orjson
+
 from chalicelib.errors import Invalid
 from chalicelib.store import schema
 from chalicelib.store.table import (
@@ -32,6 +34,14 @@ from chalicelib.store.table import (
 
 _TOP = chr(0x10FFFF)  # sorts after every continuation of a prefix (SQLite compares UTF-8 bytes)
 _INDEX_COLUMNS = [a for pair in schema.INDEXES.values() for a in pair]
+
+
+def _decode(text: str) -> dict:
+    """orjson is several times faster; only items holding NaN or ±inf (not strict JSON) need json."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 class SqliteTable(Table):
@@ -66,7 +76,7 @@ class SqliteTable(Table):
     # --- reads ----------------------------------------------------------------------------------
     def get(self, pk: str, sk: str, *, consistent: bool = True) -> dict | None:
         row = self._connection().execute("SELECT data FROM items WHERE pk=? AND sk=?", (pk, sk)).fetchone()
-        return json.loads(row[0]) if row else None
+        return _decode(row[0]) if row else None
 
     def query(self, query: Query) -> Page:
         if query.index is None:
@@ -101,7 +111,7 @@ class SqliteTable(Table):
         if query.limit is not None:
             sql += f" LIMIT {int(query.limit) + 1}"
         rows = self._connection().execute(sql, args).fetchall()
-        items = [json.loads(r[0]) for r in rows]
+        items = [_decode(r[0]) for r in rows]
         next_key = None
         if query.limit is not None and len(items) > query.limit:
             items = items[: query.limit]
@@ -143,7 +153,7 @@ class SqliteTable(Table):
     def _apply(self, db: sqlite3.Connection, index: int, op: Operation, single: bool) -> dict | None:
         key = Key(op.item["pk"], op.item["sk"]) if isinstance(op, Put) else op.key
         row = db.execute("SELECT data FROM items WHERE pk=? AND sk=?", (key.pk, key.sk)).fetchone()
-        current = json.loads(row[0]) if row else None
+        current = _decode(row[0]) if row else None
         if not evaluate(op.condition, current):
             raise ConditionFailed(index=None if single else index)
         if isinstance(op, Check):

@@ -1,0 +1,1 @@
+"""The local platform: the same Chalice app served over HTTP on one machine, on the embedded backend."""

@@ -1,0 +1,81 @@
+"""`nimbus up`: the local platform on the embedded backend (SQLite + files under $NIMBUS_HOME).
+
+The first start creates the admin, writes its token to $NIMBUS_HOME/credentials (mode 0600) and
+creates the workspace `default`. Every start rewrites the URL in that file so clients find the server.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from chalicelib.errors import Conflict
+
+CREDENTIALS = "credentials"
+
+
+def write_private(path: Path, data: dict) -> None:
+    """Atomically replace `path` with JSON readable only by its owner."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(temp, 0o600)
+    os.replace(temp, path)
+
+
+def bootstrap(services, home: Path, url: str) -> dict:
+    """Admin, credentials and the default workspace, created once; the URL refreshed every start."""
+    identity, path = services.identity, home / CREDENTIALS
+    token = identity.bootstrap_admin("admin")
+    if token is None:
+        existing = json.loads(path.read_text()) if path.exists() else {}
+        token = existing.get("token")
+        if not token:  # the file was lost: the old token stays unknown, so mint a new one
+            token = identity.create_token("admin", name="recovered")["token"]
+    principal = identity.authenticate(f"Bearer {token}")
+    try:
+        services.workspaces.create(principal, "default", "created by the first start of the local platform")
+    except Conflict:
+        pass  # already there: later starts keep it as it is
+    credentials = {"url": url, "token": token, "user": "admin"}
+    write_private(path, credentials)
+    return credentials
+
+
+def build(home: Path, host: str = "127.0.0.1", port: int = 8000):
+    """Bind the port, then build services whose presigned URLs point at it. Returns (server, credentials)."""
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # EMF lines are for CloudWatch only
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    from chalicelib.api.deps import Services
+    from chalicelib.local.server import LocalServer
+    from chalicelib.settings import Settings
+
+    home = Path(home).expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    server = LocalServer(host, port)
+    services = Services.from_settings(Settings(backend="local", home=home, public_url=server.url))
+    server.use(services)
+    return server, bootstrap(services, home, server.url)
+
+
+def _interrupt(*_):
+    raise KeyboardInterrupt  # serve_forever runs in this thread: unwind it like Ctrl-C
+
+
+def serve(home: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
+    server, credentials = build(home, host, port)
+    signal.signal(signal.SIGTERM, _interrupt)
+    print(f"Nimbus is running at {server.url}  (workspace 'default'; admin token in {Path(home) / CREDENTIALS})",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
