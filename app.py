@@ -1,10 +1,10 @@
 """The Nimbus API: one Chalice app, its blueprints and its middleware. No logic lives here."""
 from chalice import Chalice
 
-from chalicelib.api import experiments, identity, runs, tracking, workspaces
+from chalicelib.api import admin, experiments, identity, runs, tracking, workspaces
 from chalicelib.telemetry import http_middleware
 
 app = Chalice(app_name="nimbus")
 app.register_middleware(http_middleware, "http")
-for blueprint in (identity.bp, workspaces.bp, experiments.bp, runs.bp, tracking.bp):
+for blueprint in (admin.bp, identity.bp, workspaces.bp, experiments.bp, runs.bp, tracking.bp):
     app.register_blueprint(blueprint)

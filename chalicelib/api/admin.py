@@ -1,0 +1,17 @@
+"""Operator views: /v1/admin/stats (admins only)."""
+from chalice import Blueprint
+
+from chalicelib.api.deps import services
+from chalicelib.api.routing import endpoint
+from chalicelib.errors import Forbidden
+
+bp = Blueprint(__name__)
+
+
+@endpoint(bp, "/v1/admin/stats")
+def stats(principal, request):
+    """Counters of this process (one function instance in AWS, the whole platform locally)."""
+    if not principal.is_admin:
+        raise Forbidden("only an admin can read the platform's counters")
+    ctx = services().ctx
+    return {"backend": ctx.settings.backend, "table_writes": ctx.table.writes}
