@@ -1,0 +1,1 @@
+"""The `nimbus` command line (entry point: nimbus.cli.main:cli)."""

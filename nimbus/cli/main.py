@@ -1,0 +1,25 @@
+"""The `nimbus` command: every group and command, under one root that reports errors in one line."""
+from __future__ import annotations
+
+import click
+
+from nimbus.cli.admin_cmds import token, user
+from nimbus.cli.common import NimbusGroup
+from nimbus.cli.platform_cmds import login, up, whoami
+from nimbus.cli.run_cmds import run
+from nimbus.cli.workspace_cmds import experiment, workspace
+from nimbus.version import __version__
+
+
+@click.group(cls=NimbusGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nimbus")
+def cli() -> None:
+    """Nimbus: experiments, runs, metrics and files on a serverless ML platform.
+
+    Connects with NIMBUS_URL/NIMBUS_TOKEN, else the profile saved by `nimbus login`, else the
+    local platform started by `nimbus up`.
+    """
+
+
+for command in (up, login, whoami, workspace, experiment, run, user, token):
+    cli.add_command(command)

@@ -1,0 +1,129 @@
+"""`nimbus run ...`: find runs, read their metrics and logs, download their outputs, cancel them."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from nimbus.cli.common import connect, find_run, output_option, workspace_option
+from nimbus.cli.output import cell_text, emit
+from nimbus.experiment import Experiment
+from nimbus.progress import wanted
+from nimbus.run_logs import follow_logs
+
+RUN_COLUMNS = [("ID", "id"), ("NAME", "display_name"), ("STATUS", "status"), ("CREATED", "created"),
+               ("DURATION (S)", "duration_s"), ("PARENT", "parent_id"), ("METRICS", "metrics")]
+RUN_FIELDS = ["id", "display_name", "experiment", "status", "created", "started", "ended", "duration_s",
+              "submitted_by", "parent_id", "root_id", "depth", "tags", "properties", "metrics", "children", "error"]
+
+
+@click.group()
+def run() -> None:
+    """Runs: one execution of an experiment."""
+
+
+@run.command("list")
+@click.option("-e", "--experiment", "experiment_name", required=True, help="The experiment whose runs to list.")
+@click.option("--status", multiple=True, help="Only runs in this status (repeatable).")
+@click.option("--tag", multiple=True, metavar="KEY[=VALUE]", help="Only runs with this tag (repeatable).")
+@click.option("--metric", multiple=True, metavar="FILTER", help="e.g. 'acc>0.5' on the latest value (repeatable).")
+@click.option("--order-by", metavar="FIELD [asc|desc]", help="e.g. 'metrics.acc desc' (default: created desc).")
+@click.option("--max-results", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--include-children", is_flag=True, help="Also list child runs.")
+@workspace_option
+@output_option
+def list_runs(experiment_name: str, status: tuple[str, ...], tag: tuple[str, ...], metric: tuple[str, ...],
+              order_by: str | None, max_results: int, include_children: bool, workspace_name: str | None,
+              output: str) -> None:
+    """Runs of an experiment, filtered and ordered."""
+    runs = Experiment(connect(workspace_name), experiment_name).get_runs(
+        status=list(status), tags=list(tag), metric_filters=list(metric), order_by=order_by, max_results=max_results,
+        include_children=include_children)
+    columns = RUN_COLUMNS if include_children else [c for c in RUN_COLUMNS if c[1] != "parent_id"]
+    emit(output, [r.details for r in runs], columns)
+
+
+@run.command("show")
+@click.argument("run_id", metavar="RUN")
+@workspace_option
+@output_option
+def show_run(run_id: str, workspace_name: str | None, output: str) -> None:
+    """Everything about one run."""
+    emit(output, find_run(workspace_name, run_id).get_details(), keys=RUN_FIELDS)
+
+
+@run.command("metrics")
+@click.argument("run_id", metavar="RUN")
+@click.option("--name", help="Only this metric.")
+@workspace_option
+@output_option
+def run_metrics(run_id: str, name: str | None, workspace_name: str | None, output: str) -> None:
+    """A run's metrics: one value, or every logged value when there are several."""
+    metrics = find_run(workspace_name, run_id).get_metrics(name)
+    rows = [{"name": n, "count": len(v) if isinstance(v, list) else 1,
+             "last": v[-1] if isinstance(v, list) and v else v} for n, v in metrics.items()]
+    emit(output, metrics if output == "json" else rows, [("NAME", "name"), ("VALUES", "count"), ("LAST", "last")])
+
+
+@run.command("logs")
+@click.argument("run_id", metavar="RUN")
+@click.option("--stream", default="stdout", show_default=True, help="Which log stream.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the run ends; exit 0 only if it Completed.")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="Seconds between polls while following.")
+@workspace_option
+def run_logs(run_id: str, stream: str, follow: bool, interval: float, workspace_name: str | None) -> None:
+    """Print a run's log."""
+    target = find_run(workspace_name, run_id)
+    write = lambda text: (sys.stdout.write(text), sys.stdout.flush())  # noqa: E731
+    if not follow:
+        _print_log(target, stream, write)
+        return
+    status = follow_logs(target, stream=stream, write=write, poll_seconds=interval)
+    if status != "Completed":
+        error = (target.get_details().get("error") or {}).get("message")
+        click.echo(f"run {target.id} {status}" + (f": {cell_text(error)}" if error else ""), err=True)
+        sys.exit(1)
+
+
+def _print_log(target, stream: str, write) -> None:
+    offset = 0
+    while True:
+        reply = target.get_logs(stream, offset)
+        if not reply["text"]:
+            return
+        write(reply["text"])
+        offset = reply["next_offset"]
+
+
+@run.command("download")
+@click.argument("run_id", metavar="RUN")
+@click.option("--prefix", default="", help="Only outputs under this path.")
+@click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Where to write the files.")
+@click.option("--zip", "as_zip", is_flag=True, help="Write one <run id>.zip instead of separate files.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
+@workspace_option
+@output_option
+def download(run_id: str, prefix: str, output_dir: Path, as_zip: bool, progress: bool | None,
+             workspace_name: str | None, output: str) -> None:
+    """Download a run's output files."""
+    target = find_run(workspace_name, run_id)
+    written = target.download_files(prefix, output_dir, as_zip=as_zip, show_progress=wanted(progress))
+    result = {"zip": written} if as_zip else {"files": written}
+    if output == "json":
+        emit(output, result)
+    else:
+        click.echo(f"wrote {written}" if as_zip else f"wrote {len(written)} file(s) to {output_dir}")
+
+
+@run.command("cancel")
+@click.argument("run_id", metavar="RUN")
+@workspace_option
+@output_option
+def cancel(run_id: str, workspace_name: str | None, output: str) -> None:
+    """Cancel a run that has not ended."""
+    target = find_run(workspace_name, run_id)
+    target.cancel()
+    emit(output, {"id": target.id, "status": target.status})

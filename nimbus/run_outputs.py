@@ -1,0 +1,141 @@
+"""A run's output files, moved straight to and from storage through presigned URLs."""
+from __future__ import annotations
+
+import os
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable
+
+from nimbus.client import CHUNK, api_path
+from nimbus.exceptions import InvalidError
+from nimbus.progress import ProgressBar, wanted
+
+if TYPE_CHECKING:
+    from nimbus.workspace import Workspace
+
+PRESIGN_BATCH = 500  # the service signs at most this many paths per request
+PARALLEL_TRANSFERS = 4
+
+
+class RunOutputs:
+    """Mixed into Run."""
+
+    workspace: "Workspace"
+    id: str
+
+    # --- uploads ----------------------------------------------------------------------------------
+    def upload_file(self, name: str, path_or_stream: str | os.PathLike | BinaryIO,
+                    show_progress: bool | None = None) -> dict:
+        """Stores a local file (or a binary stream) as the run's output `name`."""
+        url = self._upload_urls([name])[0]["url"]
+        size = os.path.getsize(path_or_stream) if isinstance(path_or_stream, (str, os.PathLike)) else 0
+        with ProgressBar(size, name, enabled=wanted(show_progress)) as bar:
+            sent = self.workspace.client.upload(url, path_or_stream, bar.update)
+        return {"path": name, "size": sent}
+
+    def upload_folder(self, name: str, path: str | os.PathLike, show_progress: bool | None = None) -> list[dict]:
+        """Stores every file under a local folder as outputs under `name/`, keeping relative paths."""
+        root = Path(path)
+        if not root.is_dir():
+            raise InvalidError(f"{str(root)!r} is not a folder")
+        prefix = name.strip("/")
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        targets = [f"{prefix}/{p.relative_to(root).as_posix()}" if prefix else p.relative_to(root).as_posix()
+                   for p in files]
+        sizes: list[int] = []
+        with ProgressBar(sum(p.stat().st_size for p in files), name or ".", enabled=wanted(show_progress)) as bar:
+            for start in range(0, len(files), PRESIGN_BATCH):  # signed just before use: the URLs expire
+                urls = [u["url"] for u in self._upload_urls(targets[start:start + PRESIGN_BATCH])]
+                jobs = zip(urls, files[start:start + PRESIGN_BATCH])
+                sizes += _parallel(lambda job: self.workspace.client.upload(job[0], job[1], bar.update), jobs)
+        return [{"path": target, "size": size} for target, size in zip(targets, sizes)]
+
+    def _upload_urls(self, paths: list[str]) -> list[dict]:
+        return self.workspace.client.post(self._outputs_path("uploads"), {"paths": paths}, retry=True)["uploads"]
+
+    # --- listing and downloads --------------------------------------------------------------------
+    def get_file_names(self, prefix: str = "") -> list[str]:
+        return [f["path"] for f in self.list_files(prefix)]
+
+    def list_files(self, prefix: str = "") -> list[dict]:
+        """The run's outputs under `prefix`: [{path, size, modified}], in path order."""
+        params = {"prefix": prefix, "max_results": 1000} if prefix else {"max_results": 1000}
+        return list(self.workspace.client.paged(self._outputs_path(), "files", params))
+
+    def download_file(self, name: str, output_file_path: str | os.PathLike | None = None,
+                      show_progress: bool | None = None) -> str:
+        """Downloads one output; into a folder when `output_file_path` is one. Returns the file's path."""
+        target = Path(output_file_path) if output_file_path is not None else Path(Path(name).name)
+        if target.is_dir():
+            target = target / Path(name).name
+        link = self.workspace.client.get(self._outputs_path("download"), path=name)
+        with ProgressBar(link.get("size", 0), name, enabled=wanted(show_progress)) as bar:
+            self.workspace.client.download(link["url"], target, bar.update)
+        return str(target)
+
+    def download_files(self, prefix: str = "", output_directory: str | os.PathLike = ".", as_zip: bool = False,
+                       show_progress: bool | None = None) -> list[str] | str:
+        """Downloads every output under `prefix`, keeping paths; returns the files written.
+
+        With as_zip, writes them into one `<run id>.zip` in output_directory and returns its path.
+        """
+        files = self.list_files(prefix)
+        directory = Path(output_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with ProgressBar(sum(f["size"] for f in files), prefix or self.id, enabled=wanted(show_progress)) as bar:
+            if as_zip:
+                return self._download_zip(files, directory / f"{self.id}.zip", bar.update)
+            jobs = [(f["path"], _inside(directory, f["path"])) for f in files]
+            _parallel(lambda job: self._download_one(job[0], job[1], bar.update), jobs)
+        return [str(target) for _, target in jobs]
+
+    def _download_one(self, name: str, target: Path, progress: Callable[[int], None]) -> int:
+        link = self.workspace.client.get(self._outputs_path("download"), path=name)
+        return self.workspace.client.download(link["url"], target, progress)
+
+    def _download_zip(self, files: list[dict], target: Path, progress: Callable[[int], None]) -> str:
+        client = self.workspace.client
+        partial = target.with_name(target.name + ".partial")
+        try:
+            with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+                for item in files:
+                    url = client.get(self._outputs_path("download"), path=item["path"])["url"]
+                    entry = zipfile.ZipInfo(item["path"], _zip_time(item.get("modified")))
+                    entry.compress_type = zipfile.ZIP_DEFLATED
+                    with client.with_retries(lambda: client.open_download(url), True) as response, \
+                            archive.open(entry, "w", force_zip64=item["size"] > 2**31) as out:
+                        for chunk in response.iter_content(CHUNK):
+                            out.write(chunk)
+                            progress(len(chunk))
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return str(target)
+
+    def _outputs_path(self, *more: str) -> str:
+        return api_path("workspaces", self.workspace.name, "runs", self.id, "outputs", *more)
+
+
+def _inside(directory: Path, relative: str) -> Path:
+    """directory/relative, refusing any path that would land outside the directory."""
+    target = (directory / relative).resolve()
+    if not target.is_relative_to(directory.resolve()):
+        raise InvalidError(f"output path {relative!r} would be written outside {str(directory)!r}")
+    return directory / relative
+
+
+def _zip_time(modified: float | None) -> tuple:
+    moment = datetime.fromtimestamp(modified) if modified else datetime.now()
+    return max(moment, datetime(1980, 1, 1)).timetuple()[:6]
+
+
+def _parallel(task: Callable[[Any], Any], jobs: Iterable[Any]) -> list[Any]:
+    """Runs transfers a few at a time; the first failure is raised once the others stop."""
+    jobs = list(jobs)
+    if len(jobs) <= 1:
+        return [task(job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=PARALLEL_TRANSFERS, thread_name_prefix="nimbus-transfer") as pool:
+        return list(pool.map(task, jobs))
