@@ -55,7 +55,7 @@ def parse_body(raw: bytes | None, model: type[BaseModel]) -> BaseModel:
         raise TooLarge(f"request body exceeds {MAX_BODY} bytes", field="body")
     try:
         data = json.loads(raw) if raw else {}
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep to parse
         raise Invalid("request body is not valid JSON", field="body") from None
     try:
         return model.model_validate(data)

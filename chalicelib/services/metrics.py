@@ -175,26 +175,34 @@ class Metrics:
         run = Runs(self.ctx).get(workspace, run_id)
         if name not in run["metric_types"]:
             raise Invalid(f"run {run_id} has no metric {name!r}", field="name")
-        start = start_key(decode_page_token(page_token))
+        # The token holds the key of the last chunk read in full and how many points of the next one were read.
+        state = decode_page_token(page_token) or {}
+        pk, prefix = keys.run_pk(run_id), keys.metric_prefix(name)
+        before, skip = start_key(state), state.get("i", 0)
+        if (before is not None and (before.get("pk") != pk or not before.get("sk", "").startswith(prefix))) \
+                or not isinstance(skip, int) or isinstance(skip, bool) or skip < 0:
+            raise Invalid("page_token does not belong to this metric", field="page_token")
         result = Series(name, run["metric_types"][name])
-        prefix, last_key, exhausted = keys.metric_prefix(name), None, False
-        while len(result.values) < max_results:
-            page = self.ctx.table.query(Query(keys.run_pk(run_id), sk_prefix=prefix, limit=50, start=start))
-            for item in page.items:
+        token = None
+        while token is None:
+            page = self.ctx.table.query(Query(pk, sk_prefix=prefix, limit=50, start=before))
+            for position, item in enumerate(page.items):
                 data = json.loads(item["data"])
-                result.values += data["v"]
-                result.steps += data["s"]
-                result.timestamps += data["t"]
-                last_key = {"pk": item["pk"], "sk": item["sk"]}
+                end = skip + max_results - len(result.values)
+                result.values += data["v"][skip:end]
+                result.steps += data["s"][skip:end]
+                result.timestamps += data["t"][skip:end]
+                if end < len(data["v"]):  # the page ends inside this chunk
+                    token = {"k": before, "i": end}
+                    break
+                skip, before = 0, {"pk": item["pk"], "sk": item["sk"]}
                 if len(result.values) >= max_results:
+                    if position + 1 < len(page.items) or page.next is not None:
+                        token = {"k": before}
                     break
-            else:
-                if page.next is None:
-                    exhausted = True
-                    break
-                start = page.next
-                continue
-            break
-        token = encode_page_token({"k": last_key}) if last_key and not exhausted else None
+            if len(result.values) >= max_results or page.next is None:
+                break
+            before = page.next
+        token = encode_page_token(token) if token else None
         return {"name": name, "type": result.type, "values": result.values, "steps": result.steps,
                 "timestamps": result.timestamps, "next_page_token": token}

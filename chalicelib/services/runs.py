@@ -1,6 +1,7 @@
 """Runs: status machine, tags (mutable), properties (write-once), child runs to any depth."""
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from typing import Any
@@ -28,6 +29,8 @@ MAX_TAGS = 200
 _KEY = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 MAX_VALUE = 5000
 CHILD_SUMMARY_LIMIT = 1000
+MAX_ERROR_BYTES = 32_000
+MAX_ERROR_DEPTH = 16  # DynamoDB nests documents at most 32 levels deep
 
 
 def check_entries(entries: dict[str, Any], field: str) -> dict[str, str]:
@@ -41,6 +44,26 @@ def check_entries(entries: dict[str, Any], field: str) -> dict[str, str]:
         if not isinstance(value, str) or len(value) > MAX_VALUE:
             raise Invalid(f"{field}.{key} must be a string of at most {MAX_VALUE} characters", field=f"{field}.{key}")
     return entries
+
+
+def check_error(error: Any) -> dict:
+    """A run's error report is stored as a document: small, shallow, with numbers DynamoDB can hold."""
+
+    def storable(value: Any, depth: int) -> bool:
+        if depth > MAX_ERROR_DEPTH:
+            return False
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and storable(v, depth + 1) for k, v in value.items())
+        if isinstance(value, list):
+            return all(storable(v, depth + 1) for v in value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return abs(value) < 10**38
+        return value is None or isinstance(value, (str, float, bool))
+
+    if not isinstance(error, dict) or not storable(error, 1) or len(json.dumps(error)) > MAX_ERROR_BYTES:
+        raise Invalid(f"error must be an object of at most {MAX_ERROR_BYTES} bytes, nested at most {MAX_ERROR_DEPTH} "
+                      "deep, with numbers of at most 38 digits", field="error")
+    return error
 
 
 class Runs:
@@ -134,6 +157,8 @@ class Runs:
     def transition(self, workspace: str, run_id: str, status: str, error: dict | None = None) -> dict:
         if status not in STATUSES:
             raise Invalid(f"status must be one of {', '.join(STATUSES)}", field="status")
+        if error is not None:
+            check_error(error)
         for _ in range(5):  # optimistic: re-read and retry when another writer moved the run meanwhile
             run = self.get(workspace, run_id)
             current = run["status"]

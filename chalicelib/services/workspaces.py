@@ -92,6 +92,11 @@ class Workspaces:
         self.authorize(principal, workspace, "owner")
         _check_role(role)
         Identity(self.ctx).get_user(user)
+        current = self.ctx.table.get_item(keys.member(workspace, user))
+        if current is not None and current["role"] == "owner" and role != "owner":
+            owners = [m for m in self.list_members(principal, workspace) if m["role"] == "owner"]
+            if len(owners) <= 1:
+                raise Conflict(f"{user!r} is the last owner of {workspace!r}; add another owner first", field="role")
         op = self._member_put(workspace, user, role, principal)
         self.ctx.table.transact([op, _workspace_exists(workspace)])
         return member_view(op.item)
