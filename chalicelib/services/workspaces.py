@@ -7,7 +7,9 @@ from chalicelib.errors import Conflict, Forbidden, Invalid, NotFound
 from chalicelib.services import keys
 from chalicelib.services.common import WORKSPACE_NAME, WORKSPACE_RULE, Context, check_name
 from chalicelib.services.identity import Identity, Principal
-from chalicelib.store.table import Check, ConditionFailed, Key, Put, Query, attr_eq, item_absent, item_exists
+from chalicelib.store.table import (
+    Check, ConditionFailed, Delete, Key, Put, Query, Update, attr_eq, attr_gt, item_absent, item_exists,
+)
 
 ROLES = ("reader", "contributor", "owner")
 # Partitions a workspace holds besides its members; any of them blocks a plain delete.
@@ -36,7 +38,7 @@ class Workspaces:
         key = keys.workspace(name)
         now = self.ctx.now()
         item = {"pk": key.pk, "sk": key.sk, "entity": "workspace", "name": name, "description": description,
-                "id": secrets.token_hex(8), "created": now, "created_by": principal.user}
+                "id": secrets.token_hex(8), "created": now, "created_by": principal.user, "owners": 1}
         item["blob_prefix"] = f"workspaces/{name}-{item['id']}/"
         try:
             self.ctx.table.transact([Put(item, item_absent()), self._member_put(name, principal.user, "owner", principal)])
@@ -89,16 +91,15 @@ class Workspaces:
 
     # --- members --------------------------------------------------------------------------------
     def add_member(self, principal: Principal, workspace: str, user: str, role: str) -> dict:
+        """Add a member or change their role; the owner count on the workspace keeps one owner at least."""
         self.authorize(principal, workspace, "owner")
         _check_role(role)
         Identity(self.ctx).get_user(user)
         current = self.ctx.table.get_item(keys.member(workspace, user))
-        if current is not None and current["role"] == "owner" and role != "owner":
-            owners = [m for m in self.list_members(principal, workspace) if m["role"] == "owner"]
-            if len(owners) <= 1:
-                raise Conflict(f"{user!r} is the last owner of {workspace!r}; add another owner first", field="role")
         op = self._member_put(workspace, user, role, principal)
-        self.ctx.table.transact([op, _workspace_exists(workspace)])
+        op.condition = item_absent() if current is None else attr_eq("role", current["role"])
+        was_owner, is_owner = current is not None and current["role"] == "owner", role == "owner"
+        self._change_members(workspace, user, op, is_owner - was_owner)
         return member_view(op.item)
 
     def list_members(self, principal: Principal, workspace: str) -> list[dict]:
@@ -109,26 +110,32 @@ class Workspaces:
     def remove_member(self, principal: Principal, workspace: str, user: str) -> None:
         if principal.user != user:  # anyone may leave; only owners remove others
             self.authorize(principal, workspace, "owner")
-        member = self.authorize(principal, workspace) if principal.user == user else \
-            self.ctx.table.get_item(keys.member(workspace, user))
+        member = self.ctx.table.get_item(keys.member(workspace, user))
         if member is None:
             raise NotFound(f"user {user!r} is not a member of {workspace!r}")
-        if member["role"] == "owner":
-            owners = [m for m in self.list_members(principal, workspace) if m["role"] == "owner"]
-            if len(owners) <= 1:
-                raise Conflict(f"{user!r} is the last owner of {workspace!r}; add another owner first")
-        key = keys.member(workspace, user)
-        self.ctx.table.delete(key.pk, key.sk, attr_eq("role", member["role"]))
+        delete = Delete(keys.member(workspace, user), attr_eq("role", member["role"]))
+        self._change_members(workspace, user, delete, -1 if member["role"] == "owner" else 0)
+
+    def _change_members(self, workspace: str, user: str, op: Put | Delete, owner_delta: int) -> None:
+        """One transaction: the member write and the workspace's owner count, never below one."""
+        guard = attr_gt("owners", 1) if owner_delta < 0 else item_exists()
+        key = keys.workspace(workspace)
+        count = Update(key, add={"owners": owner_delta}, condition=guard) if owner_delta else Check(key, guard)
+        try:
+            self.ctx.table.transact([op, count])
+        except ConditionFailed as failure:
+            if failure.index == 1 and owner_delta < 0:
+                raise Conflict(f"{user!r} is the last owner of {workspace!r}; add another owner first",
+                               field="role") from None
+            if failure.index == 1:
+                raise NotFound(f"workspace {workspace!r} not found") from None
+            raise Conflict(f"the membership of {user!r} changed meanwhile; retry") from None
 
     def _member_put(self, workspace: str, user: str, role: str, by: Principal) -> Put:
         key = keys.member(workspace, user)
         return Put({"pk": key.pk, "sk": key.sk, "entity": "member", "workspace": workspace, "user": user,
                     "role": role, "added": self.ctx.now(), "added_by": by.user,
                     "gsi1pk": keys.tokens_of_index_pk(user), "gsi1sk": f"WS#{workspace}"})
-
-
-def _workspace_exists(workspace: str) -> Check:
-    return Check(keys.workspace(workspace), item_exists())
 
 
 def _check_role(role: str) -> None:

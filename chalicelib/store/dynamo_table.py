@@ -105,6 +105,8 @@ class _Expression:
             return f"{path} IN ({', '.join(self.value(v) for v in cond.value)})"
         if cond.op == "lt":
             return f"{path} < {self.value(cond.value)}"
+        if cond.op == "gt":
+            return f"{path} > {self.value(cond.value)}"
         raise ValueError(f"unknown condition {cond.op}")
 
     def apply(self, request: dict, condition: Cond | None) -> dict:

@@ -31,7 +31,7 @@ class ConditionFailed(Conflict):
 # --- conditions -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Cond:
-    op: str  # item_exists | item_absent | eq | in | absent | absent_or_eq | lt | all
+    op: str  # item_exists | item_absent | eq | in | absent | absent_or_eq | lt | gt | all
     path: Path = ()
     value: Any = None
     parts: tuple["Cond", ...] = ()
@@ -64,6 +64,11 @@ def attr_absent_or_eq(path: str | Path, value: Any) -> Cond:
 def attr_lt(path: str | Path, value: int | float) -> Cond:
     """The attribute exists and is a number below `value`."""
     return Cond("lt", as_path(path), value)
+
+
+def attr_gt(path: str | Path, value: int | float) -> Cond:
+    """The attribute exists and is a number above `value`."""
+    return Cond("gt", as_path(path), value)
 
 
 def all_of(*conds: Cond | None) -> Cond | None:
@@ -104,8 +109,10 @@ def evaluate(cond: Cond | None, item: dict | None) -> bool:
         return current is _MISSING or _same(current, cond.value)
     if cond.op == "in":
         return current is not _MISSING and any(_same(current, v) for v in cond.value)
-    if cond.op == "lt":
-        return isinstance(current, (int, float)) and not isinstance(current, bool) and current < cond.value
+    if cond.op in ("lt", "gt"):
+        if not isinstance(current, (int, float)) or isinstance(current, bool):
+            return False
+        return current < cond.value if cond.op == "lt" else current > cond.value
     raise ValueError(f"unknown condition {cond.op}")
 
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
+from chalicelib.errors import Conflict, NotFound
 from chalicelib.services import keys
 from chalicelib.store.table import Query
 
@@ -366,3 +368,30 @@ def test_concurrent_creates_of_one_name(api):
     assert sorted(results) == [201, 409]
     assert roles(api, "race") == {"admin": "owner"}
     assert [w["name"] for w in api.ok("GET", WS)["workspaces"]] == ["race"]
+
+
+
+def test_two_owners_removing_each_other_at_once_leave_one_owner(services):
+    # Given a workspace with exactly two owners
+    admin = services.identity.authenticate(f"Bearer {services.identity.bootstrap_admin()}")
+    services.identity.create_user("carol")
+    carol = services.identity.authenticate(f"Bearer {services.identity.create_token('carol')['token']}")
+    services.workspaces.create(admin, "duo")
+    services.workspaces.add_member(admin, "duo", "carol", "owner")
+
+    # When each removes the other at the same time
+    def remove(caller_and_target):
+        caller, target = caller_and_target
+        try:
+            services.workspaces.remove_member(caller, "duo", target)
+            return "removed"
+        except (Conflict, NotFound):  # the last owner, or no longer a member at all
+            return "refused"
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = sorted(pool.map(remove, [(admin, "carol"), (carol, "admin")]))
+
+    # Then exactly one removal lands and one owner is left
+    members = services.ctx.table.query_all(Query("WS#duo", sk_prefix="MEMBER#"))
+    assert [m["role"] for m in members] == ["owner"]
+    assert outcomes == ["refused", "removed"]

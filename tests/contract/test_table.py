@@ -7,7 +7,7 @@ import pytest
 from chalicelib.errors import Invalid
 from chalicelib.store.table import (
     Check, ConditionFailed, Delete, Key, Put, Query, Update,
-    all_of, attr_absent, attr_absent_or_eq, attr_eq, attr_in, attr_lt, item_absent, item_exists,
+    all_of, attr_absent, attr_absent_or_eq, attr_eq, attr_gt, attr_in, attr_lt, item_absent, item_exists,
 )
 
 
@@ -56,6 +56,9 @@ def test_update_conditions(table):
     table.update(Update(Key("A", "1"), add={"n": 1}, condition=attr_lt("n", 2)))
     with pytest.raises(ConditionFailed):
         table.update(Update(Key("A", "1"), add={"n": 1}, condition=attr_lt("n", 2)))
+    table.update(Update(Key("A", "1"), add={"n": -1}, condition=attr_gt("n", 1)))
+    with pytest.raises(ConditionFailed):
+        table.update(Update(Key("A", "1"), add={"n": -1}, condition=attr_gt("n", 1)))
     assert table.get("A", "1")["types"] == {"acc": "scalar", "loss": "scalar"}
 
 
