@@ -73,13 +73,15 @@ def decode_page_token(token: str | None) -> dict | None:
     return state
 
 
-def start_key(state: dict | None) -> dict | None:
-    """The table key a page token carries (adapters reject keys that do not fit the listing)."""
+def start_key(state: dict | None, **partition: str) -> dict | None:
+    """The table key a page token carries; `partition` (e.g. pk="WS#x") ties it to one listing."""
     if not state or state.get("k") is None:
         return None
     key = state["k"]
     if not isinstance(key, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in key.items()):
         raise Invalid("page_token is malformed", field="page_token")
+    if any(key.get(attribute) != value for attribute, value in partition.items()):
+        raise Invalid("page_token does not belong to this listing", field="page_token")
     return key
 
 

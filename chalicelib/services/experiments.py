@@ -35,7 +35,7 @@ class Experiments:
         check_page_size(max_results)
         state = decode_page_token(page_token)
         page = self.ctx.table.query(Query(keys.workspace_pk(workspace), sk_prefix="EXP#", limit=max_results,
-                                          start=start_key(state)))
+                                          start=start_key(state, pk=keys.workspace_pk(workspace))))
         return {"experiments": [experiment_view(i) for i in page.items],
                 "next_page_token": encode_page_token({"k": page.next}) if page.next else None}
 

@@ -66,7 +66,9 @@ class Logs:
             chunk_start, text = item["offset"], item["text"]
             if chunk_start + len(text) <= position:
                 continue
-            position = max(position, chunk_start)  # skips a gap left by an append that never landed
+            if chunk_start > position and run["status"] not in TERMINAL:
+                break  # an append reserved this range and is still writing it: stop, the next read has it
+            position = max(position, chunk_start)  # once the run ended, a gap is an append that never landed
             piece = text[position - chunk_start :][: max_chars - count]
             parts.append(piece)
             count += len(piece)

@@ -28,6 +28,7 @@ TRANSITIONS = {
 MAX_TAGS = 200
 _KEY = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 MAX_VALUE = 5000
+MAX_ENTRIES_BYTES = 64 * 1024
 CHILD_SUMMARY_LIMIT = 1000
 MAX_ERROR_BYTES = 32_000
 MAX_ERROR_DEPTH = 16  # DynamoDB nests documents at most 32 levels deep
@@ -44,6 +45,13 @@ def check_entries(entries: dict[str, Any], field: str) -> dict[str, str]:
         if not isinstance(value, str) or len(value) > MAX_VALUE:
             raise Invalid(f"{field}.{key} must be a string of at most {MAX_VALUE} characters", field=f"{field}.{key}")
     return entries
+
+
+def check_room(current: dict[str, str], added: dict[str, str], field: str) -> None:
+    """A run item must stay far below DynamoDB's 400 KB: tags and properties share MAX_ENTRIES_BYTES each."""
+    merged = {**current, **added}
+    if len(merged) > MAX_TAGS or sum(len(k) + len(v) for k, v in merged.items()) > MAX_ENTRIES_BYTES:
+        raise Invalid(f"a run holds at most {MAX_TAGS} {field} of {MAX_ENTRIES_BYTES} characters in all", field=field)
 
 
 def check_error(error: Any) -> dict:
@@ -75,6 +83,8 @@ class Runs:
                tags: dict | None = None, properties: dict | None = None, display_name: str | None = None,
                status: str = "NotStarted") -> dict:
         tags, properties = check_entries(tags or {}, "tags"), check_entries(properties or {}, "properties")
+        check_room({}, tags, "tags")
+        check_room({}, properties, "properties")
         if status not in ("NotStarted", "Queued", "Running"):
             raise Invalid("a new run starts as NotStarted, Queued or Running", field="status")
         parent = self.get(workspace, parent_id) if parent_id else None
@@ -121,7 +131,7 @@ class Runs:
         self.get(workspace, run_id)
         check_page_size(max_results)
         page = self.ctx.table.query(Query(keys.children_index_pk(run_id), index="gsi2", limit=max_results,
-                                          start=start_key(decode_page_token(page_token))))
+                                          start=start_key(decode_page_token(page_token), gsi2pk=keys.children_index_pk(run_id))))
         return {"runs": [run_summary(i) for i in page.items],
                 "next_page_token": encode_page_token({"k": page.next}) if page.next else None}
 
@@ -133,9 +143,12 @@ class Runs:
     def set_tags(self, workspace: str, run_id: str, tags: dict, remove: list[str] | None = None) -> dict:
         check_entries(tags, "tags")
         remove = list(remove or [])
-        self.get(workspace, run_id)
+        for index, key in enumerate(remove):
+            if not isinstance(key, str) or not _KEY.fullmatch(key):
+                raise Invalid(f"remove[{index}] must be a tag key of 1-255 printable characters", field=f"remove[{index}]")
         if len(tags) + len(remove) == 0:
             raise Invalid("give tags to set or remove", field="tags")
+        check_room(self.get(workspace, run_id)["tags"], tags, "tags")
         update = Update(keys.run(run_id), set={("tags", k): v for k, v in tags.items()},
                         remove=[("tags", k) for k in remove if k not in tags], condition=item_exists())
         return self.ctx.table.update(update)
@@ -144,7 +157,7 @@ class Runs:
         check_entries(properties, "properties")
         if not properties:
             raise Invalid("give at least one property", field="properties")
-        self.get(workspace, run_id)
+        check_room(self.get(workspace, run_id)["properties"], properties, "properties")
         condition = all_of(item_exists(), *[attr_absent_or_eq(("properties", k), v) for k, v in properties.items()])
         try:
             return self.ctx.table.update(Update(keys.run(run_id), set={("properties", k): v for k, v in properties.items()},

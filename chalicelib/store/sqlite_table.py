@@ -115,7 +115,7 @@ class SqliteTable(Table):
         next_key = None
         if query.limit is not None and len(items) > query.limit:
             items = items[: query.limit]
-            next_key = {c: items[-1][c] for c in {*order, "pk", "sk"}}
+            next_key = {c: items[-1][c] for c in {hash_key, *order}}  # the shape of DynamoDB's LastEvaluatedKey
         return Page(items, next_key)
 
     # --- writes ---------------------------------------------------------------------------------

@@ -283,6 +283,15 @@ def test_children_are_paged(ws):
     assert all(r["parent_id"] == parent["id"] for r in ws.ok("GET", f"{RUNS}/{parent['id']}/children")["runs"])
 
 
+def test_a_page_token_of_another_listing_is_refused(ws):
+    first, second = new_run(ws, status="Running"), new_run(ws, status="Running")
+    for _ in range(3):
+        new_run(ws, None, parent_id=first["id"])
+    token = ws.ok("GET", f"{RUNS}/{first['id']}/children?max_results=1")["next_page_token"]
+    status, body = ws.call("GET", f"{RUNS}/{second['id']}/children?page_token={token}")
+    assert status == 400 and body["field"] == "page_token"
+
+
 def test_parent_view_counts_children_by_status(ws):
     parent = new_run(ws, status="Running")
     kids = [new_run(ws, None, parent_id=parent["id"], status="Running") for _ in range(4)]
