@@ -5,8 +5,6 @@ Chalice middleware never sees an exception a view raises, so every route goes th
 from __future__ import annotations
 
 import functools
-import json
-import math
 from typing import Any, Callable
 
 from chalice import Blueprint, Response
@@ -14,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from chalicelib.api.deps import services
 from chalicelib.errors import Invalid, NimbusError, TooLarge
+from chalicelib.json_codec import dumps_strict, loads_exact
 from chalicelib.telemetry import logger
 
 MAX_BODY = 6 * 1024 * 1024  # a Lambda request payload stops at 6 MB
@@ -54,7 +53,7 @@ def parse_body(raw: bytes | None, model: type[BaseModel]) -> BaseModel:
     if raw and len(raw) > MAX_BODY:
         raise TooLarge(f"request body exceeds {MAX_BODY} bytes", field="body")
     try:
-        data = json.loads(raw) if raw else {}
+        data = loads_exact(raw) if raw else {}
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep to parse
         raise Invalid("request body is not valid JSON", field="body") from None
     try:
@@ -66,21 +65,7 @@ def parse_body(raw: bytes | None, model: type[BaseModel]) -> BaseModel:
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
-    try:
-        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
-    except ValueError:  # NaN or ±inf somewhere: strict JSON has no literal for them
-        text = json.dumps(jsonable(payload), separators=(",", ":"))
-    return Response(body=text, status_code=status, headers={"Content-Type": "application/json"})
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
+    return Response(body=dumps_strict(payload).decode(), status_code=status, headers={"Content-Type": "application/json"})
 
 
 def query_int(request, name: str, default: int, low: int, high: int) -> int:

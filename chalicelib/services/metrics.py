@@ -6,7 +6,6 @@ Chunk keys come from the client's batch id, so a retried batch overwrites itself
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -14,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.errors import Conflict, Invalid, TooLarge
+from chalicelib.json_codec import dumps_stored, loads
 from chalicelib.services import keys
 from chalicelib.services.common import Context, check_page_size, decode_page_token, encode_page_token, new_id, start_key
 from chalicelib.services.runs import ACTIVE, Runs
@@ -105,8 +105,8 @@ def _chunks(run_id: str, series: Series, batch_id: str) -> list[dict]:
     while start < len(series.values):
         end = min(start + CHUNK_POINTS, len(series.values))
         while True:
-            data = json.dumps({"v": series.values[start:end], "s": series.steps[start:end],
-                               "t": series.timestamps[start:end]}, separators=(",", ":"))
+            data = dumps_stored({"v": series.values[start:end], "s": series.steps[start:end],
+                                 "t": series.timestamps[start:end]})
             if len(data) <= CHUNK_BYTES:
                 break
             if end - start == 1:
@@ -187,7 +187,7 @@ class Metrics:
         while token is None:
             page = self.ctx.table.query(Query(pk, sk_prefix=prefix, limit=50, start=before))
             for position, item in enumerate(page.items):
-                data = json.loads(item["data"])
+                data = loads(item["data"])
                 end = skip + max_results - len(result.values)
                 result.values += data["v"][skip:end]
                 result.steps += data["s"][skip:end]

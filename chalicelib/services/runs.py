@@ -55,7 +55,7 @@ def check_room(current: dict[str, str], added: dict[str, str], field: str) -> No
 
 
 def check_error(error: Any) -> dict:
-    """A run's error report is stored as a document: small, shallow, with numbers DynamoDB can hold."""
+    """A run's error report is stored as a document: small, shallow, with integers both stores keep exact."""
 
     def storable(value: Any, depth: int) -> bool:
         if depth > MAX_ERROR_DEPTH:
@@ -65,12 +65,12 @@ def check_error(error: Any) -> dict:
         if isinstance(value, list):
             return all(storable(v, depth + 1) for v in value)
         if isinstance(value, int) and not isinstance(value, bool):
-            return abs(value) < 10**38
+            return -(2**63) <= value < 2**63
         return value is None or isinstance(value, (str, float, bool))
 
     if not isinstance(error, dict) or not storable(error, 1) or len(json.dumps(error)) > MAX_ERROR_BYTES:
         raise Invalid(f"error must be an object of at most {MAX_ERROR_BYTES} bytes, nested at most {MAX_ERROR_DEPTH} "
-                      "deep, with numbers of at most 38 digits", field="error")
+                      "deep, with integers of at most 64 bits", field="error")
     return error
 
 

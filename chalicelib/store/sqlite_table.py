@@ -6,15 +6,14 @@ the item written while holding the write lock, so concurrent writers (threads or
 """
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Sequence
 
-import orjson
 
 from chalicelib.errors import Invalid
+from chalicelib.json_codec import dumps_stored, loads
 from chalicelib.store import schema
 from chalicelib.store.table import (
     Check,
@@ -34,14 +33,6 @@ from chalicelib.store.table import (
 
 _TOP = chr(0x10FFFF)  # sorts after every continuation of a prefix (SQLite compares UTF-8 bytes)
 _INDEX_COLUMNS = [a for pair in schema.INDEXES.values() for a in pair]
-
-
-def _decode(text: str) -> dict:
-    """orjson is several times faster; only items holding NaN or ±inf (not strict JSON) need json."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
 
 
 class SqliteTable(Table):
@@ -76,7 +67,7 @@ class SqliteTable(Table):
     # --- reads ----------------------------------------------------------------------------------
     def get(self, pk: str, sk: str, *, consistent: bool = True) -> dict | None:
         row = self._connection().execute("SELECT data FROM items WHERE pk=? AND sk=?", (pk, sk)).fetchone()
-        return _decode(row[0]) if row else None
+        return loads(row[0]) if row else None
 
     def query(self, query: Query) -> Page:
         if query.index is None:
@@ -111,7 +102,7 @@ class SqliteTable(Table):
         if query.limit is not None:
             sql += f" LIMIT {int(query.limit) + 1}"
         rows = self._connection().execute(sql, args).fetchall()
-        items = [_decode(r[0]) for r in rows]
+        items = [loads(r[0]) for r in rows]
         next_key = None
         if query.limit is not None and len(items) > query.limit:
             items = items[: query.limit]
@@ -153,7 +144,7 @@ class SqliteTable(Table):
     def _apply(self, db: sqlite3.Connection, index: int, op: Operation, single: bool) -> dict | None:
         key = Key(op.item["pk"], op.item["sk"]) if isinstance(op, Put) else op.key
         row = db.execute("SELECT data FROM items WHERE pk=? AND sk=?", (key.pk, key.sk)).fetchone()
-        current = _decode(row[0]) if row else None
+        current = loads(row[0]) if row else None
         if not evaluate(op.condition, current):
             raise ConditionFailed(index=None if single else index)
         if isinstance(op, Check):
@@ -165,7 +156,7 @@ class SqliteTable(Table):
         db.execute(
             f"INSERT OR REPLACE INTO items (pk, sk, {', '.join(_INDEX_COLUMNS)}, data) "
             f"VALUES (?, ?, {', '.join('?' * len(_INDEX_COLUMNS))}, ?)",
-            [key.pk, key.sk, *[new.get(c) for c in _INDEX_COLUMNS], json.dumps(new, separators=(",", ":"))],
+            [key.pk, key.sk, *[new.get(c) for c in _INDEX_COLUMNS], dumps_stored(new)],
         )
         return new
 
