@@ -6,6 +6,7 @@ Only requests that are safe to repeat are retried, and only when the service is 
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import re
@@ -13,9 +14,10 @@ import secrets
 import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
+import urllib3
 
 from nimbus.version import __version__
 from nimbus.exceptions import NimbusError, ServiceUnavailableError, error_for_status
@@ -41,8 +43,10 @@ class ApiClient:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.attempts = max(1, attempts)
-        self._auth = {"Authorization": f"Bearer {token}"}
-        self._session = _new_session()
+        self._auth = {"Authorization": f"Bearer {token}", "User-Agent": f"nimbus-sdk/{__version__}"}
+        # API calls go straight through urllib3: requests costs ~1 ms a call more (it re-reads proxy
+        # settings every time), which is most of a short call's time. Proxies are read here, once.
+        self._pool = _api_pool(self.url)
         # Presigned URLs carry their own signature: they must never see our token.
         self._transfers = _new_session()
 
@@ -57,9 +61,10 @@ class ApiClient:
         if data is not None:
             headers["Content-Type"] = "application/json"
 
+        url = self.url + path + ("?" + urlencode(params, doseq=True) if params else "")
+
         def attempt() -> Any:
-            response = self._send(self._session, method, self.url + path, params=params, data=data, headers=headers)
-            return _decoded(response)
+            return _decoded(*self._exchange(method, url, data, headers))
 
         return self.with_retries(attempt, method in IDEMPOTENT if retry is None else retry)
 
@@ -112,14 +117,23 @@ class ApiClient:
         response = self._send(self._transfers, "GET", url, stream=True)
         if response.status_code >= 400:
             with response:
-                raise _error(response)
+                raise _error(response.status_code, response.content, response.reason)
         return response
 
     def close(self) -> None:
-        self._session.close()
+        self._pool.clear()
         self._transfers.close()
 
     # --- internals ----------------------------------------------------------------------------------
+    def _exchange(self, method: str, url: str, body: bytes | None, headers: dict) -> tuple[int, bytes, str]:
+        """One API call: (status, body, reason); a connection failure is ServiceUnavailableError."""
+        try:
+            response = self._pool.request(method, url, body=body, headers=headers, retries=False,
+                                          timeout=urllib3.Timeout(connect=self.timeout[0], read=self.timeout[1]))
+        except urllib3.exceptions.HTTPError as err:
+            raise ServiceUnavailableError(f"cannot reach {_origin(url)}: {_reason(err)}") from None
+        return response.status, response.data, response.reason
+
     def with_retries(self, attempt: Callable[[], T], retry: bool) -> T:
         for number in range(self.attempts):
             try:
@@ -142,7 +156,7 @@ class ApiClient:
             headers = {"Content-Type": "application/octet-stream"}
             response = self._send(self._transfers, "PUT", url, data=body, headers=headers)
             if response.status_code >= 400:
-                raise _error(response)
+                raise _error(response.status_code, response.content, response.reason)
             return size
 
         return self.with_retries(attempt, True)
@@ -198,26 +212,32 @@ def _new_session() -> requests.Session:
     return session
 
 
-def _decoded(response: requests.Response) -> Any:
-    if response.status_code >= 400:
-        raise _error(response)
-    if not response.content:
+def _decoded(status: int, content: bytes, reason: str | None) -> Any:
+    if status >= 400:
+        raise _error(status, content, reason)
+    if not content:
         return None
     try:
-        return response.json()
+        return json.loads(content)
     except ValueError:
-        raise NimbusError(f"the service sent a reply that is not JSON (HTTP {response.status_code})",
-                          status=response.status_code) from None
+        raise NimbusError(f"the service sent a reply that is not JSON (HTTP {status})", status=status) from None
 
 
-def _error(response: requests.Response) -> NimbusError:
+def _error(status: int, content: bytes, reason: str | None) -> NimbusError:
     try:
-        body = response.json()
+        body = json.loads(content)
     except ValueError:
         body = None
-    text = " ".join(response.text.split())[:200] if body is None else ""
-    fallback = f"HTTP {response.status_code} {response.reason or ''}".strip() + (f": {text}" if text else "")
-    return error_for_status(response.status_code, body, fallback)
+    text = " ".join(content.decode("utf-8", "replace").split())[:200] if body is None else ""
+    fallback = f"HTTP {status} {reason or ''}".strip() + (f": {text}" if text else "")
+    return error_for_status(status, body, fallback)
+
+
+def _api_pool(url: str) -> urllib3.PoolManager:
+    proxy = requests.utils.get_environ_proxies(url).get(urlsplit(url).scheme)
+    if proxy:
+        return urllib3.ProxyManager(proxy, maxsize=16)
+    return urllib3.PoolManager(maxsize=16)
 
 
 def _seekable(stream: BinaryIO) -> bool:
@@ -238,7 +258,7 @@ def _origin(url: str) -> str:
 
 
 def _reason(err: Exception) -> str:
-    if isinstance(err, requests.Timeout):
+    if isinstance(err, (requests.Timeout, urllib3.exceptions.TimeoutError)):
         return "timed out"
     # urllib3 buries the operating system's reason deep inside its message.
     match = re.search(r"\[Errno -?\d+\] ([^'\"()]+)", str(err))

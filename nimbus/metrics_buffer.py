@@ -129,10 +129,8 @@ class MetricsBuffer:
                 streams = [self._streams[key]] if key in self._streams else []
             targets = [(s, s.logged) for s in streams]
         if any(s.settled < logged for s, logged in targets):
-            if self._thread is not None and self._thread.is_alive():
-                self._wake.set()
-            else:
-                self.send_pending()
+            # Send from this thread: handing over to the sender thread costs a GIL switch (~5 ms).
+            self.send_pending()
             with self._settled:
                 if not self._settled.wait_for(lambda: all(s.settled >= n for s, n in targets), timeout):
                     raise ServiceUnavailableError(f"metrics were not all sent within {timeout} seconds")

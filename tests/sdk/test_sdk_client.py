@@ -5,7 +5,6 @@ import json
 import socket
 
 import pytest
-import requests
 
 from nimbus import client as client_module
 from nimbus.client import ApiClient, api_path
@@ -14,11 +13,8 @@ from nimbus.exceptions import (
 )
 
 
-def reply(status: int, body: dict | None = None) -> requests.Response:
-    response = requests.Response()
-    response.status_code = status
-    response._content = json.dumps(body).encode() if body is not None else b""
-    return response
+def reply(status: int, body: dict | None = None) -> tuple[int, bytes, str]:
+    return status, json.dumps(body).encode() if body is not None else b"", ""
 
 
 @pytest.fixture
@@ -27,11 +23,11 @@ def scripted(monkeypatch):
     monkeypatch.setattr(client_module.time, "sleep", lambda seconds: None)
     client, calls, replies = ApiClient("http://service", "nmb_t"), [], []
 
-    def send(session, method, url, **kwargs):
+    def exchange(method, url, body, headers):
         calls.append((method, url))
         return replies.pop(0)
 
-    monkeypatch.setattr(client, "_send", send)
+    monkeypatch.setattr(client, "_exchange", exchange)
     return client, calls, replies
 
 
