@@ -55,7 +55,10 @@ def has_non_finite(value: Any) -> bool:
     if isinstance(value, dict):
         return any(has_non_finite(v) for v in value.values())
     if isinstance(value, (list, tuple)):
-        return any(has_non_finite(v) for v in value)
+        try:  # a list of numbers is summed in C: finite sum, finite members (overflow goes the slow way)
+            return not math.isfinite(math.fsum(value))
+        except (TypeError, OverflowError):
+            return any(has_non_finite(v) for v in value)
     return False
 
 

@@ -23,3 +23,8 @@ def test_integers_beyond_64_bits_are_written_exactly():
     big = 10**30
     assert dumps_stored({"n": big}) == '{"n":' + str(big) + "}"
     assert dumps_strict({"n": big}) == b'{"n":' + str(big).encode() + b"}"
+
+
+def test_large_finite_lists_whose_sum_overflows_are_not_mistaken_for_infinity():
+    assert loads(dumps_strict([1e308, 1e308, None])) == [1e308, 1e308, None]
+    assert loads(dumps_strict([1.0, None, "x", math.nan])) == [1.0, None, "x", "NaN"]
