@@ -57,6 +57,8 @@ def has_non_finite(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         try:  # a list of numbers is summed in C: finite sum, finite members (overflow goes the slow way)
             return not math.isfinite(math.fsum(value))
+        except ValueError:  # inf + -inf
+            return True
         except (TypeError, OverflowError):
             return any(has_non_finite(v) for v in value)
     return False

@@ -50,15 +50,14 @@ class Experiment:
 
         params = {"status": _listed(status), "tag": _tag_filters(tags), "metric": _listed(metric_filters),
                   "order_by": " ".join(order_by) if isinstance(order_by, tuple) else order_by,
-                  "max_results": min(PAGE_SIZE, max_results) if max_results else PAGE_SIZE}
+                  "max_results": min(PAGE_SIZE, max_results) if max_results else PAGE_SIZE,
+                  "top_level": None if include_children else "true"}
         if max_results is not None and max_results <= 0:
             return
         path = api_path("workspaces", self.workspace.name, "experiments", self.name, "runs")
         params = {k: v for k, v in params.items() if v not in (None, [])}
         count = 0
         for summary in self.workspace.client.paged(path, "runs", params):
-            if summary.get("parent_id") and not include_children:
-                continue  # the search has no parent filter: children are skipped here
             yield Run(self.workspace, summary["id"], details=summary)
             count += 1
             if max_results is not None and count >= max_results:

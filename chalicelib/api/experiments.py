@@ -4,7 +4,7 @@ import re
 from chalice import Blueprint
 
 from chalicelib.api.deps import services
-from chalicelib.api.routing import endpoint, query_int, query_list, query_str
+from chalicelib.api.routing import endpoint, query_bool, query_int, query_list, query_str
 from chalicelib.errors import Invalid
 
 bp = Blueprint(__name__)
@@ -24,7 +24,7 @@ def show_experiment(principal, request, workspace, experiment):
 
 @endpoint(bp, "/v1/workspaces/{workspace}/experiments/{experiment}/runs", role="reader")
 def search_runs(principal, request, workspace, experiment):
-    """?status=S&tag=k[=v]&metric=name>0.5&order_by=metrics.acc desc&max_results=100&page_token=…"""
+    """?status=S&tag=k[=v]&metric=name>0.5&top_level=true&order_by=metrics.acc desc&max_results=100&page_token=…"""
     tags = [(t.partition("=")[0], t.partition("=")[2] if "=" in t else None) for t in query_list(request, "tag")]
     metrics = []
     for text in query_list(request, "metric"):
@@ -40,6 +40,7 @@ def search_runs(principal, request, workspace, experiment):
     if direction.strip().lower() not in ("", "asc", "desc"):
         raise Invalid("order_by direction must be asc or desc", field="order_by")
     return services().runs.search(
-        workspace, experiment, statuses=query_list(request, "status"), tags=tags, metrics=metrics, order_by=field,
+        workspace, experiment, statuses=query_list(request, "status"), tags=tags, metrics=metrics,
+        top_level=query_bool(request, "top_level"), order_by=field,
         descending=direction.strip().lower() != "asc", max_results=query_int(request, "max_results", 100, 1, 1000),
         page_token=query_str(request, "page_token"))

@@ -19,8 +19,8 @@ OPERATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operat
 ORDER_FIELDS = ("created", "started", "ended", "duration_s", "status")
 
 
-def search_runs(table: Table, partition: str, *, statuses, tags, metrics, order_by, descending, max_results,
-                page_token) -> dict:
+def search_runs(table: Table, partition: str, *, statuses, tags, metrics, top_level, order_by, descending,
+                max_results, page_token) -> dict:
     from chalicelib.services.runs import STATUSES, run_summary
 
     check_page_size(max_results)
@@ -33,7 +33,7 @@ def search_runs(table: Table, partition: str, *, statuses, tags, metrics, order_
     if order_by not in ORDER_FIELDS and not order_by.startswith("metrics."):
         raise Invalid(f"order_by must be one of {', '.join(ORDER_FIELDS)} or metrics.<name>", field="order_by")
 
-    fingerprint = hashlib.sha256(json.dumps([partition, statuses, tags, metrics, order_by, descending],
+    fingerprint = hashlib.sha256(json.dumps([partition, statuses, tags, metrics, top_level, order_by, descending],
                                             default=str).encode()).hexdigest()[:16]
     state = decode_page_token(page_token) or {"o": 0, "f": fingerprint}
     offset = state.get("o")
@@ -41,7 +41,7 @@ def search_runs(table: Table, partition: str, *, statuses, tags, metrics, order_
         raise Invalid("page_token does not belong to this search", field="page_token")
 
     matched = [item for item in table.query_all(Query(partition, index="gsi1", forward=not descending))
-               if _matches(item, statuses, tags, metrics)]
+               if not (top_level and item.get("parent_id")) and _matches(item, statuses, tags, metrics)]
     if order_by != "created":
         matched = _ordered(matched, order_by, descending)
     page = matched[offset : offset + max_results]

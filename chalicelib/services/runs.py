@@ -197,14 +197,16 @@ class Runs:
     # --- search ---------------------------------------------------------------------------------
     def search(self, workspace: str, experiment: str, *, statuses: list[str] | None = None,
                tags: list[tuple[str, str | None]] | None = None, metrics: list[tuple[str, str, float]] | None = None,
-               order_by: str = "created", descending: bool = True, max_results: int = 100,
+               top_level: bool = False, order_by: str = "created", descending: bool = True, max_results: int = 100,
                page_token: str | None = None) -> dict:
-        """Runs of one experiment: one Query of the experiment's index partition, filtered and sorted here."""
+        """Runs of one experiment (without child runs when `top_level`): one Query of the experiment's
+        index partition, filtered and sorted here."""
         from chalicelib.services.run_search import search_runs
 
         check_experiment_name(experiment)
         return search_runs(self.ctx.table, keys.experiment_runs_index_pk(workspace, experiment),
-                           statuses=statuses or [], tags=tags or [], metrics=metrics or [], order_by=order_by,
+                           statuses=statuses or [], tags=tags or [], metrics=metrics or [], top_level=top_level,
+                           order_by=order_by,
                            descending=descending, max_results=max_results, page_token=page_token)
 
 

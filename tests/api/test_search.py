@@ -194,3 +194,12 @@ def test_bad_search_parameters_are_400(api):
 def test_search_of_an_unknown_experiment_is_empty(api):
     api.ok("POST", "/v1/workspaces", {"name": "ws"})
     assert search(api) == {"runs": [], "total": 0, "next_page_token": None}
+
+
+def test_top_level_leaves_child_runs_out(api, runs):
+    child = api.ok("POST", f"{WS}/runs", {"parent_id": runs[2], "status": "Running"})  # runs[2] is Running
+    everything = api.ok("GET", SEARCH + "?max_results=100")
+    top = api.ok("GET", SEARCH + "?max_results=100&top_level=true")
+    assert child["id"] in [r["id"] for r in everything["runs"]]
+    assert child["id"] not in [r["id"] for r in top["runs"]]
+    assert top["total"] == everything["total"] - 1 == len(runs)

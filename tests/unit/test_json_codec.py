@@ -28,3 +28,4 @@ def test_integers_beyond_64_bits_are_written_exactly():
 def test_large_finite_lists_whose_sum_overflows_are_not_mistaken_for_infinity():
     assert loads(dumps_strict([1e308, 1e308, None])) == [1e308, 1e308, None]
     assert loads(dumps_strict([1.0, None, "x", math.nan])) == [1.0, None, "x", "NaN"]
+    assert loads(dumps_strict([math.inf, -math.inf, None])) == ["Infinity", "-Infinity", None]
