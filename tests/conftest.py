@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 
 import pytest
@@ -80,3 +81,9 @@ def blobs(settings):
 
 def pytest_configure(config):
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    # Tests never see the developer's own platform, profile or service settings.
+    scratch = tempfile.mkdtemp(prefix="nimbus-tests-")
+    os.environ["NIMBUS_HOME"] = os.path.join(scratch, "home")
+    os.environ["NIMBUS_CONFIG"] = os.path.join(scratch, "profile.json")
+    for name in ("NIMBUS_URL", "NIMBUS_TOKEN", "NIMBUS_WORKSPACE", "NIMBUS_BACKEND"):
+        os.environ.pop(name, None)

@@ -1,6 +1,7 @@
 """`nimbus run ...`: find runs, read their metrics and logs, download their outputs, cancel them."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -73,27 +74,37 @@ def run_metrics(run_id: str, name: str | None, workspace_name: str | None, outpu
 @click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
               help="Seconds between polls while following.")
 @workspace_option
-def run_logs(run_id: str, stream: str, follow: bool, interval: float, workspace_name: str | None) -> None:
-    """Print a run's log."""
+@output_option
+def run_logs(run_id: str, stream: str, follow: bool, interval: float, workspace_name: str | None, output: str) -> None:
+    """Print a run's log (json: one object; with --follow, one JSON line per piece, then the status)."""
     target = find_run(workspace_name, run_id)
-    write = lambda text: (sys.stdout.write(text), sys.stdout.flush())  # noqa: E731
+    if output == "json":
+        write = lambda text: click.echo(json.dumps({"text": text}))  # noqa: E731
+    else:
+        write = lambda text: (sys.stdout.write(text), sys.stdout.flush())  # noqa: E731
     if not follow:
-        _print_log(target, stream, write)
+        text, next_offset = _read_log(target, stream)
+        if output == "json":
+            click.echo(json.dumps({"run": target.id, "stream": stream, "text": text, "next_offset": next_offset}))
+        else:
+            write(text)
         return
     status = follow_logs(target, stream=stream, write=write, poll_seconds=interval)
+    if output == "json":
+        click.echo(json.dumps({"run": target.id, "stream": stream, "status": status}))
     if status != "Completed":
         error = (target.get_details().get("error") or {}).get("message")
         click.echo(f"run {target.id} {status}" + (f": {cell_text(error)}" if error else ""), err=True)
         sys.exit(1)
 
 
-def _print_log(target, stream: str, write) -> None:
-    offset = 0
+def _read_log(target, stream: str) -> tuple[str, int]:
+    parts, offset = [], 0
     while True:
         reply = target.get_logs(stream, offset)
         if not reply["text"]:
-            return
-        write(reply["text"])
+            return "".join(parts), offset
+        parts.append(reply["text"])
         offset = reply["next_offset"]
 
 

@@ -96,6 +96,15 @@ def test_logs_without_follow_print_what_is_there(nimbus, workspace):
     assert (result.exit_code, result.stdout) == (0, "partial\n")
 
 
+def test_logs_as_json(nimbus, workspace, finished_run):
+    whole = nimbus("run", "logs", finished_run.id, "-o", "json", json_output=True)
+    assert whole == {"run": finished_run.id, "stream": "stdout", "text": "epoch 1\nepoch 2\n", "next_offset": 16}
+    followed = nimbus("run", "logs", finished_run.id, "-f", "--interval", "0.05", "-o", "json")
+    lines = [json.loads(line) for line in followed.stdout.splitlines()]
+    assert "".join(line.get("text", "") for line in lines) == "epoch 1\nepoch 2\n"
+    assert lines[-1] == {"run": finished_run.id, "stream": "stdout", "status": "Completed"}
+
+
 def test_run_list_filters(nimbus, workspace):
     for accuracy in (0.2, 0.8):
         with Experiment(workspace, "cli").start_logging(display_name=f"acc-{accuracy}") as run:
