@@ -95,3 +95,16 @@ def query_bool(request, name: str) -> bool:
     if raw not in ("true", "false", "1", "0", "yes", "no"):
         raise Invalid(f"{name} must be true or false", field=name)
     return raw in ("true", "1", "yes")
+
+
+def framework_errors_middleware(event, get_response):
+    """Chalice answers a wrong method (405) or content type (415) itself, as {"Code", "Message"}: give
+    those the API's own error shape, so clients parse one kind of error."""
+    response = get_response(event)
+    if response.status_code in (405, 415) and isinstance(response.body, dict) and "Code" in response.body:
+        body = {"code": response.body["Code"], "message": response.body.get("Message", "")}
+        if response.status_code == 415:
+            body["field"] = "Content-Type"
+        response.body = dumps_strict(body).decode()
+        response.headers["Content-Type"] = "application/json"
+    return response

@@ -204,10 +204,15 @@ def test_bad_query_parameters(api, services, world):
     expect_refused(api, services, world, cases)
 
 
+def test_a_method_a_route_lacks_is_405_in_the_api_error_shape(api):
+    code, body = api.call("PUT", "/v1/workspaces")
+    assert code == 405 and body["code"] == "MethodNotAllowedError" and "PUT" in body["message"]
+
+
 def test_wrong_content_type_is_refused(api, services, world):
     before = snapshot(api, world)
     code, body = api.call("POST", "/v1/workspaces", {"name": "other"}, headers={"Content-Type": "text/plain"})
-    assert code == 415 and body is not None
+    assert code == 415 and body["field"] == "Content-Type" and "text/plain" in body["message"]
     code, body = api.call("POST", f"{WS}/runs/{world}/logs/stdout", {"text": "x"},
                           headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert code == 415
