@@ -12,10 +12,12 @@ from nimbus.exceptions import (
 )
 from nimbus.experiment import Experiment
 from nimbus.run import Run
+from nimbus.runconfig import ScriptRunConfig
 from nimbus.version import __version__
 from nimbus.workspace import Workspace
 
 __all__ = [
-    "Workspace", "Experiment", "Run", "NimbusError", "ConfigurationError", "InvalidError", "AuthenticationError",
-    "ForbiddenError", "NotFoundError", "ConflictError", "TooLargeError", "ServiceUnavailableError", "__version__",
+    "Workspace", "Experiment", "Run", "ScriptRunConfig", "NimbusError", "ConfigurationError", "InvalidError",
+    "AuthenticationError", "ForbiddenError", "NotFoundError", "ConflictError", "TooLargeError",
+    "ServiceUnavailableError", "__version__",
 ]

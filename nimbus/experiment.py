@@ -1,6 +1,7 @@
 """Experiment: a named group of runs in a workspace, created by the first run that names it."""
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
 from nimbus.client import api_path
@@ -8,6 +9,7 @@ from nimbus.exceptions import NotFoundError
 
 if TYPE_CHECKING:
     from nimbus.run import Run
+    from nimbus.runconfig import ScriptRunConfig
     from nimbus.workspace import Workspace
 
 PAGE_SIZE = 500
@@ -33,6 +35,32 @@ class Experiment:
 
         return Run.create(self.workspace, experiment=self.name, display_name=display_name, tags=tags,
                           properties=properties)
+
+    def submit(self, config: "ScriptRunConfig", tags: Mapping[str, str] | None = None,
+               client_token: str | None = None, show_progress: bool | None = None) -> "Run":
+        """Snapshots config.source_directory, uploads what the service lacks and queues a run of it.
+
+        The run also records the git checkout and CI job it came from. `client_token` makes the
+        submission safe to repeat: the same token returns the first run instead of a new one.
+        """
+        from nimbus import snapshot
+        from nimbus.progress import ProgressBar, wanted
+        from nimbus.run import Run, _strings
+        from nimbus.source_info import ci_info, git_info
+
+        config.check_files()
+        run_config = config.to_dict()
+        client, workspace = self.workspace.client, self.workspace.name
+        files = snapshot.collect(config.source_directory, **snapshot.limits_from_env())
+        content_bytes = sum({f.digest: f.size for f in files}.values())  # identical contents go once
+        with ProgressBar(content_bytes, "snapshot", enabled=wanted(show_progress)) as bar:
+            uploaded = snapshot.upload(client, workspace, files, bar.update)
+        body = {"experiment": self.name, "snapshot_id": uploaded["id"], "run_config": run_config,
+                "git": git_info(config.source_directory), "ci": ci_info(), "tags": _strings(tags),
+                "client_token": client_token or uuid.uuid4().hex}
+        # Retrying is safe only because the token is the same on every attempt.
+        details = client.post(api_path("workspaces", workspace, "runs"), body, retry=True)
+        return Run(self.workspace, details["id"], details=details)
 
     def get_runs(self, status: str | Iterable[str] | None = None,
                  tags: Mapping[str, str | None] | Iterable[str] | str | None = None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from chalicelib import settings as settings_module
 from chalicelib.services.common import Context
@@ -11,12 +12,18 @@ from chalicelib.services.logs import Logs
 from chalicelib.services.metrics import Metrics
 from chalicelib.services.outputs import Outputs
 from chalicelib.services.runs import Runs
+from chalicelib.services.submissions import Submissions
 from chalicelib.services.workspaces import Workspaces
 from chalicelib.store.factory import build_blobs, build_table
+
+if TYPE_CHECKING:
+    from chalicelib.compute.dispatcher import Dispatcher
 
 
 @dataclass
 class Services:
+    """Everything a request may use. `dispatcher` runs submitted jobs (None where no compute is set up)."""
+
     ctx: Context
     identity: Identity
     workspaces: Workspaces
@@ -25,6 +32,11 @@ class Services:
     metrics: Metrics
     logs: Logs
     outputs: Outputs
+    dispatcher: "Dispatcher | None" = None
+
+    @property
+    def submissions(self) -> Submissions:
+        return Submissions(self.ctx, self.dispatcher)
 
     @classmethod
     def from_context(cls, ctx: Context) -> "Services":

@@ -8,9 +8,10 @@ from chalicelib.api.routing import endpoint
 bp = Blueprint(__name__)
 
 
-@endpoint(bp, "/v1/whoami")
+@endpoint(bp, "/v1/whoami", run_token=True)
 def whoami(principal, request):
-    return {"user": principal.user, "is_admin": principal.is_admin, "token_id": principal.token_id}
+    return {"user": principal.user, "is_admin": principal.is_admin, "token_id": principal.token_id,
+            "run_id": principal.run_id}
 
 
 @endpoint(bp, "/v1/users", ("POST",), body=CreateUser, status=201)

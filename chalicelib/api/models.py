@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 class Body(BaseModel):
@@ -29,6 +33,34 @@ class AddMember(Body):
     role: Literal["reader", "contributor", "owner"]
 
 
+class RunConfig(Body):
+    """What a submitted run executes (the SDK's ScriptRunConfig on the wire)."""
+
+    script: str | None = Field(default=None, min_length=1, max_length=1024)
+    command: str | None = Field(default=None, min_length=1, max_length=8192)
+    arguments: list[str] = Field(default_factory=list, max_length=1000)
+    compute: Literal["local"] = "local"
+    environment: str | None = Field(default=None, max_length=255)
+    environment_variables: dict[str, str] = Field(default_factory=dict, max_length=200)
+    max_run_duration_s: int | None = Field(default=None, gt=0, le=30 * 24 * 3600)
+
+    @model_validator(mode="after")
+    def one_entry_point(self) -> "RunConfig":
+        if (self.script is None) == (self.command is None):
+            raise ValueError("give exactly one of script and command")
+        for name in self.environment_variables:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"environment variable name {name!r} is invalid")
+        return self
+
+
+class GitInfo(Body):
+    remote: str | None = Field(default=None, max_length=2048)
+    branch: str | None = Field(default=None, max_length=1024)
+    commit: str | None = Field(default=None, max_length=64)
+    dirty: bool | None = None
+
+
 class CreateRun(Body):
     experiment: str | None = Field(default=None, max_length=255)
     parent_id: str | None = Field(default=None, max_length=64)
@@ -36,6 +68,11 @@ class CreateRun(Body):
     tags: dict[str, str] = Field(default_factory=dict)
     properties: dict[str, str] = Field(default_factory=dict)
     status: Literal["NotStarted", "Queued", "Running"] = "NotStarted"
+    snapshot_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    run_config: RunConfig | None = None
+    git: GitInfo | None = None
+    ci: dict[str, str | None] | None = Field(default=None, max_length=20)
+    client_token: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class UpdateTags(Body):

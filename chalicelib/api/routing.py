@@ -11,7 +11,7 @@ from chalice import Blueprint, Response
 from pydantic import BaseModel, ValidationError
 
 from chalicelib.api.deps import services
-from chalicelib.errors import Invalid, NimbusError, TooLarge
+from chalicelib.errors import Forbidden, Invalid, NimbusError, TooLarge
 from chalicelib.json_codec import dumps_strict, loads_exact
 from chalicelib.telemetry import logger
 
@@ -19,10 +19,13 @@ MAX_BODY = 6 * 1024 * 1024  # a Lambda request payload stops at 6 MB
 
 
 def endpoint(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, auth: bool = True,
-             body: type[BaseModel] | None = None, role: str | None = None, status: int = 200) -> Callable:
+             body: type[BaseModel] | None = None, role: str | None = None, status: int = 200,
+             run_token: bool = False) -> Callable:
     """Register `fn(principal, request, **path_params[, body])` as a JSON route.
 
     `role` names the minimum workspace role; the route's `workspace` path parameter is checked.
+    `run_token` lets a run token in: its workspace must be the route's, and a `run_id` path parameter
+    must be its run (routes without one check the rest themselves, e.g. a child run's parent).
     """
 
     def register(fn: Callable) -> Callable:
@@ -31,7 +34,9 @@ def endpoint(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, a
             request = bp.current_request
             try:
                 principal = services().identity.authenticate(request.headers.get("authorization")) if auth else None
-                if role is not None:
+                if principal is not None and principal.run_id is not None:
+                    check_run_scope(principal, params, run_token)
+                elif role is not None:
                     services().workspaces.authorize(principal, params["workspace"], role)
                 kwargs: dict[str, Any] = {"principal": principal, "request": request, **params}
                 if body is not None:
@@ -47,6 +52,13 @@ def endpoint(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, a
         return fn
 
     return register
+
+
+def check_run_scope(principal, params: dict, allowed: bool) -> None:
+    if not allowed or params.get("workspace", principal.workspace) != principal.workspace:
+        raise Forbidden("a run token may act only on its own run")
+    if "run_id" in params and params["run_id"] != principal.run_id:
+        raise Forbidden(f"a run token may act only on its own run ({principal.run_id})")
 
 
 def parse_body(raw: bytes | None, model: type[BaseModel]) -> BaseModel:

@@ -4,46 +4,74 @@ from chalice import Blueprint
 from chalicelib.api.deps import services
 from chalicelib.api.models import AddProperties, ChangeStatus, CreateRun, UpdateTags
 from chalicelib.api.routing import endpoint, query_int, query_str
+from chalicelib.errors import Forbidden, Invalid
 from chalicelib.services.runs import run_view
 
 bp = Blueprint(__name__)
 RUN = "/v1/workspaces/{workspace}/runs/{run_id}"
 
 
-@endpoint(bp, "/v1/workspaces/{workspace}/runs", ("POST",), body=CreateRun, role="contributor", status=201)
+@endpoint(bp, "/v1/workspaces/{workspace}/runs", ("POST",), body=CreateRun, role="contributor", status=201,
+          run_token=True)
 def create_run(principal, request, workspace, body):
-    run = services().runs.create(principal, workspace, body.experiment, parent_id=body.parent_id, tags=body.tags,
-                                 properties=body.properties, display_name=body.display_name, status=body.status)
+    """An interactive run, a child run, or (with a snapshot) a submitted script run."""
+    if principal.run_id is not None and body.parent_id != principal.run_id:
+        raise Forbidden(f"a run token may only create children of its own run ({principal.run_id})")
+    if body.snapshot_id is None:
+        for name in ("run_config", "git", "ci", "client_token"):
+            if getattr(body, name) is not None:
+                raise Invalid(f"{name} belongs to a submitted run: give snapshot_id too", field=name)
+        run = services().runs.create(principal, workspace, body.experiment, parent_id=body.parent_id, tags=body.tags,
+                                     properties=body.properties, display_name=body.display_name, status=body.status)
+        return run_view(run)
+    if body.run_config is None:
+        raise Invalid("a submitted run needs its run_config", field="run_config")
+    run, _ = services().submissions.submit(
+        principal, workspace, body.experiment, snapshot_id=body.snapshot_id,
+        run_config=body.run_config.model_dump(), git=body.git.model_dump() if body.git else None, ci=body.ci,
+        client_token=body.client_token, tags=body.tags, properties=body.properties, display_name=body.display_name,
+        parent_id=body.parent_id)
     return run_view(run)
 
 
-@endpoint(bp, RUN, role="reader")
+@endpoint(bp, RUN, role="reader", run_token=True)
 def show_run(principal, request, workspace, run_id):
     run = services().runs.get(workspace, run_id)
     return run_view(run, services().runs.children_statuses(run_id))
 
 
-@endpoint(bp, RUN + "/tags", ("PATCH",), body=UpdateTags, role="contributor")
+@endpoint(bp, RUN + "/tags", ("PATCH",), body=UpdateTags, role="contributor", run_token=True)
 def update_tags(principal, request, workspace, run_id, body):
     return run_view(services().runs.set_tags(workspace, run_id, body.tags, body.remove))
 
 
-@endpoint(bp, RUN + "/properties", ("POST",), body=AddProperties, role="contributor")
+@endpoint(bp, RUN + "/properties", ("POST",), body=AddProperties, role="contributor", run_token=True)
 def add_properties(principal, request, workspace, run_id, body):
     return run_view(services().runs.add_properties(workspace, run_id, body.properties))
 
 
-@endpoint(bp, RUN + "/status", ("POST",), body=ChangeStatus, role="contributor")
+@endpoint(bp, RUN + "/status", ("POST",), body=ChangeStatus, role="contributor", run_token=True)
 def change_status(principal, request, workspace, run_id, body):
-    return run_view(services().runs.transition(workspace, run_id, body.status, body.error))
+    run = services().runs.transition(workspace, run_id, body.status, body.error)
+    if body.status == "Canceled" and principal.run_id is None:
+        stop_job(run_id)
+    return run_view(run)
 
 
-@endpoint(bp, RUN + "/cancel", ("POST",), role="contributor")
+@endpoint(bp, RUN + "/cancel", ("POST",), role="contributor", run_token=True)
 def cancel_run(principal, request, workspace, run_id):
-    return run_view(services().runs.transition(workspace, run_id, "Canceled", {"message": f"canceled by {principal.user}"}))
+    run = services().runs.transition(workspace, run_id, "Canceled", {"message": f"canceled by {principal.user}"})
+    stop_job(run_id)
+    return run_view(run)
 
 
-@endpoint(bp, RUN + "/children", role="reader")
+def stop_job(run_id: str) -> None:
+    """A canceled run's job, if a dispatcher runs it here, is stopped (its whole process tree)."""
+    if services().dispatcher is not None:
+        services().dispatcher.cancel(run_id)
+
+
+@endpoint(bp, RUN + "/children", role="reader", run_token=True)
 def list_children(principal, request, workspace, run_id):
     return services().runs.children(workspace, run_id, query_int(request, "max_results", 100, 1, 1000),
                                     query_str(request, "page_token"))

@@ -52,6 +52,7 @@ def build(home: Path, host: str = "127.0.0.1", port: int = 8000):
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # EMF lines are for CloudWatch only
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     from chalicelib.api.deps import Services
+    from chalicelib.local.compute import LocalCompute
     from chalicelib.local.server import LocalServer
     from chalicelib.settings import Settings
 
@@ -61,7 +62,11 @@ def build(home: Path, host: str = "127.0.0.1", port: int = 8000):
     server = LocalServer(host, port)
     services = Services.from_settings(Settings(backend="local", home=home, public_url=server.url))
     server.use(services)
-    return server, bootstrap(services, home, server.url)
+    credentials = bootstrap(services, home, server.url)
+    compute = LocalCompute(services, home / "jobs", server.url)
+    services.dispatcher = compute
+    compute.start()
+    return server, credentials
 
 
 def _interrupt(*_):
@@ -79,3 +84,5 @@ def serve(home: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
         pass
     finally:
         server.server_close()
+        if server.services.dispatcher is not None:
+            server.services.dispatcher.stop()  # jobs keep running; the next start adopts them

@@ -17,11 +17,13 @@ _TOKEN_SHAPE = re.compile(r"nmb_[A-Za-z0-9_-]{43}")
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a user (through one of their tokens)."""
+    """Who is calling: a user through one of their tokens, or a run through its run token."""
 
     user: str
     is_admin: bool
     token_id: str
+    run_id: str | None = None  # set for a run token: it may act on that run only
+    workspace: str | None = None
 
 
 def digest(token: str) -> str:
@@ -96,10 +98,30 @@ class Identity:
         item = self.ctx.table.get_item(keys.token(digest(secret)))
         if item is None:
             raise Unauthorized("invalid or revoked token")
+        if item.get("run_id"):
+            return self._run_principal(item)
         user = self.ctx.table.get_item(keys.user(item["user"]))
         if user is None:
             raise Unauthorized("the token's user no longer exists")
         return Principal(user=item["user"], is_admin=bool(user.get("is_admin")), token_id=item["token_id"])
+
+    def create_run_token(self, run_id: str, workspace: str, user: str) -> str:
+        """A token that acts for one run only, valid until the run ends; only its digest is stored."""
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        key = keys.token(digest(secret))
+        item = {"pk": key.pk, "sk": key.sk, "entity": "run_token", "token_id": new_id(self.ctx.clock), "user": user,
+                "run_id": run_id, "workspace": workspace, "name": f"run {run_id}", "created": self.ctx.now()}
+        self.ctx.table.put(item, item_absent())
+        return secret
+
+    def _run_principal(self, item: dict) -> Principal:
+        from chalicelib.services.runs import TERMINAL
+
+        run = self.ctx.table.get_item(keys.run(item["run_id"]))
+        if run is None or run["status"] in TERMINAL:
+            raise Unauthorized("this run token has expired: its run has ended")
+        return Principal(user=item["user"], is_admin=False, token_id=item["token_id"], run_id=item["run_id"],
+                         workspace=item["workspace"])
 
     def bootstrap_admin(self, name: str = "admin") -> str | None:
         """Creates the first admin and returns its token; None when the admin already exists."""

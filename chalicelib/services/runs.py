@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from typing import Any
+from typing import Any, Sequence
 
 from chalicelib.errors import Conflict, Invalid, NotFound
 from chalicelib.services import keys
@@ -12,7 +12,7 @@ from chalicelib.services.common import Context, check_page_size, decode_page_tok
 from chalicelib.services.experiments import Experiments, check_experiment_name
 from chalicelib.services.identity import Principal
 from chalicelib.store.table import (
-    Check, ConditionFailed, Put, Query, Update, all_of, attr_absent_or_eq, attr_eq, item_absent, item_exists,
+    Check, ConditionFailed, Operation, Put, Query, Update, all_of, attr_absent_or_eq, attr_eq, item_absent, item_exists,
 )
 
 STATUSES = ("NotStarted", "Queued", "Preparing", "Running", "Finalizing", "Completed", "Failed", "Canceled")
@@ -81,7 +81,10 @@ class Runs:
     # --- create and read ------------------------------------------------------------------------
     def create(self, principal: Principal, workspace: str, experiment: str | None, *, parent_id: str | None = None,
                tags: dict | None = None, properties: dict | None = None, display_name: str | None = None,
-               status: str = "NotStarted") -> dict:
+               status: str = "NotStarted", submission: dict | None = None,
+               extra_operations: Sequence[Operation] = (), run_id: str | None = None) -> dict:
+        """`submission` (snapshot_id, run_config, git, ci) is stored on the run; `extra_operations` join
+        its transaction, and a ConditionFailed among them is raised as is for the caller."""
         tags, properties = check_entries(tags or {}, "tags"), check_entries(properties or {}, "properties")
         check_room({}, tags, "tags")
         check_room({}, properties, "properties")
@@ -97,7 +100,7 @@ class Runs:
         if experiment is None:
             raise Invalid("experiment is required", field="experiment")
         check_experiment_name(experiment)
-        now, run_id = self.ctx.now(), new_id(self.ctx.clock)
+        now, run_id = self.ctx.now(), run_id or new_id(self.ctx.clock)
         key = keys.run(run_id)
         item = {
             "pk": key.pk, "sk": key.sk, "entity": "run", "id": run_id, "workspace": workspace,
@@ -113,9 +116,13 @@ class Runs:
         if parent is not None:
             item["gsi2pk"], item["gsi2sk"] = keys.children_index_pk(parent_id), f"{now}#{run_id}"
             operations.append(Check(keys.run(parent_id), attr_eq("status", parent["status"])))
+        item.update(submission or {})
+        own = len(operations)
         try:
-            self.ctx.table.transact(operations)
+            self.ctx.table.transact([*operations, *extra_operations])
         except ConditionFailed as failure:
+            if failure.index is not None and failure.index >= own:
+                raise
             if failure.index == 2:
                 raise NotFound(f"workspace {workspace!r} not found") from None
             raise Conflict("the parent run changed while the child was created; retry") from None
@@ -221,6 +228,7 @@ def run_summary(item: dict) -> dict:
 
 def run_view(item: dict, children: dict[str, int] | None = None) -> dict:
     view = run_summary(item)
-    view.update({k: item.get(k) for k in ("properties", "error", "root_id", "depth", "metric_types")})
+    view.update({k: item.get(k) for k in ("properties", "error", "root_id", "depth", "metric_types", "snapshot_id",
+                                          "run_config", "git", "ci")})
     view["children"] = children or {}
     return view

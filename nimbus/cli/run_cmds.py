@@ -1,4 +1,4 @@
-"""`nimbus run ...`: find runs, read their metrics and logs, download their outputs, cancel them."""
+"""`nimbus run ...`: submit runs, find them, read their metrics and logs, download their outputs, cancel them."""
 from __future__ import annotations
 
 import json
@@ -11,12 +11,14 @@ from nimbus.cli.common import connect, find_run, output_option, workspace_option
 from nimbus.cli.output import cell_text, emit
 from nimbus.experiment import Experiment
 from nimbus.progress import wanted
+from nimbus.runconfig import COMPUTE_TARGETS, ScriptRunConfig
 from nimbus.run_logs import follow_logs
 
 RUN_COLUMNS = [("ID", "id"), ("NAME", "display_name"), ("STATUS", "status"), ("CREATED", "created"),
                ("DURATION (S)", "duration_s"), ("PARENT", "parent_id"), ("METRICS", "metrics")]
 RUN_FIELDS = ["id", "display_name", "experiment", "status", "created", "started", "ended", "duration_s",
               "submitted_by", "parent_id", "root_id", "depth", "tags", "properties", "metrics", "children", "error"]
+SUBMIT_FIELDS = ["id", "experiment", "status", "created", "snapshot_id", "tags"]
 
 
 @click.group()
@@ -43,6 +45,72 @@ def list_runs(experiment_name: str, status: tuple[str, ...], tag: tuple[str, ...
         include_children=include_children)
     columns = RUN_COLUMNS if include_children else [c for c in RUN_COLUMNS if c[1] != "parent_id"]
     emit(output, [r.details for r in runs], columns)
+
+
+@run.command("submit", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("script", required=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--source-dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Folder to snapshot; SCRIPT is relative to it (default: the run configuration's, else .).")
+@click.option("--run-config", "run_config_file", type=click.Path(dir_okay=False, exists=True),
+              help="A .runconfig.yml file to start from; the other options override it.")
+@click.option("-e", "--experiment", "experiment_name", required=True, help="The experiment the run joins.")
+@click.option("--compute", type=click.Choice(COMPUTE_TARGETS), default=None, help="Where to run (default: local).")
+@click.option("--tag", multiple=True, metavar="KEY=VALUE", help="A tag for the run (repeatable).")
+@click.option("--wait", is_flag=True, help="Print the run's output until it ends; exit 0 only if it Completed.")
+@workspace_option
+@output_option
+def submit(script: str | None, args: tuple[str, ...], source_dir: str | None, run_config_file: str | None,
+           experiment_name: str, compute: str | None, tag: tuple[str, ...], wait: bool, workspace_name: str | None,
+           output: str) -> None:
+    """Snapshot a folder and run SCRIPT [ARGS]... from it.
+
+    Options go before SCRIPT: everything after it is passed to the script as it is.
+    """
+    config = _submit_config(script, args, source_dir, run_config_file, compute)
+    submitted = Experiment(connect(workspace_name), experiment_name).submit(config, tags=_tags(tag))
+    if not wait:
+        emit(output, submitted.details, keys=SUBMIT_FIELDS)
+        return
+    if output == "json":  # stdout keeps one JSON document: the log goes to stderr
+        write = lambda text: (sys.stderr.write(text), sys.stderr.flush())  # noqa: E731
+    else:
+        emit(output, submitted.details, keys=SUBMIT_FIELDS)
+        write = lambda text: (sys.stdout.write(text), sys.stdout.flush())  # noqa: E731
+    status = follow_logs(submitted, write=write)
+    details = submitted.get_details()
+    if output == "json":
+        emit(output, details)
+    if status != "Completed":
+        error = (details.get("error") or {}).get("message")
+        click.echo(f"run {submitted.id} {status}" + (f": {cell_text(error)}" if error else ""), err=True)
+        sys.exit(1)
+
+
+def _submit_config(script: str | None, args: tuple[str, ...], source_dir: str | None, run_config_file: str | None,
+                   compute: str | None) -> ScriptRunConfig:
+    """The run configuration file's settings, if any, with the command line's on top."""
+    if run_config_file is None and script is None:
+        raise click.UsageError("give SCRIPT, or --run-config with a script or command in it")
+    config = ScriptRunConfig.load(run_config_file) if run_config_file else ScriptRunConfig(script=script)
+    if script is not None:  # a new script brings its own arguments
+        config.script, config.command, config.arguments = script, None, list(args)
+    if source_dir is not None:
+        config.source_directory = source_dir
+    if compute is not None:
+        config.compute_target = compute
+    config.validate()
+    return config
+
+
+def _tags(pairs: tuple[str, ...]) -> dict[str, str]:
+    tags = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--tag")
+        tags[key] = value
+    return tags
 
 
 @run.command("show")

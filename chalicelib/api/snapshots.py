@@ -1,0 +1,46 @@
+"""Snapshots: /v1/workspaces/{workspace}/snapshots[/uploads|/{snapshot_id}[/downloads]]."""
+from typing import Any
+
+from chalice import Blueprint
+
+from chalicelib.api.deps import services
+from chalicelib.api.models import Body
+from chalicelib.api.routing import endpoint
+from chalicelib.errors import Forbidden
+from chalicelib.services.snapshots import Snapshots
+
+bp = Blueprint(__name__)
+SNAPSHOTS = "/v1/workspaces/{workspace}/snapshots"
+
+
+class SnapshotFiles(Body):
+    # Entries stay loosely typed: the service checks them and names the field as `files[i].path`.
+    files: list[Any]
+
+
+def snapshots() -> Snapshots:
+    return Snapshots(services().ctx)
+
+
+@endpoint(bp, SNAPSHOTS + "/uploads", ("POST",), body=SnapshotFiles, role="contributor")
+def upload_urls(principal, request, workspace, body):
+    return {"uploads": snapshots().upload_urls(workspace, body.files)}
+
+
+@endpoint(bp, SNAPSHOTS, ("POST",), body=SnapshotFiles, role="contributor", status=201)
+def create_snapshot(principal, request, workspace, body):
+    return snapshots().create(principal, workspace, body.files)
+
+
+@endpoint(bp, SNAPSHOTS + "/{snapshot_id}", role="reader")
+def show_snapshot(principal, request, workspace, snapshot_id):
+    return snapshots().get(workspace, snapshot_id)
+
+
+@endpoint(bp, SNAPSHOTS + "/{snapshot_id}/downloads", role="reader", run_token=True)
+def download_urls(principal, request, workspace, snapshot_id):
+    """Readers, and the runner of a run made from this snapshot (with its run token)."""
+    if principal.run_id is not None:
+        if services().runs.get(workspace, principal.run_id).get("snapshot_id") != snapshot_id:
+            raise Forbidden("a run token may download its own run's snapshot only")
+    return snapshots().download_urls(workspace, snapshot_id)

@@ -1,0 +1,1 @@
+"""Compute targets: the Dispatcher port that runs submitted jobs, and its adapters."""

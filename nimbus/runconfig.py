@@ -1,0 +1,181 @@
+"""ScriptRunConfig: what a submitted run executes, where its files come from and where it runs."""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, field, fields
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from nimbus.exceptions import InvalidError
+
+COMPUTE_TARGETS = ("local",)
+MAX_RUN_DURATION_SECONDS = 30 * 24 * 3600  # the service's ceiling
+CONFIG_FOLDER = ".nimbus"
+CONFIG_SUFFIX = ".runconfig.yml"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_CONFIG_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+
+
+@dataclass
+class ScriptRunConfig:
+    """Give exactly one of `script` (a Python file, relative to source_directory) and `command`.
+
+    Arguments may be strings or numbers; they reach the script as strings.
+    """
+
+    source_directory: str | os.PathLike = "."
+    script: str | None = None
+    command: str | Sequence[str] | None = None
+    arguments: Sequence[Any] = ()
+    compute_target: str = "local"
+    environment: str | None = None
+    environment_variables: Mapping[str, str] = field(default_factory=dict)
+    max_run_duration_seconds: int | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks every field, normalising script, command and arguments; raises InvalidError naming the field."""
+        if not isinstance(self.source_directory, (str, os.PathLike)) or not os.fspath(self.source_directory):
+            raise _invalid("source_directory", "must be a folder path")
+        self.source_directory = os.fspath(self.source_directory)
+        if (self.script is None) == (self.command is None):
+            raise _invalid("script", "give exactly one of script and command")
+        if self.script is not None:
+            self.script = _relative_script(self.script)
+        else:
+            self.command = _command_text(self.command)
+        self.arguments = [_argument(value, index) for index, value in enumerate(_sequence(self.arguments, "arguments"))]
+        if self.compute_target not in COMPUTE_TARGETS:
+            raise _invalid("compute_target", f"{self.compute_target!r} is not available; use one of "
+                                             f"{', '.join(COMPUTE_TARGETS)}")
+        if self.environment is not None and (not isinstance(self.environment, str) or not 0 < len(self.environment)
+                                             <= 255):
+            raise _invalid("environment", "must be an environment name (1-255 characters) or None")
+        self.environment_variables = _environment_variables(self.environment_variables)
+        duration = self.max_run_duration_seconds
+        if duration is not None and (isinstance(duration, bool) or not isinstance(duration, int)
+                                     or not 0 < duration <= MAX_RUN_DURATION_SECONDS):
+            raise _invalid("max_run_duration_seconds", f"must be a whole number of seconds from 1 to "
+                                                       f"{MAX_RUN_DURATION_SECONDS}, not {duration!r}")
+
+    def check_files(self) -> None:
+        """At submit time: the source folder exists and, with a script, the script is a file inside it."""
+        root = Path(self.source_directory)
+        if not root.is_dir():
+            raise _invalid("source_directory", f"{self.source_directory!r} is not a folder")
+        if self.script is not None:
+            script = (root / self.script).resolve()
+            if not script.is_relative_to(root.resolve()):
+                raise _invalid("script", f"{self.script!r} leads outside the source folder {self.source_directory!r}")
+            if not script.is_file():
+                raise _invalid("script", f"{self.script!r} is not a file in {self.source_directory!r}")
+
+    def to_dict(self) -> dict:
+        """The `run_config` of a submission, as the service takes it."""
+        self.validate()
+        return {"script": self.script, "command": self.command, "arguments": list(self.arguments),
+                "compute": self.compute_target, "environment": self.environment,
+                "environment_variables": dict(self.environment_variables),
+                "max_run_duration_s": self.max_run_duration_seconds}
+
+    # --- files -----------------------------------------------------------------------------------------
+    def save(self, name: str) -> Path:
+        """Writes <source_directory>/.nimbus/<name>.runconfig.yml (the folder is implied by the location)."""
+        if not isinstance(name, str) or not _CONFIG_NAME.fullmatch(name):
+            raise _invalid("name", f"{name!r} is not a usable configuration name (letters, digits, _ . -)")
+        self.validate()
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "source_directory"}
+        data["arguments"], data["environment_variables"] = list(self.arguments), dict(self.environment_variables)
+        target = Path(self.source_directory) / CONFIG_FOLDER / f"{name}{CONFIG_SUFFIX}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ScriptRunConfig":
+        """Reads a run configuration file. A relative source_directory in it (default: the folder the file
+        belongs to, i.e. the one holding .nimbus/) is taken relative to that folder."""
+        file = Path(path)
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise InvalidError(f"{str(file)!r} is not valid YAML: {err}") from None
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise InvalidError(f"{str(file)!r} must hold a mapping of settings")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(str(key) for key in data if key not in known)
+        if unknown:
+            raise InvalidError(f"{str(file)!r} has unknown settings: {', '.join(unknown)} "
+                               f"(known: {', '.join(sorted(known))})", field=unknown[0])
+        base = file.parent.parent if file.parent.name == CONFIG_FOLDER else file.parent
+        source = data.get("source_directory") or "."
+        if not isinstance(source, str):
+            raise _invalid("source_directory", "must be a folder path")
+        data["source_directory"] = os.path.normpath(base / source)
+        for key in ("arguments", "environment_variables"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return cls(**data)
+
+
+def _invalid(name: str, problem: str) -> InvalidError:
+    return InvalidError(f"{name}: {problem}", field=name)
+
+
+def _relative_script(script: Any) -> str:
+    if not isinstance(script, (str, os.PathLike)) or not os.fspath(script):
+        raise _invalid("script", "must be a path relative to source_directory")
+    text = os.fspath(script).replace("\\", "/")
+    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
+        raise _invalid("script", f"{text!r} must be relative to source_directory, not absolute")
+    normal = os.path.normpath(text).replace("\\", "/")
+    if normal == "." or normal == ".." or normal.startswith("../"):
+        raise _invalid("script", f"{text!r} must name a file inside source_directory")
+    return PurePosixPath(normal).as_posix()
+
+
+def _command_text(command: Any) -> str:
+    if isinstance(command, (list, tuple)) and command and all(isinstance(part, str) for part in command):
+        command = shlex.join(command)
+    if not isinstance(command, str) or not command.strip():
+        raise _invalid("command", "must be a non-empty command line (a string or a list of strings)")
+    return command
+
+
+def _sequence(value: Any, name: str) -> Sequence:
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise _invalid(name, "must be a list")
+    return value
+
+
+def _argument(value: Any, index: int) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise _invalid(f"arguments[{index}]", f"must be a string or a number, not {type(value).__name__}")
+
+
+def _environment_variables(variables: Any) -> dict[str, str]:
+    if variables is None:
+        return {}
+    if not isinstance(variables, Mapping):
+        raise _invalid("environment_variables", "must be a mapping of names to strings")
+    for name, value in variables.items():
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise _invalid("environment_variables", f"{name!r} is not a valid variable name "
+                                                    f"([A-Za-z_][A-Za-z0-9_]*, at most 128 characters)")
+        if not isinstance(value, str):
+            raise _invalid(f"environment_variables.{name}", f"must be a string, not {type(value).__name__}")
+    return dict(variables)
