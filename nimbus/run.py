@@ -1,26 +1,31 @@
 """Run: one execution of an experiment, with its status, tags, properties, children, metrics and files."""
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from nimbus import metrics_buffer
 from nimbus.client import api_path
-from nimbus.exceptions import NimbusError
+from nimbus.exceptions import ConfigurationError, NimbusError
 from nimbus.run_logs import follow_logs
 from nimbus.run_metrics import RunMetrics
 from nimbus.run_outputs import RunOutputs
 
 if TYPE_CHECKING:
     from nimbus.experiment import Experiment
+    from nimbus.offline_run import OfflineRun
     from nimbus.workspace import Workspace
 
 MAX_LOG_APPEND = 256 * 1024  # characters the server takes per append
 MAX_ERROR_MESSAGE = 8000  # the service keeps error reports small (32 KB in all)
+CONTEXT_ENV = ("NIMBUS_RUN_ID", "NIMBUS_URL", "NIMBUS_RUN_TOKEN", "NIMBUS_WORKSPACE")  # set by the runner
 
 
 class Run(RunMetrics, RunOutputs):
+    _submitted = False  # the context run of a submitted script: the runner reports how it ends
+
     def __init__(self, workspace: "Workspace", run_id: str, *, details: dict | None = None):
         self.workspace = workspace
         self._id = run_id
@@ -33,6 +38,27 @@ class Run(RunMetrics, RunOutputs):
         run = cls(workspace, run_id)
         run.get_details()
         return run
+
+    @classmethod
+    def get_context(cls, allow_offline: bool = True) -> "Run | OfflineRun":
+        """The run a submitted script executes in, found from the NIMBUS_* variables the runner sets.
+
+        Started by hand, a script gets an OfflineRun instead: it prints what it would log and keeps
+        metrics in memory, so the same script runs both ways (allow_offline=False raises instead).
+        """
+        if all(os.environ.get(name) for name in CONTEXT_ENV):
+            from nimbus.client import ApiClient
+            from nimbus.workspace import Workspace
+
+            client = ApiClient(os.environ["NIMBUS_URL"], os.environ["NIMBUS_RUN_TOKEN"])
+            run = cls(Workspace(os.environ["NIMBUS_WORKSPACE"], client=client), os.environ["NIMBUS_RUN_ID"])
+            run._submitted = True
+            return run
+        if not allow_offline:
+            raise ConfigurationError(f"not inside a submitted run: {', '.join(CONTEXT_ENV)} are not all set")
+        from nimbus.offline_run import OfflineRun
+
+        return OfflineRun()
 
     @classmethod
     def create(cls, workspace: "Workspace", *, experiment: str | None = None, parent_id: str | None = None,
@@ -138,7 +164,14 @@ class Run(RunMetrics, RunOutputs):
 
     # --- ending -----------------------------------------------------------------------------------
     def complete(self) -> None:
-        """Sends every metric still buffered, then marks the run Completed."""
+        """Sends every metric still buffered, then marks the run Completed.
+
+        In a submitted script it only sends the metrics: the runner marks the run once the script has
+        ended and its outputs are uploaded (the run's token stops working once the run is Completed).
+        """
+        if self._submitted:
+            self.flush()
+            return
         self._finish(lambda: self._set_status("Completed"))
 
     def fail(self, error_details: BaseException | Mapping | str | None = None, error_code: str | None = None) -> None:
@@ -173,6 +206,9 @@ class Run(RunMetrics, RunOutputs):
             self.complete()
             return
         try:
+            if self._submitted:  # the error ends the script, and the runner reports it with stderr's tail
+                self.flush()
+                return
             self.cancel() if isinstance(error, KeyboardInterrupt) else self.fail(error)
         except NimbusError as problem:  # the user's own exception matters more: report and let it through
             print(f"nimbus: could not record the end of run {self.id}: {problem}", file=sys.stderr)

@@ -57,8 +57,9 @@ def endpoint(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, a
 def check_run_scope(principal, params: dict, allowed: bool) -> None:
     if not allowed or params.get("workspace", principal.workspace) != principal.workspace:
         raise Forbidden("a run token may act only on its own run")
-    if "run_id" in params and params["run_id"] != principal.run_id:
-        raise Forbidden(f"a run token may act only on its own run ({principal.run_id})")
+    if "run_id" in params and not services().runs.descends_from(params["workspace"], params["run_id"],
+                                                                 principal.run_id):
+        raise Forbidden(f"a run token may act only on its own run ({principal.run_id}) and its child runs")
 
 
 def parse_body(raw: bytes | None, model: type[BaseModel]) -> BaseModel:

@@ -15,8 +15,9 @@ RUN = "/v1/workspaces/{workspace}/runs/{run_id}"
           run_token=True)
 def create_run(principal, request, workspace, body):
     """An interactive run, a child run, or (with a snapshot) a submitted script run."""
-    if principal.run_id is not None and body.parent_id != principal.run_id:
-        raise Forbidden(f"a run token may only create children of its own run ({principal.run_id})")
+    if principal.run_id is not None and not (
+            body.parent_id and services().runs.descends_from(workspace, body.parent_id, principal.run_id)):
+        raise Forbidden(f"a run token may only create child runs under its own run ({principal.run_id})")
     if body.snapshot_id is None:
         for name in ("run_config", "git", "ci", "client_token"):
             if getattr(body, name) is not None:

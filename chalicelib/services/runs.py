@@ -30,6 +30,7 @@ _KEY = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 MAX_VALUE = 5000
 MAX_ENTRIES_BYTES = 64 * 1024
 CHILD_SUMMARY_LIMIT = 1000
+MAX_DEPTH = 100  # child runs nest at most this deep
 MAX_ERROR_BYTES = 32_000
 MAX_ERROR_DEPTH = 16  # DynamoDB nests documents at most 32 levels deep
 
@@ -94,6 +95,8 @@ class Runs:
         if parent is not None:
             if parent["status"] in TERMINAL:
                 raise Conflict(f"parent run {parent_id} is {parent['status']}; it cannot get new children")
+            if parent["depth"] + 1 >= MAX_DEPTH:
+                raise Invalid(f"child runs nest at most {MAX_DEPTH} deep", field="parent_id")
             if experiment not in (None, parent["experiment"]):
                 raise Invalid("a child run belongs to its parent's experiment", field="experiment")
             experiment = parent["experiment"]
@@ -133,6 +136,18 @@ class Runs:
         if item is None or item["workspace"] != workspace:
             raise NotFound(f"run {run_id!r} not found in workspace {workspace!r}")
         return item
+
+    def descends_from(self, workspace: str, run_id: str, ancestor_id: str) -> bool:
+        """Whether `run_id` is `ancestor_id` or one of its child runs, at any depth."""
+        current = run_id
+        for _ in range(MAX_DEPTH):
+            if current == ancestor_id:
+                return True
+            item = self.ctx.table.get_item(keys.run(current)) if _plausible_id(current) else None
+            if item is None or item["workspace"] != workspace or not item.get("parent_id"):
+                return False
+            current = item["parent_id"]
+        return False
 
     def children(self, workspace: str, run_id: str, max_results: int = 100, page_token: str | None = None) -> dict:
         self.get(workspace, run_id)

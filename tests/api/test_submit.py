@@ -100,6 +100,11 @@ def test_a_run_token_acts_on_its_run_only_and_expires_with_it(api, services, dis
     api.ok("POST", f"{run_path}/logs/stdout", {"text": "hi\n"}, token=token)
     child = api.ok("POST", f"{WS}/runs", {"parent_id": mine["id"], "status": "Running"}, token=token)
     assert child["parent_id"] == mine["id"]
+    grandchild = api.ok("POST", f"{WS}/runs", {"parent_id": child["id"], "status": "Running"}, token=token)
+    api.ok("POST", f"{WS}/runs/{grandchild['id']}/metrics", {"metrics": [{"name": "loss", "values": [0.1]}]},
+           token=token)
+    assert api.ok("POST", f"{WS}/runs/{grandchild['id']}/status", {"status": "Completed"}, token=token)["status"] \
+        == "Completed"
     assert api.ok("GET", "/v1/whoami", token=token)["run_id"] == mine["id"]
 
     # It reads its own snapshot

@@ -1,0 +1,310 @@
+"""The runner: executes one submitted run (`python -m nimbus.runner`) and reports it to the service.
+
+The worker starts it with NIMBUS_URL, NIMBUS_RUN_TOKEN, NIMBUS_WORKSPACE, NIMBUS_RUN_ID and optionally
+NIMBUS_JOB_DIR (default: the current folder). See docs/execution.md, "The runner".
+
+Exit codes: 0 when the run's outcome was reported, or the run ended elsewhere (canceled); 1 when the
+outcome could not be reported (the service stayed unreachable, or refused); 2 when the environment is
+incomplete; 143 when stopped by SIGTERM, leaving the run's status to whoever stopped the runner.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from nimbus.client import ApiClient, api_path
+from nimbus.exceptions import (
+    AuthenticationError, ConfigurationError, ConflictError, NimbusError, ServiceUnavailableError,
+)
+from nimbus.run import Run
+from nimbus.runner_io import Outcome, RunEnded, ScriptProcess, note
+from nimbus.workspace import Workspace
+
+EXIT_REPORTED, EXIT_UNREPORTED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 128 + signal.SIGTERM
+RUNNER_ATTEMPTS = 10  # about 40 s of back-off before the service is taken to be unreachable
+TERMINAL = frozenset({"Completed", "Failed", "Canceled"})
+REQUIRED_ENV = ("NIMBUS_URL", "NIMBUS_RUN_TOKEN", "NIMBUS_WORKSPACE", "NIMBUS_RUN_ID")
+
+Extract = Callable[[list, Path, Any], Any]
+
+
+class Stopped(BaseException):
+    """SIGTERM before the script started (a BaseException, so no handler for errors swallows it)."""
+
+
+class PreparationError(Exception):
+    """The run cannot be started as submitted."""
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    url: str
+    token: str
+    workspace: str
+    run_id: str
+    job_dir: Path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "JobSettings":
+        missing = [name for name in REQUIRED_ENV if not env.get(name)]
+        if missing:
+            raise ConfigurationError(f"the runner needs {', '.join(missing)} in its environment")
+        return cls(env["NIMBUS_URL"], env["NIMBUS_RUN_TOKEN"], env["NIMBUS_WORKSPACE"], env["NIMBUS_RUN_ID"],
+                   Path(env.get("NIMBUS_JOB_DIR") or os.getcwd()))
+
+    def script_env(self) -> dict[str, str]:
+        """What Run.get_context() in the script needs to find this run."""
+        return {"NIMBUS_URL": self.url, "NIMBUS_RUN_TOKEN": self.token, "NIMBUS_WORKSPACE": self.workspace,
+                "NIMBUS_RUN_ID": self.run_id}
+
+
+@dataclass(frozen=True)
+class EnvironmentHandle:
+    python: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def prepare_environment(run_config: Mapping[str, Any]) -> EnvironmentHandle:
+    """The interpreter and extra variables the script runs with.
+
+    For now every run uses the runner's own interpreter; run_config["environment"] is not used yet.
+    """
+    return EnvironmentHandle(sys.executable)
+
+
+def build_command(run_config: Mapping[str, Any], python: str) -> list[str]:
+    """`python <script> <arguments>`, or the command line split like a shell would (but without one)."""
+    arguments = [str(value) for value in run_config.get("arguments") or []]
+    if run_config.get("script"):
+        return [python, str(run_config["script"]), *arguments]
+    command = run_config.get("command")
+    argv = shlex.split(command) if isinstance(command, str) else [str(part) for part in command or []]
+    if not argv:
+        raise PreparationError("run_config names neither a script nor a command")
+    if argv[0] in ("python", "python3"):  # the prepared environment's interpreter, not whatever is on PATH
+        argv[0] = python
+    return argv + arguments
+
+
+class Runner:
+    def __init__(self, settings: JobSettings, client: ApiClient, *, extract: Extract | None = None,
+                 prepare: Callable[[Mapping], EnvironmentHandle] = prepare_environment, echo: bool = True):
+        self.settings, self.client = settings, client
+        self.run = Run(Workspace(settings.workspace, client=client), settings.run_id)
+        self._extract, self._prepare, self._echo = extract, prepare, echo
+        self._stopping = threading.Event()
+        self._script: ScriptProcess | None = None
+
+    def stop(self) -> bool:
+        """SIGTERM: passed on to the script's process group. False when no script was started yet."""
+        self._stopping.set()
+        if self._script is None:
+            return False
+        self._script.signal(signal.SIGTERM)
+        return True
+
+    def execute(self) -> int:
+        try:
+            return self._execute()
+        except RunEnded:
+            note("the run was ended elsewhere (canceled, or stopped by the service); stopping")
+            return EXIT_REPORTED
+        except Stopped:
+            return EXIT_STOPPED
+        except NimbusError as err:
+            note(f"{err}; the run's outcome is not reported")
+            return EXIT_UNREPORTED
+        finally:
+            if self._script is not None:
+                self._script.kill()
+
+    def _execute(self) -> int:
+        try:
+            details = self.client.get(self._path())
+        except AuthenticationError as err:
+            note(f"the run token was refused ({err}): the run has ended, or the token is wrong")
+            return EXIT_UNREPORTED
+        self._report("Preparing")
+        try:
+            config = details.get("run_config")
+            if not isinstance(config, Mapping):
+                raise PreparationError("the run has no run_config: it was not submitted to run a script")
+            code_dir = self._fetch_snapshot(details.get("snapshot_id"))
+            handle = self._prepare(config)
+            argv = build_command(config, handle.python)
+        except (PreparationError, NimbusError, OSError) as err:
+            self._reraise_unless_refused(err)
+            self._report("Failed", {"message": f"preparing the run failed: {err}"})
+            return EXIT_REPORTED
+        if self._stopping.is_set():
+            return EXIT_STOPPED
+        self._report("Running")
+        outcome = self._run_script(argv, code_dir, self._script_env(config, handle))
+        if self._stopping.is_set():
+            return EXIT_STOPPED
+        self._report("Finalizing")
+        problem = self._upload_outputs(code_dir)
+        self._record_usage(outcome)
+        if outcome.exit_code == 0 and problem is None:
+            self._report("Completed")
+        else:
+            self._report("Failed", _failure(_describe(config), outcome, problem))
+        return EXIT_REPORTED
+
+    # --- the script -------------------------------------------------------------------------------
+    def _run_script(self, argv: list[str], code_dir: Path, env: dict[str, str]) -> Outcome:
+        (code_dir / "outputs").mkdir(exist_ok=True)
+        self._script = ScriptProcess(argv, code_dir, env, self._log_sender, echo=self._echo)
+        try:
+            self._script.start()
+        except OSError as err:  # 127, as a shell reports a command it cannot run
+            return Outcome(127, 0.0, 0.0, 0.0, f"cannot start {argv[0]}: {err.strerror or err}")
+        if self._stopping.is_set():
+            self._script.signal(signal.SIGTERM)
+        outcome = self._script.wait()
+        if outcome.run_ended:
+            raise RunEnded()
+        return outcome
+
+    def _script_env(self, config: Mapping[str, Any], handle: EnvironmentHandle) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({str(k): str(v) for k, v in (config.get("environment_variables") or {}).items()})
+        env.update(handle.env)
+        env.update(self.settings.script_env())  # last: the script must find its own run
+        env["PYTHONUNBUFFERED"] = "1"  # output reaches the log as it is printed
+        return env
+
+    # --- talking to the service -------------------------------------------------------------------
+    def _report(self, status: str, error: dict | None = None) -> None:
+        body = {"status": status} if error is None else {"status": status, "error": error}
+        try:
+            # Safe to retry: the service accepts a terminal status repeated.
+            self.run._update(self.client.post(self._path("status"), body, retry=True))
+        except (AuthenticationError, ConflictError) as err:
+            if self._current_status(err) != status:
+                raise
+            # the run already has this status (a retried request went through): nothing to do
+
+    def _current_status(self, refusal: NimbusError) -> str:
+        """The run's status after a refusal; raises RunEnded when the refusal means the run is over."""
+        # A run token stops working once its run has ended, so a refusal of it means just that.
+        if isinstance(refusal, AuthenticationError):
+            raise RunEnded() from refusal
+        try:
+            status = self.client.get(self._path())["status"]
+        except AuthenticationError:
+            raise RunEnded() from refusal
+        if status in TERMINAL:
+            raise RunEnded() from refusal
+        return status
+
+    def _reraise_unless_refused(self, err: BaseException) -> None:
+        """Unreachable service or a run closed meanwhile: not the run's failure, so not reported as one."""
+        if isinstance(err, ServiceUnavailableError):
+            raise err
+        if isinstance(err, (AuthenticationError, ConflictError)):
+            self._current_status(err)
+
+    def _fetch_snapshot(self, snapshot_id: str | None) -> Path:
+        if not snapshot_id:
+            raise PreparationError("the run has no snapshot")
+        reply = self.client.get(api_path("workspaces", self.settings.workspace, "snapshots", snapshot_id, "downloads"))
+        code_dir = self.settings.job_dir / "code"
+        code_dir.mkdir(parents=True, exist_ok=True)
+        extract = self._extract
+        if extract is None:
+            from nimbus.snapshot import extract
+        extract(reply["files"], code_dir, self.client)
+        return code_dir
+
+    def _log_sender(self, stream: str) -> Callable[[str], None]:
+        path = self._path("logs", stream)
+
+        def send(text: str) -> None:
+            try:
+                # An append is not idempotent: a reply lost after the service stored the text repeats
+                # that chunk. A repeated chunk beats a lost one.
+                self.client.post(path, {"text": text}, retry=True)
+            except (AuthenticationError, ConflictError) as err:
+                self._current_status(err)
+                raise
+
+        return send
+
+    def _upload_outputs(self, code_dir: Path) -> str | None:
+        """Uploads ./outputs as Run.upload_folder("outputs", ...) would; returns why it failed, if it did."""
+        folder = code_dir / "outputs"
+        if not folder.is_dir() or not any(p.is_file() for p in folder.rglob("*")):
+            return None
+        try:
+            self.run.upload_folder("outputs", folder, show_progress=False)
+        except (NimbusError, OSError) as err:
+            self._reraise_unless_refused(err)
+            return str(err)
+        return None
+
+    def _record_usage(self, outcome: Outcome) -> None:
+        self.run.log("duration_s", outcome.duration_s)
+        self.run.log("peak_memory_mb", outcome.peak_memory_mb)
+        self.run.log("cpu_time_s", outcome.cpu_time_s)
+        try:
+            self.run.flush()
+        except NimbusError as err:
+            self._reraise_unless_refused(err)
+            note(f"the standard metrics were not stored: {err}")
+
+    def _path(self, *more: str) -> str:
+        return api_path("workspaces", self.settings.workspace, "runs", self.settings.run_id, *more)
+
+
+def _failure(name: str, outcome: Outcome, problem: str | None) -> dict:
+    code = outcome.exit_code
+    if code == 0:
+        return {"message": f"uploading the outputs failed: {problem}"}
+    if code < 0:
+        try:
+            how = f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"was killed by signal {-code}"
+    else:
+        how = f"exited with code {code}"
+    error = {"message": f"{name} {how}", "exit_code": code, "stderr_tail": outcome.stderr_tail}
+    if problem is not None:
+        error["outputs_error"] = problem
+    return error
+
+
+def _describe(config: Mapping[str, Any]) -> str:
+    text = str(config.get("script") or config.get("command") or "the script")
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def main() -> int:
+    try:
+        settings = JobSettings.from_env()
+    except ConfigurationError as err:
+        note(str(err))
+        return EXIT_USAGE
+    client = ApiClient(settings.url, settings.token, attempts=RUNNER_ATTEMPTS)
+    runner = Runner(settings, client)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if not runner.stop():
+            raise Stopped()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        return runner.execute()
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

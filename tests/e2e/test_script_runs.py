@@ -1,0 +1,95 @@
+"""Submitted scripts running on the local compute target, end to end: snapshot, runner, logs, outputs."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from nimbus import Experiment, ScriptRunConfig, Workspace
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def workspace(platform, monkeypatch):
+    monkeypatch.setenv("NIMBUS_URL", platform.url)
+    monkeypatch.setenv("NIMBUS_TOKEN", platform.credentials()["token"])
+    return Workspace.get("default")
+
+
+def wait_until_ended(run, timeout: float = 120.0) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        details = run.get_details()
+        if details["status"] in ("Completed", "Failed", "Canceled"):
+            return details
+        time.sleep(0.2)
+    raise AssertionError(f"run {run.id} still {details['status']} after {timeout} s")
+
+
+def git(folder: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_the_iris_example_trains_and_records_everything(workspace, tmp_path):
+    # Given the example in a git repository of its own
+    source = tmp_path / "iris"
+    shutil.copytree(ROOT / "examples" / "iris", source)
+    (source / "outputs").mkdir()
+    (source / "outputs" / "stale.txt").write_text("ignored by .amlignore\n")
+    git(source, "init", "-q")
+    git(source, "-c", "user.name=t", "-c", "user.email=t@example.org", "add", ".")
+    git(source, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "iris")
+
+    # When it is submitted
+    config = ScriptRunConfig(source_directory=source, script="train.py", arguments=["--epochs", "3"])
+    run = Experiment(workspace, "iris").submit(config)
+    details = wait_until_ended(run)
+
+    # Then it completed with its metrics, image, outputs, logs, git info and snapshot
+    assert details["status"] == "Completed", details.get("error")
+    metrics = run.get_metrics()
+    assert len(metrics["accuracy"]) == 3 and metrics["final_accuracy"] > 0.8
+    assert "confusion_matrix" in details["metric_types"]
+    assert "outputs/model.pkl" in run.get_file_names()
+    assert "epoch 3" in run.get_logs("stdout")["text"]
+    assert details["git"]["commit"] == git(source, "rev-parse", "HEAD") and details["git"]["dirty"] is False
+    snapshot = workspace.client.get(f"/v1/workspaces/default/snapshots/{details['snapshot_id']}")
+    assert sorted(f["path"] for f in snapshot["files"]) == [".amlignore", "train.py"]
+
+
+def test_a_failing_script_fails_the_run_with_its_exit_code_and_stderr(workspace, tmp_path):
+    (tmp_path / "boom.py").write_text("import sys\nprint('about to fail', file=sys.stderr)\nsys.exit(3)\n")
+    run = Experiment(workspace, "failures").submit(ScriptRunConfig(source_directory=tmp_path, script="boom.py"))
+    details = wait_until_ended(run)
+    assert details["status"] == "Failed"
+    assert "3" in details["error"]["message"] and "about to fail" in str(details["error"])
+
+
+def test_a_script_past_its_max_duration_is_stopped(workspace, tmp_path):
+    (tmp_path / "slow.py").write_text("import time\ntime.sleep(120)\n")
+    config = ScriptRunConfig(source_directory=tmp_path, script="slow.py", max_run_duration_seconds=2)
+    details = wait_until_ended(Experiment(workspace, "failures").submit(config), timeout=60)
+    assert details["status"] == "Failed" and "max run duration" in details["error"]["message"]
+
+
+def test_cancel_stops_a_running_script(workspace, tmp_path):
+    marker = tmp_path / "still-running"
+    (tmp_path / "loop.py").write_text(
+        "import time, pathlib, sys\n"
+        "while True:\n"
+        f"    pathlib.Path({str(marker)!r}).write_text(str(time.time()))\n"
+        "    time.sleep(0.1)\n")
+    run = Experiment(workspace, "failures").submit(ScriptRunConfig(source_directory=tmp_path, script="loop.py"))
+    deadline = time.time() + 60
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    run.cancel()
+    time.sleep(1.5)
+    last = marker.read_text()
+    time.sleep(1.0)
+    assert marker.read_text() == last  # nothing writes any more: the process tree is gone
+    assert run.get_details()["status"] == "Canceled"
