@@ -225,6 +225,12 @@ class Run(RunMetrics, RunOutputs):
         for start in range(0, len(text), MAX_LOG_APPEND):
             self.workspace.client.post(self._path("logs", stream), {"text": text[start:start + MAX_LOG_APPEND]})
 
+    def download_snapshot(self, output_directory: str = ".", as_zip: bool = False) -> "list[str] | str":
+        """The code this run executed (submitted runs only): files under output_directory, or one zip."""
+        from nimbus.run_outputs import download_snapshot
+
+        return download_snapshot(self, output_directory, as_zip)
+
     def wait_for_completion(self, show_output: bool = False, stream: str = "stdout",
                             poll_seconds: float = 2.0) -> dict:
         """Blocks until the run ends (printing its log when `show_output`); returns its details."""

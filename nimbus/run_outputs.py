@@ -139,3 +139,28 @@ def _parallel(task: Callable[[Any], Any], jobs: Iterable[Any]) -> list[Any]:
         return [task(job) for job in jobs]
     with ThreadPoolExecutor(max_workers=PARALLEL_TRANSFERS, thread_name_prefix="nimbus-transfer") as pool:
         return list(pool.map(task, jobs))
+
+
+def download_snapshot(run, output_directory: str | os.PathLike = ".", as_zip: bool = False) -> list[str] | str:
+    """The code a submitted run executed: its snapshot, as files under output_directory or one zip."""
+    import tempfile
+
+    from nimbus.snapshot import extract
+
+    snapshot_id = run.get_details().get("snapshot_id")
+    if not snapshot_id:
+        raise InvalidError(f"run {run.id} was not submitted from a folder: it has no snapshot")
+    client = run.workspace.client
+    files = client.get(api_path("workspaces", run.workspace.name, "snapshots", snapshot_id, "downloads"))["files"]
+    directory = Path(output_directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if not as_zip:
+        extract(files, directory, client)
+        return [str(directory / f["path"]) for f in files]
+    target = directory / f"{run.id}-snapshot.zip"
+    with tempfile.TemporaryDirectory() as scratch:
+        extract(files, scratch, client)
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+            for item in files:
+                archive.write(Path(scratch) / item["path"], item["path"])
+    return str(target)

@@ -197,6 +197,23 @@ def download(run_id: str, prefix: str, output_dir: Path, as_zip: bool, progress:
         click.echo(f"wrote {written}" if as_zip else f"wrote {len(written)} file(s) to {output_dir}")
 
 
+@run.command("snapshot")
+@click.argument("run_id", metavar="RUN")
+@click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Where to write the files.")
+@click.option("--zip", "as_zip", is_flag=True, help="Write one <run id>-snapshot.zip instead of separate files.")
+@workspace_option
+@output_option
+def snapshot(run_id: str, output_dir: Path, as_zip: bool, workspace_name: str | None, output: str) -> None:
+    """Download the code a submitted run executed (its snapshot)."""
+    written = find_run(workspace_name, run_id).download_snapshot(output_dir, as_zip=as_zip)
+    result = {"zip": written} if as_zip else {"files": written}
+    if output == "json":
+        emit(output, result)
+    else:
+        click.echo(f"wrote {written}" if as_zip else f"wrote {len(written)} file(s) to {output_dir}")
+
+
 @run.command("cancel")
 @click.argument("run_id", metavar="RUN")
 @workspace_option

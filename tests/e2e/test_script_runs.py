@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,9 @@ def test_the_iris_example_trains_and_records_everything(workspace, tmp_path):
     assert details["git"]["commit"] == git(source, "rev-parse", "HEAD") and details["git"]["dirty"] is False
     snapshot = workspace.client.get(f"/v1/workspaces/default/snapshots/{details['snapshot_id']}")
     assert sorted(f["path"] for f in snapshot["files"]) == [".amlignore", "train.py"]
+    archive = run.download_snapshot(tmp_path / "code", as_zip=True)
+    with zipfile.ZipFile(archive) as opened:
+        assert opened.read("train.py") == (source / "train.py").read_bytes()
 
 
 def test_a_failing_script_fails_the_run_with_its_exit_code_and_stderr(workspace, tmp_path):
