@@ -21,6 +21,14 @@ def workspace(platform, monkeypatch):
     return Workspace.get("default")
 
 
+@pytest.fixture
+def folder(tmp_path):
+    """A source folder of its own (tmp_path also holds the platform's home)."""
+    path = tmp_path / "src"
+    path.mkdir()
+    return path
+
+
 def wait_until_ended(run, timeout: float = 120.0) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -65,29 +73,29 @@ def test_the_iris_example_trains_and_records_everything(workspace, tmp_path):
         assert opened.read("train.py") == (source / "train.py").read_bytes()
 
 
-def test_a_failing_script_fails_the_run_with_its_exit_code_and_stderr(workspace, tmp_path):
-    (tmp_path / "boom.py").write_text("import sys\nprint('about to fail', file=sys.stderr)\nsys.exit(3)\n")
-    run = Experiment(workspace, "failures").submit(ScriptRunConfig(source_directory=tmp_path, script="boom.py"))
+def test_a_failing_script_fails_the_run_with_its_exit_code_and_stderr(workspace, folder):
+    (folder / "boom.py").write_text("import sys\nprint('about to fail', file=sys.stderr)\nsys.exit(3)\n")
+    run = Experiment(workspace, "failures").submit(ScriptRunConfig(source_directory=folder, script="boom.py"))
     details = wait_until_ended(run)
     assert details["status"] == "Failed"
     assert "3" in details["error"]["message"] and "about to fail" in str(details["error"])
 
 
-def test_a_script_past_its_max_duration_is_stopped(workspace, tmp_path):
-    (tmp_path / "slow.py").write_text("import time\ntime.sleep(120)\n")
-    config = ScriptRunConfig(source_directory=tmp_path, script="slow.py", max_run_duration_seconds=2)
+def test_a_script_past_its_max_duration_is_stopped(workspace, folder):
+    (folder / "slow.py").write_text("import time\ntime.sleep(120)\n")
+    config = ScriptRunConfig(source_directory=folder, script="slow.py", max_run_duration_seconds=2)
     details = wait_until_ended(Experiment(workspace, "failures").submit(config), timeout=60)
     assert details["status"] == "Failed" and "max run duration" in details["error"]["message"]
 
 
-def test_cancel_stops_a_running_script(workspace, tmp_path):
-    marker = tmp_path / "still-running"
-    (tmp_path / "loop.py").write_text(
+def test_cancel_stops_a_running_script(workspace, folder):
+    marker = folder / "still-running"
+    (folder / "loop.py").write_text(
         "import time, pathlib, sys\n"
         "while True:\n"
         f"    pathlib.Path({str(marker)!r}).write_text(str(time.time()))\n"
         "    time.sleep(0.1)\n")
-    run = Experiment(workspace, "failures").submit(ScriptRunConfig(source_directory=tmp_path, script="loop.py"))
+    run = Experiment(workspace, "failures").submit(ScriptRunConfig(source_directory=folder, script="loop.py"))
     deadline = time.time() + 60
     while not marker.exists() and time.time() < deadline:
         time.sleep(0.1)
@@ -97,3 +105,24 @@ def test_cancel_stops_a_running_script(workspace, tmp_path):
     time.sleep(1.0)
     assert marker.read_text() == last  # nothing writes any more: the process tree is gone
     assert run.get_details()["status"] == "Canceled"
+
+
+def test_a_missing_script_is_refused_before_anything_is_uploaded(workspace, folder):
+    from nimbus.exceptions import InvalidError
+
+    with pytest.raises(InvalidError) as refused:
+        Experiment(workspace, "failures").submit(ScriptRunConfig(source_directory=folder, script="absent.py"))
+    assert "absent.py" in str(refused.value)
+
+
+def test_a_crashing_script_and_a_noisy_one_end_in_clear_states(workspace, folder):
+    (folder / "crash.py").write_text("import os\nos.abort()\n")
+    (folder / "noisy.py").write_text("import sys\nfor i in range(40000):\n    print('x' * 99)\n")
+    crashed = Experiment(workspace, "failures").submit(ScriptRunConfig(source_directory=folder, script="crash.py"))
+    noisy = Experiment(workspace, "failures").submit(ScriptRunConfig(source_directory=folder, script="noisy.py"))
+    crash_details = wait_until_ended(crashed)
+    assert crash_details["status"] == "Failed" and crash_details["error"]["message"]
+    assert wait_until_ended(noisy)["status"] == "Completed"
+    listing = workspace.client.get(f"/v1/workspaces/default/runs/{noisy.id}/logs")["streams"]
+    streams = {s["stream"]: s["size"] for s in listing}
+    assert streams["stdout"] == 40000 * 100  # 4 MB of output, every character kept
