@@ -27,7 +27,7 @@ DEFAULT_MAX_BYTES = 300 * 1024 * 1024
 IGNORE_FILES = (".amlignore", ".gitignore")  # in each folder, the first one present is the only one read
 ALWAYS_SKIPPED = ".git"
 DIGEST_BATCH = 1000  # digests asked about per request
-PARALLEL_UPLOADS = 4
+PARALLEL_UPLOADS = 4  # transfers in flight at once, both ways
 SHOWN_OFFENDERS = 5
 
 Progress = Callable[[int], None]
@@ -240,13 +240,19 @@ def extract(files_with_urls: Iterable[Mapping], target_dir: str | os.PathLike, c
     """
     files = list(files_with_urls)
     targets = [safe_target(target_dir, item["path"]) for item in files]
-    for item, target in zip(files, targets):
+
+    def fetch(job: tuple[Mapping, Path]) -> None:
+        item, target = job
         client.download(item["url"], target, progress)
         if item.get("digest") and file_digest(target)[0] != item["digest"]:
             target.unlink(missing_ok=True)
             raise SnapshotError(f"{item['path']!r} does not match its digest: the download was corrupted")
         if item.get("executable"):
             _make_executable(target)
+
+    # Snapshots are mostly small files: overlapping their round trips is what makes fetching fast.
+    with ThreadPoolExecutor(max_workers=PARALLEL_UPLOADS, thread_name_prefix="nimbus-snapshot") as pool:
+        list(pool.map(fetch, zip(files, targets)))  # raises the first failure
     return [str(target) for target in targets]
 
 
