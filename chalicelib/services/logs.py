@@ -7,7 +7,7 @@ from chalicelib.errors import Conflict, Invalid, TooLarge
 from chalicelib.services import keys
 from chalicelib.services.common import Context
 from chalicelib.services.runs import TERMINAL, Runs
-from chalicelib.store.table import Query, Update, item_exists
+from chalicelib.store.table import Query, Update
 
 STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_CHUNK = 256 * 1024  # characters per append; an item stops at 400 KB

@@ -190,11 +190,7 @@ def download(run_id: str, prefix: str, output_dir: Path, as_zip: bool, progress:
     """Download a run's output files."""
     target = find_run(workspace_name, run_id)
     written = target.download_files(prefix, output_dir, as_zip=as_zip, show_progress=wanted(progress))
-    result = {"zip": written} if as_zip else {"files": written}
-    if output == "json":
-        emit(output, result)
-    else:
-        click.echo(f"wrote {written}" if as_zip else f"wrote {len(written)} file(s) to {output_dir}")
+    _report_written(output, written, output_dir)
 
 
 @run.command("snapshot")
@@ -207,9 +203,14 @@ def download(run_id: str, prefix: str, output_dir: Path, as_zip: bool, progress:
 def snapshot(run_id: str, output_dir: Path, as_zip: bool, workspace_name: str | None, output: str) -> None:
     """Download the code a submitted run executed (its snapshot)."""
     written = find_run(workspace_name, run_id).download_snapshot(output_dir, as_zip=as_zip)
-    result = {"zip": written} if as_zip else {"files": written}
+    _report_written(output, written, output_dir)
+
+
+def _report_written(output: str, written: list[str] | str, output_dir: Path) -> None:
+    """What a download wrote: one zip (a path) or files (a list)."""
+    as_zip = isinstance(written, str)
     if output == "json":
-        emit(output, result)
+        emit(output, {"zip": written} if as_zip else {"files": written})
     else:
         click.echo(f"wrote {written}" if as_zip else f"wrote {len(written)} file(s) to {output_dir}")
 

@@ -1,13 +1,11 @@
 """Output files and images: presigned upload and download URLs, with real bytes moved through them."""
 from __future__ import annotations
 
-import io
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import quote
 
 import pytest
-import requests
 
-from chalicelib.store.blob_server import serve_blob
+from tests.api.presigned import transfer
 
 WS = "/v1/workspaces/ws"
 
@@ -16,20 +14,6 @@ WS = "/v1/workspaces/ws"
 def run(api) -> str:
     api.ok("POST", "/v1/workspaces", {"name": "ws"})
     return api.ok("POST", f"{WS}/runs", {"experiment": "exp", "status": "Running"})["id"]
-
-
-def transfer(backend: str, services, method: str, url: str, data: bytes = b"") -> tuple[int, bytes]:
-    """One HTTP request to a presigned URL: S3 (moto) through requests, the local platform through serve_blob."""
-    if backend == "aws":
-        response = requests.request(method, url, data=data if method == "PUT" else None, timeout=10)
-        return response.status_code, response.content
-    parts = urlsplit(url)
-    status, _, body = serve_blob(services.ctx.blobs, method, parts.path, dict(parse_qsl(parts.query)), {},
-                                 io.BytesIO(data), len(data) if method == "PUT" else None)
-    if hasattr(body, "read"):
-        with body:
-            return status, body.read()
-    return status, b"".join(body)
 
 
 def upload(api, backend, services, run_id: str, files: dict[str, bytes]) -> None:
