@@ -57,3 +57,4 @@ def user_token(services):
         return services.identity.create_token(name)["token"]
 
     return make
+

@@ -1,9 +1,10 @@
 """Run logs: streams appended in chunks and read from any character offset."""
 from __future__ import annotations
 
-import threading
 
 import pytest
+
+from tests.api.helpers import all_at_once
 
 WS = "/v1/workspaces/ws"
 
@@ -125,24 +126,13 @@ def test_append_to_an_ended_run_is_409(api, run):
 def test_concurrent_appends_lose_nothing(api, run, services):
     # Given several threads appending distinct lines to one stream at once
     threads_count, appends = 4, 5
-    barrier = threading.Barrier(threads_count)
-    errors: list[BaseException] = []
     lines = {n: [f"thread {n} line {i} {'.' * (n + i)}\n" for i in range(appends)] for n in range(threads_count)}
 
-    def worker(n: int) -> None:
-        try:
-            barrier.wait()
-            for line in lines[n]:
-                services.logs.append("ws", run, "shared", line)
-        except BaseException as err:  # noqa: BLE001 - reported below
-            errors.append(err)
+    def work(n: int) -> None:
+        for line in lines[n]:
+            services.logs.append("ws", run, "shared", line)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(threads_count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert all_at_once(work, threads_count) == []
 
     # Then the stream's size is the sum and every line is there once, whole
     total = sum(len(line) for group in lines.values() for line in group)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 
 import pytest
+
+from tests.api.helpers import all_at_once
 
 WS = "/v1/workspaces/ws"
 
@@ -258,27 +259,16 @@ def test_odd_metric_names(api, run):
 def test_concurrent_logging_keeps_every_point(api, run, services):
     # Given several threads logging to one run at once, through the services
     threads_count, batches, points = 4, 2, 20
-    barrier = threading.Barrier(threads_count)
-    errors: list[BaseException] = []
 
-    def worker(n: int) -> None:
-        try:
-            barrier.wait()
-            for b in range(batches):
-                values = [float(n * 1000 + b * 100 + i) for i in range(points)]
-                services.metrics.log("ws", run, [{"name": "shared", "values": values},
-                                                 {"name": f"own{n}", "values": values}], f"w{n}-b{b}")
-        except BaseException as err:  # noqa: BLE001 - reported below
-            errors.append(err)
+    def work(n: int) -> None:
+        for b in range(batches):
+            values = [float(n * 1000 + b * 100 + i) for i in range(points)]
+            services.metrics.log("ws", run, [{"name": "shared", "values": values},
+                                             {"name": f"own{n}", "values": values}], f"w{n}-b{b}")
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(threads_count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert all_at_once(work, threads_count) == []
 
     # Then every point of every thread is stored, once
-    assert errors == []
     shared = history(api, run, "shared")["values"]
     expected = sorted(float(n * 1000 + b * 100 + i)
                       for n in range(threads_count) for b in range(batches) for i in range(points))

@@ -5,7 +5,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.api.presigned import transfer
+from tests.api.helpers import transfer
 
 WS = "/v1/workspaces/ws"
 

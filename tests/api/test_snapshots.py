@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 
-from tests.api.presigned import transfer
+from tests.api.helpers import transfer
 from chalicelib.store.table import Query
 
 WS = "/v1/workspaces/ws"

@@ -1,7 +1,8 @@
-"""Moving bytes through presigned URLs in tests, on either backend."""
+"""Helpers of the API tests: bytes through presigned URLs on either backend, threads released at once."""
 from __future__ import annotations
 
 import io
+import threading
 from urllib.parse import parse_qsl, urlsplit
 
 import requests
@@ -21,3 +22,22 @@ def transfer(backend: str, services, method: str, url: str, data: bytes = b"") -
         with body:
             return status, body.read()
     return status, b"".join(body)
+
+
+def all_at_once(work, count: int) -> list[BaseException]:
+    """Runs work(0) … work(count - 1) in threads released together; returns what they raised."""
+    barrier, errors = threading.Barrier(count), []
+
+    def worker(n: int) -> None:
+        try:
+            barrier.wait()
+            work(n)
+        except BaseException as err:  # noqa: BLE001 - returned to the test
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
