@@ -41,3 +41,18 @@ def all_at_once(work, count: int) -> list[BaseException]:
     for thread in threads:
         thread.join()
     return errors
+
+
+def every_page(fetch) -> list[dict]:
+    """Calls fetch(page_token) from None on, following next_page_token; returns every page."""
+    pages, token = [], None
+    while True:
+        pages.append(fetch(token))
+        token = pages[-1]["next_page_token"]
+        if not token:
+            return pages
+        assert len(pages) < 1000, "paging does not end"
+
+
+def token_param(token: str | None, separator: str = "&") -> str:
+    return f"{separator}page_token={token}" if token else ""

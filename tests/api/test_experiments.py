@@ -1,6 +1,8 @@
 """Experiments: created by the first run that names them, counting their runs."""
 from __future__ import annotations
 
+from tests.api.helpers import every_page, token_param
+
 EXP = "/v1/workspaces/ws/experiments"
 
 
@@ -52,15 +54,9 @@ def test_experiments_are_paged(api):
     names = [f"exp{i}" for i in range(5)]
     for name in names:
         new_run(api, name)
-    seen, token = [], None
-    while True:
-        page = api.ok("GET", f"{EXP}?max_results=2" + (f"&page_token={token}" if token else ""))
-        assert len(page["experiments"]) <= 2
-        seen += [e["name"] for e in page["experiments"]]
-        token = page["next_page_token"]
-        if not token:
-            break
-    assert seen == names
+    pages = every_page(lambda token: api.ok("GET", f"{EXP}?max_results=2" + token_param(token)))
+    assert all(len(page["experiments"]) <= 2 for page in pages)
+    assert [e["name"] for page in pages for e in page["experiments"]] == names
 
 
 def test_experiments_are_per_workspace(api):

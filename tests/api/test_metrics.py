@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tests.api.helpers import all_at_once
+from tests.api.helpers import all_at_once, every_page
 
 WS = "/v1/workspaces/ws"
 
@@ -284,16 +284,11 @@ def test_history_pages_inside_big_chunks(api, run):
     assert log(api, run, {"name": "long", "values": values, "steps": list(range(12_000))})[0] == 200
 
     for size in (12_000, 5_000, 2_999):
-        read, token = [], None
-        while True:
-            page = history(api, run, "long", max_results=size, **({"page_token": token} if token else {}))
-            assert len(page["values"]) <= size
-            assert page["steps"] == [int(v) for v in page["values"]]
-            read += page["values"]
-            token = page["next_page_token"]
-            if not token:
-                break
-        assert read == values, size
+        pages = every_page(lambda token: history(api, run, "long", max_results=size,
+                                                 **({"page_token": token} if token else {})))
+        assert all(len(page["values"]) <= size for page in pages)
+        assert all(page["steps"] == [int(v) for v in page["values"]] for page in pages)
+        assert [v for page in pages for v in page["values"]] == values, size
 
 
 def test_history_reads_past_many_chunks(api, run, services):
@@ -302,14 +297,8 @@ def test_history_reads_past_many_chunks(api, run, services):
         services.metrics.log("ws", run, [{"name": "m", "values": [batch * 2.0, batch * 2.0 + 1]}], f"b{batch:03d}")
     expected = [float(i) for i in range(102)]
     assert history(api, run, "m")["values"] == expected
-    read, token = [], None
-    while True:
-        page = history(api, run, "m", max_results=40, **({"page_token": token} if token else {}))
-        read += page["values"]
-        token = page["next_page_token"]
-        if not token:
-            break
-    assert read == expected
+    pages = every_page(lambda token: history(api, run, "m", max_results=40, **({"page_token": token} if token else {})))
+    assert [v for page in pages for v in page["values"]] == expected
 
 
 def test_history_token_of_another_metric_is_400(api, run):

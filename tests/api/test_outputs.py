@@ -5,7 +5,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.api.helpers import transfer
+from tests.api.helpers import every_page, token_param, transfer
 
 WS = "/v1/workspaces/ws"
 
@@ -34,15 +34,9 @@ def download(api, backend, services, run_id: str, path: str) -> bytes:
 
 
 def listing(api, run_id: str, **params) -> list[dict]:
-    files, token = [], None
-    while True:
-        pairs = [f"{k}={quote(str(v))}" for k, v in params.items()] + ([f"page_token={token}"] if token else [])
-        query = "&".join(pairs)
-        page = api.ok("GET", f"{WS}/runs/{run_id}/outputs" + (f"?{query}" if query else ""))
-        files += page["files"]
-        token = page["next_page_token"]
-        if not token:
-            return files
+    query = "&".join(f"{k}={quote(str(v))}" for k, v in params.items())
+    pages = every_page(lambda token: api.ok("GET", f"{WS}/runs/{run_id}/outputs?{query}" + token_param(token)))
+    return [f for page in pages for f in page["files"]]
 
 
 def test_files_move_through_presigned_urls(api, backend, services, run):
@@ -77,16 +71,9 @@ def test_listing_by_prefix_and_in_pages(api, backend, services, run):
     assert [f["path"] for f in listing(api, run, prefix="ckpt")] == sorted(p for p in files if p.startswith("ckpt"))
     assert listing(api, run, prefix="none/") == []
 
-    pages, seen, token = 0, [], None
-    while True:
-        page = api.ok("GET", f"{WS}/runs/{run}/outputs?max_results=2" + (f"&page_token={token}" if token else ""))
-        assert len(page["files"]) <= 2
-        seen += [f["path"] for f in page["files"]]
-        pages += 1
-        token = page["next_page_token"]
-        if not token:
-            break
-    assert seen == sorted(files) and pages >= 4
+    pages = every_page(lambda token: api.ok("GET", f"{WS}/runs/{run}/outputs?max_results=2" + token_param(token)))
+    assert all(len(page["files"]) <= 2 for page in pages)
+    assert [f["path"] for page in pages for f in page["files"]] == sorted(files) and len(pages) >= 4
 
     # another run's outputs stay apart
     other = api.ok("POST", f"{WS}/runs", {"experiment": "exp"})["id"]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.api.helpers import every_page, token_param
+
 from chalicelib.services.common import iso, parse_iso
 
 RUNS = "/v1/workspaces/ws/runs"
@@ -269,17 +271,11 @@ def test_child_runs_to_depth_three(ws):
 def test_children_are_paged(ws):
     parent = new_run(ws, status="Running")
     ids = [new_run(ws, None, parent_id=parent["id"])["id"] for _ in range(5)]
-    seen, token, pages = [], None, 0
-    while True:
-        page = ws.ok("GET", f"{RUNS}/{parent['id']}/children?max_results=2" + (f"&page_token={token}" if token else ""))
-        assert len(page["runs"]) <= 2
-        seen += [r["id"] for r in page["runs"]]
-        pages += 1
-        token = page["next_page_token"]
-        if not token:
-            break
+    pages = every_page(lambda token: ws.ok("GET", f"{RUNS}/{parent['id']}/children?max_results=2" + token_param(token)))
+    assert all(len(page["runs"]) <= 2 for page in pages)
+    seen = [r["id"] for page in pages for r in page["runs"]]
     assert sorted(seen) == sorted(ids) and len(seen) == 5
-    assert pages >= 3
+    assert len(pages) >= 3
     assert all(r["parent_id"] == parent["id"] for r in ws.ok("GET", f"{RUNS}/{parent['id']}/children")["runs"])
 
 

@@ -7,6 +7,8 @@ from urllib.parse import urlencode
 
 import pytest
 
+from tests.api.helpers import every_page
+
 WS = "/v1/workspaces/ws"
 SEARCH = f"{WS}/experiments/exp/runs"
 BASE_TIME = 1_700_000_000.0
@@ -116,17 +118,12 @@ def test_orderings_and_paging(api, runs):
         runs[i] for i in range(30) if status_of(i) == "Completed"]
 
     # When read 7 at a time
-    seen, token, pages = [], None, 0
-    while True:
-        page = search(api, max_results=7, order_by="metrics.acc asc", **({"page_token": token} if token else {}))
-        assert len(page["runs"]) <= 7 and page["total"] == 30
-        seen += [r["id"] for r in page["runs"]]
-        pages += 1
-        token = page["next_page_token"]
-        if not token:
-            break
+    pages = every_page(lambda token: search(api, max_results=7, order_by="metrics.acc asc",
+                                            **({"page_token": token} if token else {})))
+    assert all(len(page["runs"]) <= 7 and page["total"] == 30 for page in pages)
+    seen = [r["id"] for page in pages for r in page["runs"]]
     # Then every run comes once, in the order of a single big page
-    assert pages == 5
+    assert len(pages) == 5
     assert seen == asc
     assert sorted(seen) == sorted(runs)
 
