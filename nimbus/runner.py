@@ -51,7 +51,8 @@ class JobSettings:
     job_dir: Path
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "JobSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "JobSettings":
+        env = os.environ if env is None else env
         missing = [name for name in REQUIRED_ENV if not env.get(name)]
         if missing:
             raise ConfigurationError(f"the runner needs {', '.join(missing)} in its environment")

@@ -47,8 +47,9 @@ class SnapshotFile:
 
 
 # --- collecting --------------------------------------------------------------------------------------
-def limits_from_env(environ: Mapping[str, str] = os.environ) -> dict:
+def limits_from_env(environ: Mapping[str, str] | None = None) -> dict:
     """collect()'s limits as the service reads them, so the client refuses what the service would."""
+    environ = os.environ if environ is None else environ
     return {"max_files": int(environ.get("NIMBUS_SNAPSHOT_MAX_FILES", DEFAULT_MAX_FILES)),
             "max_bytes": int(environ.get("NIMBUS_SNAPSHOT_MAX_BYTES", DEFAULT_MAX_BYTES))}
 

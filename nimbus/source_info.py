@@ -63,11 +63,12 @@ def _clean_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
-def ci_info(environ: Mapping[str, str] = os.environ) -> dict | None:
+def ci_info(environ: Mapping[str, str] | None = None) -> dict | None:
     """The CI job running this process: {"provider": "github"|"gitlab"|"generic", ...}, or None.
 
     Besides provider, only what the CI exposes: run_id, run_url, ref, sha, actor, repository.
     """
+    environ = os.environ if environ is None else environ  # read at call time: os.environ may be rebound
     if environ.get("GITHUB_ACTIONS", "").lower() == "true":
         server = environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
         repository, run_id = environ.get("GITHUB_REPOSITORY"), environ.get("GITHUB_RUN_ID")

@@ -109,3 +109,10 @@ def test_ci_info_generic(value):
 @pytest.mark.parametrize("env", [{}, {"CI": "false"}, {"GITHUB_ACTIONS": "false"}])
 def test_ci_info_outside_ci(env):
     assert ci_info(env) is None
+
+
+def test_ci_info_reads_the_environment_of_the_moment(monkeypatch):
+    # Some libraries (Chalice's test client among them) rebind os.environ for a while; a default bound
+    # at import time would keep reading the old mapping.
+    monkeypatch.setattr(source_info.os, "environ", {"GITLAB_CI": "true", "CI_PIPELINE_ID": "7"})
+    assert ci_info() == {"provider": "gitlab", "run_id": "7"}
