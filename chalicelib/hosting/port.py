@@ -1,0 +1,102 @@
+"""The FunctionHost port: where a deployment's scoring function runs (AWS Lambda, or local scoring hosts).
+
+The deployments service decides *what* runs (a DeploymentSpec, pure data); a host makes it run, routes
+scoring requests by the endpoint's traffic weights and tears it down again.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """One registered model version as a deployment needs it: its files live under `blob_prefix`."""
+
+    name: str
+    version: int
+    asset_path: str  # what Model.get_model_path(name) points at, relative to the version's folder
+    blob_prefix: str  # blob key prefix; file i is at blob_prefix + files[i][0]
+    files: tuple[tuple[str, int], ...]  # (relative path, size)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str  # relative path inside the deployment's source folder
+    blob_key: str  # where its bytes are (a snapshot content blob)
+    size: int
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    memory_mb: int = 1024
+    timeout_s: int = 60
+    reserved_concurrency: int | None = None
+    provisioned_concurrency: int | None = None
+    min_instances: int = 1
+    max_instances: int = 1
+    capture_rate: float = 0.0  # share of requests whose body and answer are stored in the blob store
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    workspace: str
+    endpoint: str
+    deployment: str
+    revision: int  # grows with every update of the deployment
+    models: tuple[ModelFiles, ...]
+    source: tuple[SourceFile, ...]
+    entry_script: str  # a path among `source`
+    environment: str | None  # None: the platform's own interpreter (real environments come later)
+    config: DeploymentConfig
+    capture_prefix: str = ""  # blob prefix for captured requests (empty: capture off)
+
+
+@dataclass
+class HostState:
+    state: str  # "Healthy", "Transitioning" or "Failed"
+    error: str | None = None
+    details: dict = field(default_factory=dict)  # host-specific and JSON-able: function version, port, url
+
+
+@dataclass(frozen=True)
+class EndpointTarget:
+    """What a host needs to route one scoring request."""
+
+    workspace: str
+    endpoint: str
+    traffic: dict[str, int]  # deployment -> weight (0-100, summing to 100)
+    details: dict[str, dict]  # deployment -> HostState.details
+
+
+@dataclass
+class ScoreResult:
+    status: int
+    body: bytes
+    deployment: str | None  # which deployment answered (None when none could)
+    content_type: str = "application/json"
+
+
+class FunctionHost(abc.ABC):
+    @abc.abstractmethod
+    def deploy(self, spec: DeploymentSpec, previous: dict | None) -> HostState:
+        """Create or update the deployment's scoring function; `previous` is its last HostState.details."""
+
+    @abc.abstractmethod
+    def set_traffic(self, workspace: str, endpoint: str, traffic: dict[str, int], details: dict[str, dict]) -> None:
+        """Route the endpoint's requests by weight. Must not interrupt requests being served."""
+
+    @abc.abstractmethod
+    def invoke(self, target: EndpointTarget, body: bytes, content_type: str) -> ScoreResult: ...
+
+    @abc.abstractmethod
+    def remove(self, workspace: str, endpoint: str, deployment: str, details: dict) -> None:
+        """Stop and delete one deployment's function; idempotent."""
+
+    @abc.abstractmethod
+    def remove_endpoint(self, workspace: str, endpoint: str) -> None:
+        """Delete whatever the endpoint itself owns (AWS: the function and its alias); idempotent."""
+
+    @abc.abstractmethod
+    def logs(self, workspace: str, endpoint: str, deployment: str, details: dict, tail: int) -> str:
+        """The last `tail` lines the deployment's scoring function printed."""
