@@ -94,6 +94,8 @@ class _Expression:
             return f"attribute_not_exists({self.name('pk')})"
         if cond.op == "all":
             return " AND ".join(f"({self.condition(part)})" for part in cond.parts)
+        if cond.op == "any":
+            return " OR ".join(f"({self.condition(part)})" for part in cond.parts)
         path = self.name(cond.path)
         if cond.op == "absent":
             return f"attribute_not_exists({path})"

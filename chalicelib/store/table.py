@@ -31,7 +31,7 @@ class ConditionFailed(Conflict):
 # --- conditions -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Cond:
-    op: str  # item_exists | item_absent | eq | in | absent | absent_or_eq | lt | gt | all
+    op: str  # item_exists | item_absent | eq | in | absent | absent_or_eq | lt | gt | all | any
     path: Path = ()
     value: Any = None
     parts: tuple["Cond", ...] = ()
@@ -78,6 +78,11 @@ def all_of(*conds: Cond | None) -> Cond | None:
     return parts[0] if len(parts) == 1 else Cond("all", parts=parts)
 
 
+def any_of(*conds: Cond) -> Cond:
+    """At least one holds (e.g. a lease that is absent or has lapsed)."""
+    return conds[0] if len(conds) == 1 else Cond("any", parts=tuple(conds))
+
+
 _MISSING = object()
 
 
@@ -100,6 +105,8 @@ def evaluate(cond: Cond | None, item: dict | None) -> bool:
         return item is None
     if cond.op == "all":
         return all(evaluate(part, item) for part in cond.parts)
+    if cond.op == "any":
+        return any(evaluate(part, item) for part in cond.parts)
     current = lookup(item, cond.path)
     if cond.op == "absent":
         return current is _MISSING

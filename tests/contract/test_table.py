@@ -7,7 +7,7 @@ import pytest
 from chalicelib.errors import Invalid
 from chalicelib.store.table import (
     Check, ConditionFailed, Delete, Key, Put, Query, Update,
-    all_of, attr_absent, attr_absent_or_eq, attr_eq, attr_gt, attr_in, attr_lt, item_absent, item_exists,
+    all_of, any_of, attr_absent, attr_absent_or_eq, attr_eq, attr_gt, attr_in, attr_lt, item_absent, item_exists,
 )
 
 
@@ -60,6 +60,16 @@ def test_update_conditions(table):
     with pytest.raises(ConditionFailed):
         table.update(Update(Key("A", "1"), add={"n": -1}, condition=attr_gt("n", 1)))
     assert table.get("A", "1")["types"] == {"acc": "scalar", "loss": "scalar"}
+
+
+def test_any_of_condition(table):
+    lease_free = any_of(attr_absent("lease"), attr_lt(("lease", "until"), 100))
+    table.update(Update(Key("A", "1"), set={"lease": {"until": 150}}, condition=lease_free))
+    with pytest.raises(ConditionFailed):
+        table.update(Update(Key("A", "1"), set={"lease": {"until": 250}}, condition=lease_free))
+    table.update(Update(Key("A", "1"), set={"lease": {"until": 250}},
+                        condition=any_of(attr_absent("lease"), attr_lt(("lease", "until"), 200))))
+    assert table.get("A", "1")["lease"] == {"until": 250}
 
 
 def test_delete_with_condition(table):
