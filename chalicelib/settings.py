@@ -19,6 +19,9 @@ class Settings:
     s3_endpoint: str | None = None  # any S3-compatible endpoint
     public_url: str = "http://127.0.0.1:8000"  # where the local platform serves its presigned URLs
     presign_seconds: int = 3600
+    # Execution role of the scoring functions (AWS): its ARN, or just its name in this account.
+    scoring_role_arn: str = ""
+    secrets_prefix: str = ""  # Secrets Manager name prefix; empty: "nimbus/<table name>/"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -36,7 +39,14 @@ class Settings:
             s3_endpoint=env.get("NIMBUS_S3_ENDPOINT") or None,
             public_url=env.get("NIMBUS_PUBLIC_URL", cls.public_url).rstrip("/"),
             presign_seconds=int(env.get("NIMBUS_PRESIGN_SECONDS", cls.presign_seconds)),
+            scoring_role_arn=env.get("NIMBUS_SCORING_ROLE_ARN", ""),
+            secrets_prefix=env.get("NIMBUS_SECRETS_PREFIX", ""),
         )
+
+    @property
+    def secret_name_prefix(self) -> str:
+        """Prefixes every Secrets Manager name, so stages sharing an account keep apart."""
+        return self.secrets_prefix or f"nimbus/{self.table_name}/"
 
 
 @lru_cache(maxsize=1)

@@ -1,1 +1,2 @@
-"""Storage ports (Table, Blobs) and their adapters: aws (DynamoDB, S3) and local (SQLite, filesystem)."""
+"""Storage ports (Table, Blobs, Secrets) and their adapters: aws (DynamoDB, S3, Secrets Manager) and local
+(SQLite, filesystem, Fernet-encrypted files)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from chalicelib.settings import Settings
 from chalicelib.store.blobs import Blobs
+from chalicelib.store.secrets import Secrets
 from chalicelib.store.table import Table
 
 
@@ -36,3 +37,15 @@ def build_blobs(settings: Settings) -> Blobs:
     from chalicelib.store.local_blobs import LocalBlobs
 
     return LocalBlobs(settings.home / "blobs", settings.public_url, signing_key_file=settings.home / "signing.key")
+
+
+def build_secrets(settings: Settings) -> Secrets:
+    if settings.backend == "aws":
+        import boto3
+
+        from chalicelib.store.aws_secrets import AwsSecrets
+
+        return AwsSecrets(boto3.client("secretsmanager", region_name=settings.region), settings.secret_name_prefix)
+    from chalicelib.store.local_secrets import LocalSecrets
+
+    return LocalSecrets(settings.home)
