@@ -40,6 +40,40 @@ DYNAMODB_ACTIONS = [
 S3_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
 S3_BUCKET_ACTIONS = ["s3:ListBucket"]
 LOGS_ACTIONS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
+# The API deploys scoring functions (chalicelib/hosting/lambda_host.py): one function per endpoint named
+# <table>-score-…, a published version per deployment, the alias `live`, concurrency settings.
+LAMBDA_ACTIONS = [
+    "lambda:CreateFunction",
+    "lambda:GetFunction",
+    "lambda:GetFunctionConfiguration",
+    "lambda:UpdateFunctionCode",
+    "lambda:UpdateFunctionConfiguration",
+    "lambda:PublishVersion",
+    "lambda:DeleteFunction",
+    "lambda:TagResource",
+    "lambda:GetAlias",
+    "lambda:CreateAlias",
+    "lambda:UpdateAlias",
+    "lambda:DeleteAlias",
+    "lambda:PutFunctionConcurrency",
+    "lambda:DeleteFunctionConcurrency",
+    "lambda:PutProvisionedConcurrencyConfig",
+    "lambda:GetProvisionedConcurrencyConfig",
+    "lambda:DeleteProvisionedConcurrencyConfig",
+    "lambda:InvokeFunction",
+]
+PASS_ROLE_ACTIONS = ["iam:PassRole"]
+SECRETS_ACTIONS = [
+    "secretsmanager:CreateSecret",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:DeleteSecret",
+]
+SCORING_LOGS_READ_ACTIONS = ["logs:DescribeLogStreams", "logs:FilterLogEvents"]
+# What a scoring function itself may do.
+SCORING_MODEL_OBJECTS = "workspaces/*/models/*"  # registered model files (read at cold start)
+SCORING_CAPTURE_OBJECTS = "workspaces/*/captures/*"  # captured requests (`*` also spans folders)
+TELEMETRY_KEYS = ["TELE#*"]  # the only partition keys a scoring function writes
 
 
 def table_name(stage: str) -> str:
@@ -51,11 +85,28 @@ def bucket_name(stage: str) -> str:
     return f"{APP_NAME}-{stage}-artifacts"
 
 
+def scoring_role_name(stage: str) -> str:
+    """Named, so the stage config can point at it (the host completes the ARN with the account id)."""
+    return f"{APP_NAME}-{stage}-scoring"
+
+
+def scoring_function_prefix(stage: str) -> str:
+    """Must equal chalicelib.hosting.lambda_package.function_prefix(table_name(stage)) (tested): IAM then
+    lets the API manage scoring functions and not itself."""
+    return f"{table_name(stage)}-score-"
+
+
+def secrets_prefix(stage: str) -> str:
+    """Settings.secret_name_prefix's default for the stage's table (tested)."""
+    return f"{APP_NAME}/{table_name(stage)}/"
+
+
 def _sub(text: str) -> dict:
     return {"Fn::Sub": text}
 
 
-def _policy_statements(table_arn, index_arn, bucket_arn, objects_arn, log_group_arns) -> list[dict]:
+def _policy_statements(table_arn, index_arn, bucket_arn, objects_arn, log_group_arns, scoring) -> list[dict]:
+    """`scoring`: ARNs of the scoring functions, their role, their log groups and the stage's secrets."""
     return [
         {
             "Sid": "Table",
@@ -80,6 +131,31 @@ def _policy_statements(table_arn, index_arn, bucket_arn, objects_arn, log_group_
             "Effect": "Allow",
             "Action": LOGS_ACTIONS,
             "Resource": log_group_arns,
+        },
+        {
+            "Sid": "ScoringFunctions",
+            "Effect": "Allow",
+            "Action": LAMBDA_ACTIONS,
+            "Resource": scoring["functions"],
+        },
+        {
+            "Sid": "PassScoringRole",
+            "Effect": "Allow",
+            "Action": PASS_ROLE_ACTIONS,
+            "Resource": scoring["role"],
+            "Condition": {"StringEquals": {"iam:PassedToService": "lambda.amazonaws.com"}},
+        },
+        {
+            "Sid": "ScoringLogs",
+            "Effect": "Allow",
+            "Action": SCORING_LOGS_READ_ACTIONS,
+            "Resource": scoring["log_groups"],
+        },
+        {
+            "Sid": "Secrets",
+            "Effect": "Allow",
+            "Action": SECRETS_ACTIONS,
+            "Resource": scoring["secrets"],
         },
     ]
 
@@ -169,6 +245,69 @@ def _bucket_policy() -> dict:
     }
 
 
+def _scoring_role() -> dict:
+    """The execution role of every scoring function of the stage: read models, record telemetry and
+    captured requests, write its own logs."""
+    log_groups = (
+        "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
+        f":log-group:/aws/lambda/{scoring_function_prefix('${Stage}')}*"
+    )
+    return {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "RoleName": _sub(scoring_role_name("${Stage}")),
+            "Description": _sub("Execution role of the Nimbus scoring functions (${Stage})"),
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "lambda.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            },
+            "Policies": [
+                {
+                    "PolicyName": "scoring",
+                    "PolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Sid": "ReadModels",
+                                "Effect": "Allow",
+                                "Action": ["s3:GetObject"],
+                                "Resource": _sub(f"${{ArtifactBucket.Arn}}/{SCORING_MODEL_OBJECTS}"),
+                            },
+                            {
+                                "Sid": "WriteCaptures",
+                                "Effect": "Allow",
+                                "Action": ["s3:PutObject"],
+                                "Resource": _sub(f"${{ArtifactBucket.Arn}}/{SCORING_CAPTURE_OBJECTS}"),
+                            },
+                            {
+                                "Sid": "WriteTelemetry",
+                                "Effect": "Allow",
+                                "Action": ["dynamodb:UpdateItem"],
+                                "Resource": {"Fn::GetAtt": ["NimbusTable", "Arn"]},
+                                "Condition": {
+                                    "ForAllValues:StringLike": {"dynamodb:LeadingKeys": TELEMETRY_KEYS}
+                                },
+                            },
+                            {
+                                "Sid": "Logs",
+                                "Effect": "Allow",
+                                "Action": LOGS_ACTIONS,
+                                "Resource": [_sub(log_groups), _sub(f"{log_groups}:log-stream:*")],
+                            },
+                        ],
+                    },
+                }
+            ],
+        },
+    }
+
+
 def _api_function_policy() -> dict:
     # The function's log groups: /aws/lambda/nimbus-<stage> (chalice deploy) or
     # /aws/lambda/nimbus-<stage>-APIHandler-... (CloudFormation, stack named nimbus-<stage>).
@@ -188,16 +327,31 @@ def _api_function_policy() -> dict:
                     bucket_arn={"Fn::GetAtt": ["ArtifactBucket", "Arn"]},
                     objects_arn=_sub("${ArtifactBucket.Arn}/*"),
                     log_group_arns=[_sub(log_groups), _sub(f"{log_groups}:log-stream:*")],
+                    scoring=_template_scoring_arns(),
                 ),
             },
         },
     }
 
 
+def _template_scoring_arns() -> dict:
+    def arn(service: str) -> str:
+        return f"arn:${{AWS::Partition}}:{service}:${{AWS::Region}}:${{AWS::AccountId}}"
+
+    prefix = scoring_function_prefix("${Stage}")
+    log_groups = f"{arn('logs')}:log-group:/aws/lambda/{prefix}*"
+    return {
+        "functions": _sub(f"{arn('lambda')}:function:{prefix}*"),
+        "role": {"Fn::GetAtt": ["ScoringFunctionRole", "Arn"]},
+        "log_groups": [_sub(log_groups), _sub(f"{log_groups}:*")],
+        "secrets": _sub(f"{arn('secretsmanager')}:secret:{secrets_prefix('${Stage}')}*"),
+    }
+
+
 def template() -> dict:
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": "Nimbus data plane: the DynamoDB table, the artifact bucket and the API function's policy.",
+        "Description": "Nimbus data plane: the DynamoDB table, the artifact bucket, the API function's policy and the scoring functions' role.",
         "Parameters": {
             "Stage": {
                 "Type": "String",
@@ -210,12 +364,14 @@ def template() -> dict:
             "ArtifactBucket": _bucket(),
             "ArtifactBucketPolicy": _bucket_policy(),
             "ApiFunctionPolicy": _api_function_policy(),
+            "ScoringFunctionRole": _scoring_role(),
         },
         "Outputs": {
             "TableName": {"Value": {"Ref": "NimbusTable"}},
             "TableArn": {"Value": {"Fn::GetAtt": ["NimbusTable", "Arn"]}},
             "BucketName": {"Value": {"Ref": "ArtifactBucket"}},
             "ApiFunctionPolicyArn": {"Value": {"Ref": "ApiFunctionPolicy"}},
+            "ScoringRoleArn": {"Value": {"Fn::GetAtt": ["ScoringFunctionRole", "Arn"]}},
         },
     }
 
@@ -228,6 +384,7 @@ def stage_policy(stage: str) -> dict:
     table = f"arn:aws:dynamodb:*:*:table/{table_name(stage)}"
     bucket = f"arn:aws:s3:::{bucket_name(stage)}"
     log_group = f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP_NAME}-{stage}*"
+    scoring_logs = f"arn:aws:logs:*:*:log-group:/aws/lambda/{scoring_function_prefix(stage)}*"
     return {
         "Version": "2012-10-17",
         "Statement": _policy_statements(
@@ -236,6 +393,12 @@ def stage_policy(stage: str) -> dict:
             bucket_arn=bucket,
             objects_arn=f"{bucket}/*",
             log_group_arns=[log_group, f"{log_group}:log-stream:*"],
+            scoring={
+                "functions": f"arn:aws:lambda:*:*:function:{scoring_function_prefix(stage)}*",
+                "role": f"arn:aws:iam::*:role/{scoring_role_name(stage)}",
+                "log_groups": [f"{scoring_logs}", f"{scoring_logs}:*"],
+                "secrets": f"arn:aws:secretsmanager:*:*:secret:{secrets_prefix(stage)}*",
+            },
         ),
     }
 

@@ -28,7 +28,8 @@ def aws_env(monkeypatch):
         "AWS_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(name, value)
-    with mock_aws():
+    # No container engine here: Lambda functions and Batch jobs are recorded, never run.
+    with mock_aws(config={"lambda": {"use_docker": False}, "batch": {"use_docker": False}}):
         yield
 
 

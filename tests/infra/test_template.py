@@ -1,6 +1,7 @@
 """The CloudFormation template: generated from the code, lint-clean, deployable, packageable with Chalice."""
 from __future__ import annotations
 
+import ast
 import copy
 import importlib.util
 import json
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib.hosting import lambda_package
+from chalicelib.settings import Settings
 from chalicelib.store import schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,6 +118,50 @@ def test_chalice_stage_policies_grant_what_the_managed_policy_grants():
         assert env["NIMBUS_BUCKET"] == build.bucket_name(stage)
         assert stage_policy["Table"]["Resource"][0] == f"arn:aws:dynamodb:*:*:table/{env['NIMBUS_TABLE']}"
         assert stage_policy["ArtifactBucket"]["Resource"] == f"arn:aws:s3:::{env['NIMBUS_BUCKET']}"
+        # Scoring functions: the role the stage passes them, the names the host gives them, the secrets.
+        assert env["NIMBUS_SCORING_ROLE_ARN"] == build.scoring_role_name(stage)
+        assert stage_policy["PassScoringRole"]["Resource"] == f"arn:aws:iam::*:role/{env['NIMBUS_SCORING_ROLE_ARN']}"
+        settings = Settings.from_env(env)
+        prefix = lambda_package.function_prefix(settings.table_name)
+        assert stage_policy["ScoringFunctions"]["Resource"] == f"arn:aws:lambda:*:*:function:{prefix}*"
+        assert lambda_package.function_name(settings.table_name, "ws", "ep").startswith(prefix)
+        assert stage_policy["Secrets"]["Resource"] == f"arn:aws:secretsmanager:*:*:secret:{settings.secret_name_prefix}*"
+
+
+def test_api_policy_lets_the_api_manage_scoring_functions_and_secrets():
+    statements = _statements_by_sid(_template()["Resources"]["ApiFunctionPolicy"]["Properties"]["PolicyDocument"])
+    lambda_actions = set(statements["ScoringFunctions"]["Action"])
+    for operation in ("CreateFunction", "UpdateFunctionCode", "UpdateFunctionConfiguration", "PublishVersion",
+                      "CreateAlias", "UpdateAlias", "DeleteAlias", "PutFunctionConcurrency",
+                      "PutProvisionedConcurrencyConfig", "DeleteFunction", "InvokeFunction",
+                      "GetFunctionConfiguration", "GetAlias"):
+        assert f"lambda:{operation}" in lambda_actions, operation
+    assert statements["ScoringFunctions"]["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:nimbus-${Stage}-score-*"
+    }
+    assert statements["PassScoringRole"]["Action"] == ["iam:PassRole"]
+    assert statements["PassScoringRole"]["Resource"] == {"Fn::GetAtt": ["ScoringFunctionRole", "Arn"]}
+    assert statements["PassScoringRole"]["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "lambda.amazonaws.com"}}
+    assert set(statements["Secrets"]["Action"]) == {
+        "secretsmanager:CreateSecret", "secretsmanager:PutSecretValue", "secretsmanager:GetSecretValue",
+        "secretsmanager:DeleteSecret"}
+    assert "logs:FilterLogEvents" in statements["ScoringLogs"]["Action"]
+
+
+def test_scoring_role_reads_models_and_writes_telemetry_only():
+    role = _template()["Resources"]["ScoringFunctionRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "lambda.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
+    (policy,) = role["Policies"]
+    statements = _statements_by_sid(policy["PolicyDocument"])
+    assert statements["ReadModels"]["Action"] == ["s3:GetObject"]
+    assert statements["ReadModels"]["Resource"] == {"Fn::Sub": "${ArtifactBucket.Arn}/workspaces/*/models/*"}
+    assert statements["WriteCaptures"]["Action"] == ["s3:PutObject"]
+    assert statements["WriteTelemetry"]["Action"] == ["dynamodb:UpdateItem"]
+    assert statements["WriteTelemetry"]["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["TELE#*"]}}
+    assert set(statements["Logs"]["Action"]) == {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
 
 
 # --- cfn-lint ---------------------------------------------------------------------------------
@@ -147,7 +194,7 @@ def test_template_deploys_into_moto(aws_env):
         StackName="nimbus-dev",
         TemplateBody=TEMPLATE.read_text(encoding="utf-8"),
         Parameters=[{"ParameterKey": "Stage", "ParameterValue": "dev"}],
-        Capabilities=["CAPABILITY_IAM"],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
     )
     (stack,) = cloudformation.describe_stacks(StackName="nimbus-dev")["Stacks"]
     assert stack["StackStatus"] == "CREATE_COMPLETE"
@@ -183,6 +230,20 @@ def test_template_deploys_into_moto(aws_env):
     statements = _statements_by_sid(document["PolicyVersion"]["Document"])
     assert statements["Table"]["Resource"] == [outputs["TableArn"], outputs["TableArn"] + "/index/*"]
     assert statements["ArtifactObjects"]["Resource"] == "arn:aws:s3:::nimbus-dev-artifacts/*"
+    assert statements["PassScoringRole"]["Resource"] == outputs["ScoringRoleArn"]
+    assert statements["ScoringFunctions"]["Resource"] == "arn:aws:lambda:us-east-1:123456789012:function:nimbus-dev-score-*"
+
+    # The scoring functions' role, under the name the dev stage gives NIMBUS_SCORING_ROLE_ARN
+    role = iam.get_role(RoleName=build.scoring_role_name("dev"))["Role"]
+    assert role["Arn"] == outputs["ScoringRoleArn"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "lambda.amazonaws.com"}
+    inline = iam.get_role_policy(RoleName=role["RoleName"], PolicyName="scoring")["PolicyDocument"]
+    if isinstance(inline, str):  # moto 5.2.5 stores a CloudFormation inline policy as the dict's repr
+        inline = ast.literal_eval(inline)
+    scoring = _statements_by_sid(inline)
+    assert scoring["ReadModels"]["Resource"] == "arn:aws:s3:::nimbus-dev-artifacts/workspaces/*/models/*"
+    assert scoring["WriteTelemetry"]["Resource"] == outputs["TableArn"]
 
 
 # --- chalice package + the merged template ----------------------------------------------------

@@ -1,0 +1,354 @@
+"""What a deployment becomes on AWS Lambda, computed as plain data (no AWS calls; lambda_host.py sends it).
+
+Shape: one Lambda function per endpoint, one published version per deployment revision, and the alias
+`live` that splits the endpoint's traffic between deployments' versions (primary version + Lambda's
+`AdditionalVersionWeights`). Lambda routes an alias to at most two versions, so on AWS at most two
+deployments of an endpoint may have a weight above 0 (`alias_routing` refuses more).
+
+A version freezes code *and* configuration, so a deployment is published as: update the function's
+code, then its configuration, then publish. Two deployments of one endpoint published at the same time
+would mix; the host checks the function still holds what it wrote before publishing (and publishes
+with that RevisionId), so the loser gets a Conflict instead of a mixed version.
+
+The package (zip):
+  chalicelib/**.py, nimbus/**.py   the scoring runtime (handler, Model.get_model_path), from this checkout
+  aws_lambda_powertools/**.py      bundled: the handler emits powertools Metrics, and Lambda's python3.11
+  typing_extensions.py             runtime has boto3 but neither of these. Bundling the exact installed
+                                   version (the one requirements.txt pins and the tests run) avoids a
+                                   region-specific layer ARN and any drift between layer and code; the
+                                   .py files add about 2.6 MB unzipped.
+  orjson/                          the runtime's JSON codec, a compiled module: copied whole from the
+                                   API function's own package, which Chalice builds for the same Lambda
+                                   platform (Linux x86_64, CPython 3.11); packaging refuses any other build.
+  source/<path>                    the deployment's source folder (bytes from the blob store)
+Models are not packaged: their files stay in S3 (NIMBUS_MODEL_SOURCES) and the handler downloads them
+at cold start, which keeps packages small and lets deployments share one model copy.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import posixpath
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from chalicelib.errors import Invalid, NimbusError
+from chalicelib.hosting.port import DeploymentSpec
+
+RUNTIME = "python3.11"
+HANDLER = "chalicelib.scoring.lambda_handler.handler"
+ALIAS = "live"
+TASK_ROOT = "/var/task"  # where Lambda unpacks a zip package
+SOURCE_DIR = "source"
+# The handler enforces timeout_s itself (504) and downloads models at cold start: Lambda's own limit
+# leaves room for both.
+TIMEOUT_MARGIN_S = 30
+MAX_TIMEOUT_S = 900
+MEMORY_RANGE_MB = (128, 10240)
+MAX_UNZIPPED_BYTES = 250 * 1024 * 1024  # Lambda's limit for a function's unpacked package
+MAX_ENVIRONMENT_BYTES = 4096  # Lambda's limit for all environment variables together
+MAX_INVOKE_PAYLOAD = 6 * 1024 * 1024  # synchronous invoke, request and response
+FUNCTION_NAME_MAX = 64
+
+RUNTIME_PACKAGES = ("chalicelib", "nimbus", "aws_lambda_powertools")
+RUNTIME_MODULES = ("typing_extensions",)  # single-file modules
+NATIVE_PACKAGES = ("orjson",)  # every file, including the extension module
+NATIVE_SUFFIX = ".cpython-311-x86_64-linux-gnu.so"  # what runs on Lambda's python3.11 (x86_64)
+_SKIPPED_DIRS = {"__pycache__", "tests", "test"}
+
+
+@dataclass(frozen=True)
+class PackageEntry:
+    """One file of the zip: read from this machine (`local_path`) or from the blob store (`blob_key`)."""
+
+    arcname: str
+    size: int
+    local_path: str | None = None
+    blob_key: str | None = None
+
+
+# --- names ----------------------------------------------------------------------------------------
+
+
+def function_prefix(table_name: str) -> str:
+    """Every scoring function's name starts with this: IAM grants `function:<table>-score-*` only, so the
+    API can manage scoring functions but not itself."""
+    return _safe(table_name) + "-score-"
+
+
+def function_name(table_name: str, workspace: str, endpoint: str) -> str:
+    """Deterministic, at most 64 characters of [A-Za-z0-9_-]; a hash of the full identity keeps names
+    unique when characters are replaced or the readable part is cut short."""
+    digest = hashlib.sha256(f"{table_name}\n{workspace}\n{endpoint}".encode()).hexdigest()[:8]
+    prefix = function_prefix(table_name)
+    room = FUNCTION_NAME_MAX - len(prefix) - len(digest) - 1
+    if room < 3:
+        raise Invalid(f"table name {table_name!r} is too long to prefix Lambda function names", field="table")
+    readable = _safe(f"{workspace}-{endpoint}")[:room].strip("-_") or "x"
+    return f"{prefix}{readable}-{digest}"
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", text)
+
+
+# --- the package ----------------------------------------------------------------------------------
+
+
+def runtime_entries() -> tuple[PackageEntry, ...]:
+    """The runtime's *.py files as installed next to this module (reads the filesystem, not the network)."""
+    entries: list[PackageEntry] = []
+    for package in RUNTIME_PACKAGES:
+        folder = _located(package, package=True)
+        for path in sorted(folder.rglob("*.py")):
+            relative = path.relative_to(folder.parent)
+            if _SKIPPED_DIRS.intersection(relative.parts[:-1]):
+                continue
+            entries.append(PackageEntry(relative.as_posix(), path.stat().st_size, local_path=str(path)))
+    for module in RUNTIME_MODULES:
+        path = _located(module, package=False)
+        entries.append(PackageEntry(path.name, path.stat().st_size, local_path=str(path)))
+    for package in NATIVE_PACKAGES:
+        folder = _located(package, package=True)
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        if not any(p.name.endswith(NATIVE_SUFFIX) for p in files):
+            raise NimbusError(f"cannot package the scoring runtime: the installed {package!r} is not built for "
+                              f"Lambda's python3.11 on x86_64 (no *{NATIVE_SUFFIX} in {folder})")
+        entries += [PackageEntry(p.relative_to(folder.parent).as_posix(), p.stat().st_size, local_path=str(p))
+                    for p in files]
+    return tuple(entries)
+
+
+def _located(name: str, *, package: bool) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise NimbusError(f"cannot package the scoring runtime: Python package {name!r} is not installed here")
+    origin = Path(spec.origin)
+    return origin.parent if package else origin
+
+
+def package_manifest(spec: DeploymentSpec, runtime: tuple[PackageEntry, ...]) -> tuple[PackageEntry, ...]:
+    """The runtime plus the deployment's source files under `source/`, sorted by name (so the same input
+    always zips to the same bytes and CodeSha256)."""
+    paths = {f.path for f in spec.source}
+    if spec.entry_script not in paths:
+        raise Invalid(f"entry script {spec.entry_script!r} is not in the source folder", field="entry_script")
+    entries = list(runtime)
+    for item in spec.source:
+        entries.append(PackageEntry(f"{SOURCE_DIR}/{_checked_source_path(item.path)}", item.size,
+                                    blob_key=item.blob_key))
+    total = sum(e.size for e in entries)
+    if total > MAX_UNZIPPED_BYTES:
+        raise Invalid(f"the scoring package would be {total} bytes unzipped; Lambda allows "
+                      f"{MAX_UNZIPPED_BYTES}: keep large files out of the source folder (register them as models)",
+                      field="snapshot_id")
+    return tuple(sorted(entries, key=lambda e: e.arcname))
+
+
+def _checked_source_path(path: str) -> str:
+    if (not path or path.startswith("/") or "\\" in path or "\x00" in path
+            or posixpath.normpath(path) != path or ".." in path.split("/")):
+        raise Invalid(f"invalid source path {path!r}", field="source")
+    return path
+
+
+def package_key(function: str, code_sha256: str) -> str:
+    """Where the zip waits in the bucket while Lambda copies it (deleted once published)."""
+    return f"lambda-packages/{function}/{code_sha256}.zip"
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+def environment(spec: DeploymentSpec, *, table: str, bucket: str) -> dict[str, str]:
+    sources = [
+        {"name": m.name, "version": m.version, "asset_path": m.asset_path, "bucket": bucket,
+         "prefix": m.blob_prefix, "files": [[path, size] for path, size in m.files]}
+        for m in spec.models
+    ]
+    variables = {
+        "NIMBUS_BACKEND": "aws",
+        "NIMBUS_TABLE": table,
+        "NIMBUS_BUCKET": bucket,
+        "NIMBUS_ENDPOINT_WORKSPACE": spec.workspace,
+        "NIMBUS_ENDPOINT": spec.endpoint,
+        "NIMBUS_DEPLOYMENT": spec.deployment,
+        "NIMBUS_REVISION": str(spec.revision),
+        "NIMBUS_SOURCE_DIR": f"{TASK_ROOT}/{SOURCE_DIR}",
+        "NIMBUS_ENTRY_SCRIPT": spec.entry_script,  # relative to NIMBUS_SOURCE_DIR
+        "NIMBUS_TIMEOUT_S": str(spec.config.timeout_s),
+        "NIMBUS_MODEL_SOURCES": json.dumps(sources, separators=(",", ":")),
+        "NIMBUS_CAPTURE_RATE": repr(float(spec.config.capture_rate)),
+        "NIMBUS_CAPTURE_PREFIX": spec.capture_prefix,
+        "POWERTOOLS_SERVICE_NAME": "nimbus-scoring",
+        "POWERTOOLS_METRICS_NAMESPACE": "Nimbus",
+    }
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in variables.items())
+    if size > MAX_ENVIRONMENT_BYTES:
+        raise Invalid(f"the deployment's settings take {size} bytes of environment variables, above Lambda's "
+                      f"{MAX_ENVIRONMENT_BYTES}: mostly the model file list — register models with fewer files "
+                      "(an archive or a folder of a few files)", field="models")
+    return variables
+
+
+def check_config(spec: DeploymentSpec) -> None:
+    config = spec.config
+    low, high = MEMORY_RANGE_MB
+    if not low <= config.memory_mb <= high:
+        raise Invalid(f"memory_mb must be between {low} and {high} on Lambda", field="config.memory_mb")
+    if not 1 <= config.timeout_s <= MAX_TIMEOUT_S - TIMEOUT_MARGIN_S:
+        raise Invalid(f"timeout_s must be between 1 and {MAX_TIMEOUT_S - TIMEOUT_MARGIN_S} on Lambda",
+                      field="config.timeout_s")
+    for field in ("reserved_concurrency", "provisioned_concurrency"):
+        value = getattr(config, field)
+        if value is not None and value < (0 if field == "reserved_concurrency" else 1):
+            raise Invalid(f"{field} must be a positive number", field=f"config.{field}")
+    if (config.reserved_concurrency is not None and config.provisioned_concurrency is not None
+            and config.provisioned_concurrency > config.reserved_concurrency):
+        raise Invalid("provisioned_concurrency cannot exceed reserved_concurrency",
+                      field="config.provisioned_concurrency")
+    if not 0.0 <= config.capture_rate <= 1.0:
+        raise Invalid("capture_rate must be between 0 and 1", field="config.capture_rate")
+
+
+@dataclass(frozen=True)
+class FunctionPlan:
+    """Every Lambda request of one deployment revision, as the exact keyword arguments boto3 takes.
+
+    Reserved and provisioned concurrency belong to the function and to the alias, which are the endpoint's:
+    the deployment deployed last sets them; None leaves them as they are.
+    """
+
+    function_name: str
+    role_arn: str
+    environment: dict[str, str]
+    timeout: int
+    memory_size: int
+    description: str
+    tags: dict[str, str]
+    reserved_concurrency: int | None
+    provisioned_concurrency: int | None
+
+    def _configuration(self) -> dict:
+        return {
+            "FunctionName": self.function_name,
+            "Role": self.role_arn,
+            "Handler": HANDLER,
+            "Runtime": RUNTIME,
+            "Timeout": self.timeout,
+            "MemorySize": self.memory_size,
+            "Description": self.description,
+            "Environment": {"Variables": dict(self.environment)},
+        }
+
+    def create_function(self, code: dict) -> dict:
+        return {**self._configuration(), "Code": dict(code), "Publish": False, "PackageType": "Zip",
+                "Tags": dict(self.tags)}
+
+    def update_function_code(self, code: dict, revision_id: str | None = None) -> dict:
+        request = {"FunctionName": self.function_name, **code, "Publish": False}
+        return {**request, "RevisionId": revision_id} if revision_id else request
+
+    def update_function_configuration(self, revision_id: str | None = None) -> dict:
+        request = self._configuration()
+        return {**request, "RevisionId": revision_id} if revision_id else request
+
+    def publish_version(self, code_sha256: str, revision_id: str | None) -> dict:
+        """CodeSha256 and RevisionId make Lambda refuse to publish if the function changed since it was read."""
+        request = {"FunctionName": self.function_name, "CodeSha256": code_sha256, "Description": self.description}
+        return {**request, "RevisionId": revision_id} if revision_id else request
+
+    def create_alias(self, version: str) -> dict:
+        """The endpoint's first deployment takes all its traffic."""
+        return {"FunctionName": self.function_name, "Name": ALIAS, "FunctionVersion": version,
+                "Description": "the endpoint's traffic split"}
+
+    def put_function_concurrency(self) -> dict | None:
+        if self.reserved_concurrency is None:
+            return None
+        return {"FunctionName": self.function_name, "ReservedConcurrentExecutions": self.reserved_concurrency}
+
+    def put_provisioned_concurrency_config(self) -> dict | None:
+        if self.provisioned_concurrency is None:
+            return None
+        return {"FunctionName": self.function_name, "Qualifier": ALIAS,
+                "ProvisionedConcurrentExecutions": self.provisioned_concurrency}
+
+
+def plan_function(spec: DeploymentSpec, *, table: str, bucket: str, role_arn: str) -> FunctionPlan:
+    check_config(spec)
+    if not role_arn:
+        raise NimbusError("NIMBUS_SCORING_ROLE_ARN is not set: scoring functions need an execution role")
+    return FunctionPlan(
+        function_name=function_name(table, spec.workspace, spec.endpoint),
+        role_arn=role_arn,
+        environment=environment(spec, table=table, bucket=bucket),
+        timeout=spec.config.timeout_s + TIMEOUT_MARGIN_S,
+        memory_size=spec.config.memory_mb,
+        description=f"{spec.workspace}/{spec.endpoint}/{spec.deployment} revision {spec.revision}"[:256],
+        tags={"nimbus:table": table, "nimbus:workspace": spec.workspace, "nimbus:endpoint": spec.endpoint},
+        reserved_concurrency=spec.config.reserved_concurrency,
+        provisioned_concurrency=spec.config.provisioned_concurrency,
+    )
+
+
+# --- traffic --------------------------------------------------------------------------------------
+
+
+def alias_routing(traffic: dict[str, int], versions: dict[str, str]) -> tuple[str, dict[str, float]]:
+    """(primary version, AdditionalVersionWeights) for the alias, from deployment weights (0-100).
+
+    The primary is the deployment with the highest weight (ties: the first name); Lambda allows one
+    additional version, so at most two deployments may carry traffic.
+    """
+    live = sorted(((w, d) for d, w in traffic.items() if w > 0), key=lambda item: (-item[0], item[1]))
+    if not live:
+        raise Invalid("at least one deployment must have a weight above 0", field="traffic")
+    if len(live) > 2:
+        names = ", ".join(d for _, d in live)
+        raise Invalid(f"on AWS Lambda at most two deployments of an endpoint can receive traffic ({names} have "
+                      "weights above 0): an alias routes to one additional version only", field="traffic")
+    missing = [d for _, d in live if not versions.get(d)]
+    if missing:
+        raise Invalid(f"deployment {missing[0]!r} has no published function version to route to", field="traffic")
+    total = sum(w for w, _ in live)
+    (_, primary), *others = live
+    return versions[primary], {versions[d]: round(w / total, 4) for w, d in others}
+
+
+def update_alias(function: str, traffic: dict[str, int], versions: dict[str, str]) -> dict:
+    primary, additional = alias_routing(traffic, versions)
+    return {"FunctionName": function, "Name": ALIAS, "FunctionVersion": primary,
+            "RoutingConfig": {"AdditionalVersionWeights": additional}}
+
+
+# --- invoke ---------------------------------------------------------------------------------------
+
+
+def score_event(body: bytes, content_type: str, request_id: str, time_epoch_ms: int) -> dict:
+    """An API Gateway HTTP API (payload 2.0) event for POST /score, as the handler would get it."""
+    try:
+        text, encoded = body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        import base64
+
+        text, encoded = base64.b64encode(body).decode("ascii"), True
+    return {
+        "version": "2.0",
+        "routeKey": "POST /score",
+        "rawPath": "/score",
+        "rawQueryString": "",
+        "headers": {"content-type": content_type, "content-length": str(len(body))},
+        "requestContext": {
+            "http": {"method": "POST", "path": "/score", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1",
+                     "userAgent": "nimbus-api"},
+            "requestId": request_id,
+            "routeKey": "POST /score",
+            "stage": "$default",
+            "timeEpoch": time_epoch_ms,
+        },
+        "body": text,
+        "isBase64Encoded": encoded,
+    }
