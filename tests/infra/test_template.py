@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -256,7 +257,7 @@ def test_chalice_package_merges_the_template_and_lints(tmp_path):
     # The first run in a clone downloads requirements.txt's wheels (about 15 s); Chalice then reuses
     # .chalice/deployments/ and later runs take about a second.
     packaged = subprocess.run(
-        [str(BIN / "chalice"), "package", "--stage", "dev", "--merge-template", "infra/template.json", str(out)],
+        [str(BIN / "python"), "infra/package.py", "--stage", "dev", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -264,6 +265,10 @@ def test_chalice_package_merges_the_template_and_lints(tmp_path):
         timeout=600,
     )
     assert packaged.returncode == 0, packaged.stdout + packaged.stderr
+    # The API builds scoring functions from the nimbus sources it carries
+    with zipfile.ZipFile(out / "deployment.zip") as bundle:
+        assert {"nimbus/model_path.py", "chalicelib/scoring/lambda_handler.py"} <= set(bundle.namelist())
+    assert not (ROOT / "vendor").exists()
     sam = json.loads((out / "sam.json").read_text(encoding="utf-8"))
     assert sam["Transform"] == "AWS::Serverless-2016-10-31"
     assert set(_template()["Resources"]) <= set(sam["Resources"])
