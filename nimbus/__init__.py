@@ -6,18 +6,34 @@
     with Experiment(ws, "mnist").start_logging() as run:
         run.log("accuracy", 0.93)
 """
+import importlib
+
 from nimbus.exceptions import (
     AuthenticationError, ConfigurationError, ConflictError, ForbiddenError, InvalidError, NimbusError, NotFoundError,
     ServiceUnavailableError, TooLargeError,
 )
-from nimbus.experiment import Experiment
-from nimbus.run import Run
-from nimbus.runconfig import ScriptRunConfig
 from nimbus.version import __version__
-from nimbus.workspace import Workspace
+
+# These pull in the HTTP client (requests, urllib3) or yaml, so they load on first use (PEP 562): a
+# scoring function runs `from nimbus import Model` where only the standard library may be installed.
+_LAZY = {"Workspace": "nimbus.workspace", "Experiment": "nimbus.experiment", "Run": "nimbus.run",
+         "ScriptRunConfig": "nimbus.runconfig", "Model": "nimbus.model"}
 
 __all__ = [
-    "Workspace", "Experiment", "Run", "ScriptRunConfig", "NimbusError", "ConfigurationError", "InvalidError",
-    "AuthenticationError", "ForbiddenError", "NotFoundError", "ConflictError", "TooLargeError",
+    "Workspace", "Experiment", "Run", "ScriptRunConfig", "Model", "NimbusError", "ConfigurationError",
+    "InvalidError", "AuthenticationError", "ForbiddenError", "NotFoundError", "ConflictError", "TooLargeError",
     "ServiceUnavailableError", "__version__",
 ]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nimbus' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

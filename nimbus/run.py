@@ -15,6 +15,7 @@ from nimbus.run_outputs import RunOutputs
 
 if TYPE_CHECKING:
     from nimbus.experiment import Experiment
+    from nimbus.model import Model
     from nimbus.offline_run import OfflineRun
     from nimbus.workspace import Workspace
 
@@ -230,6 +231,20 @@ class Run(RunMetrics, RunOutputs):
         from nimbus.run_outputs import download_snapshot
 
         return download_snapshot(self, output_directory, as_zip)
+
+    def register_model(self, model_name: str, model_path: str, tags: Mapping[str, Any] | None = None,
+                       properties: Mapping[str, Any] | None = None, description: str | None = None,
+                       model_framework: str | None = None, model_framework_version: str | None = None) -> "Model":
+        """Registers a stored file or folder of this run (e.g. "outputs/model.pkl") as the model's next
+        version. The service copies it: no bytes pass through here. Inside a submitted script, upload the
+        file first (upload_file): the runner stores ./outputs only after the script has ended."""
+        from nimbus.model import Model
+
+        body = {"run_id": self.id, "path": model_path, "tags": _strings(tags), "properties": _strings(properties),
+                "description": description, "framework": model_framework, "framework_version": model_framework_version}
+        details = self.workspace.client.post(api_path("workspaces", self.workspace.name, "models", model_name, "versions"),
+                                             {k: v for k, v in body.items() if v is not None})
+        return Model(self.workspace, model_name, details=details)
 
     def wait_for_completion(self, show_output: bool = False, stream: str = "stdout",
                             poll_seconds: float = 2.0) -> dict:

@@ -68,3 +68,41 @@ def log_chunk_prefix(stream: str) -> str:
 
 def log_chunk_sk(stream: str, offset: int) -> str:
     return f"LOG#{stream}#{offset:015d}"
+
+
+# --- model registry (docs/models-and-endpoints.md) --------------------------------------------------
+MODEL_PREFIX = "MODEL#"
+
+
+def model(workspace_name: str, name: str) -> Key:
+    return Key(f"WS#{workspace_name}", f"MODEL#{name}")
+
+
+def model_version(workspace_name: str, name: str, version: int) -> Key:
+    return Key(f"WS#{workspace_name}", f"MODELV#{name}#{version:010d}")
+
+
+def model_versions_prefix(name: str) -> str:
+    """Names never hold '#', so one model's prefix cannot match another's."""
+    return f"MODELV#{name}#"
+
+
+def model_alias_move(workspace_name: str, name: str, sequence: int) -> Key:
+    """`sequence` counts the model's alias moves (`alias_moves` on the model item): history in order."""
+    return Key(f"WS#{workspace_name}", f"MODELALIAS#{name}#{sequence:010d}")
+
+
+def model_alias_moves_prefix(name: str) -> str:
+    return f"MODELALIAS#{name}#"
+
+
+def endpoint(workspace_name: str, name: str) -> Key:
+    return Key(f"WS#{workspace_name}", f"ENDPOINT#{name}")
+
+
+def deployment_prefix(endpoint_name: str) -> str:
+    return f"DEPLOY#{endpoint_name}#"
+
+
+def deployment(workspace_name: str, endpoint_name: str, name: str) -> Key:
+    return Key(f"WS#{workspace_name}", f"DEPLOY#{endpoint_name}#{name}")
