@@ -11,6 +11,7 @@ from chalicelib.services.identity import Identity
 from chalicelib.services.logs import Logs
 from chalicelib.services.metrics import Metrics
 from chalicelib.services.outputs import Outputs
+from chalicelib.services.registry import Registry
 from chalicelib.services.runs import Runs
 from chalicelib.services.submissions import Submissions
 from chalicelib.services.workspaces import Workspaces
@@ -18,11 +19,16 @@ from chalicelib.store.factory import build_blobs, build_table
 
 if TYPE_CHECKING:
     from chalicelib.compute.dispatcher import Dispatcher
+    from chalicelib.hosting.port import FunctionHost
+    from chalicelib.services.deployments import Deployments
+    from chalicelib.services.telemetry import Telemetry
+    from chalicelib.store.secrets import Secrets
 
 
 @dataclass
 class Services:
-    """Everything a request may use. `dispatcher` runs submitted jobs (None where no compute is set up)."""
+    """Everything a request may use. `dispatcher` runs submitted jobs and `host` runs scoring functions
+    (None where they are not set up); `secrets` keeps endpoint keys."""
 
     ctx: Context
     identity: Identity
@@ -32,19 +38,43 @@ class Services:
     metrics: Metrics
     logs: Logs
     outputs: Outputs
+    registry: Registry
     dispatcher: "Dispatcher | None" = None
+    host: "FunctionHost | None" = None
+    secrets: "Secrets | None" = None
 
     @property
     def submissions(self) -> Submissions:
         return Submissions(self.ctx, self.dispatcher)
 
+    @property
+    def deployments(self) -> "Deployments":
+        from chalicelib.services.deployments import Deployments
+
+        return Deployments(self.ctx, self.host, self.secrets)
+
+    @property
+    def telemetry(self) -> "Telemetry":
+        from chalicelib.services.telemetry import Telemetry
+
+        return Telemetry(self.ctx)
+
     @classmethod
     def from_context(cls, ctx: Context) -> "Services":
-        return cls(ctx, Identity(ctx), Workspaces(ctx), Experiments(ctx), Runs(ctx), Metrics(ctx), Logs(ctx), Outputs(ctx))
+        return cls(ctx, Identity(ctx), Workspaces(ctx), Experiments(ctx), Runs(ctx), Metrics(ctx), Logs(ctx), Outputs(ctx),
+                   Registry(ctx))
 
     @classmethod
     def from_settings(cls, settings: settings_module.Settings) -> "Services":
-        return cls.from_context(Context(build_table(settings), build_blobs(settings), settings))
+        from chalicelib.store.factory import build_secrets
+
+        built = cls.from_context(Context(build_table(settings), build_blobs(settings), settings))
+        built.secrets = build_secrets(settings)
+        if settings.backend == "aws":
+            from chalicelib.hosting.lambda_host import LambdaHost
+
+            built.host = LambdaHost(settings, built.ctx.blobs)
+        return built
 
 
 _current: Services | None = None

@@ -116,3 +116,64 @@ class UploadOutputs(Body):
 class UploadImage(Body):
     name: str = Field(max_length=255)
     extension: str = Field(default="png", max_length=8)
+
+
+class DeploymentConfigBody(Body):
+    memory_mb: int = Field(1024, ge=128, le=10240)
+    timeout_s: int = Field(60, ge=1, le=900)
+    reserved_concurrency: int | None = Field(None, ge=0, le=1000)
+    provisioned_concurrency: int | None = Field(None, ge=1, le=1000)
+    min_instances: int = Field(1, ge=0, le=100)
+    max_instances: int = Field(1, ge=1, le=100)
+    capture_rate: float = Field(0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def bounds_in_order(self) -> "DeploymentConfigBody":
+        if self.min_instances > self.max_instances:
+            raise ValueError("min_instances must not exceed max_instances")
+        return self
+
+
+class Deploy(Body):
+    models: list[str] = Field(min_length=1, max_length=20)
+    snapshot_id: str = Field(min_length=64, max_length=64)
+    entry_script: str = Field(min_length=1, max_length=1024)
+    environment: str | None = None
+    config: DeploymentConfigBody = Field(default_factory=DeploymentConfigBody)
+
+
+class SetTraffic(Body):
+    traffic: dict[str, int]
+
+
+class RegenerateKey(Body):
+    key: Literal["primary", "secondary"]
+
+
+class ModelUpload(Body):
+    # Entries stay loosely typed: the registry checks them and names the field as `files[i].path`.
+    files: list[Any]
+
+
+class RegisterModel(Body):
+    """From an upload (`upload_id`) or from a run's stored files (`run_id` + `path`)."""
+
+    upload_id: str | None = Field(default=None, max_length=64)
+    run_id: str | None = Field(default=None, max_length=64)
+    path: str | None = Field(default=None, max_length=1024)
+    description: str = Field(default="", max_length=5000)
+    tags: dict[str, str] = Field(default_factory=dict)
+    properties: dict[str, str] = Field(default_factory=dict)
+    framework: str | None = Field(default=None, max_length=255)
+    framework_version: str | None = Field(default=None, max_length=255)
+
+
+class UpdateModelVersion(Body):
+    tags: dict[str, str] = Field(default_factory=dict)
+    remove_tags: list[str] = Field(default_factory=list, max_length=200)
+    properties: dict[str, str] = Field(default_factory=dict)
+    description: str | None = Field(default=None, max_length=5000)
+
+
+class SetAlias(Body):
+    version: int = Field(ge=1, le=9_999_999_999)

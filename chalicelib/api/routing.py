@@ -20,12 +20,13 @@ MAX_BODY = 6 * 1024 * 1024  # a Lambda request payload stops at 6 MB
 
 def endpoint(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, auth: bool = True,
              body: type[BaseModel] | None = None, role: str | None = None, status: int = 200,
-             run_token: bool = False) -> Callable:
+             run_token: bool = False, content_types: tuple[str, ...] = ("application/json",)) -> Callable:
     """Register `fn(principal, request, **path_params[, body])` as a JSON route.
 
     `role` names the minimum workspace role; the route's `workspace` path parameter is checked.
     `run_token` lets a run token in: its workspace must be the route's, and a `run_id` path parameter
     must be its run (routes without one check the rest themselves, e.g. a child run's parent).
+    A view may return a chalice Response to answer with its own body and status.
     """
 
     def register(fn: Callable) -> Callable:
@@ -41,14 +42,15 @@ def endpoint(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, a
                 kwargs: dict[str, Any] = {"principal": principal, "request": request, **params}
                 if body is not None:
                     kwargs["body"] = parse_body(request.raw_body, body)
-                return json_response(fn(**kwargs), status)
+                result = fn(**kwargs)
+                return result if isinstance(result, Response) else json_response(result, status)
             except NimbusError as error:
                 return json_response(error.to_dict(), error.status)
             except Exception:  # noqa: BLE001 - the client gets no internals; the log gets everything
                 logger.exception("unhandled error", extra={"path": path})
                 return json_response({"code": "InternalError", "message": "internal error"}, 500)
 
-        bp.route(path, methods=list(methods))(view)
+        bp.route(path, methods=list(methods), content_types=list(content_types))(view)
         return fn
 
     return register

@@ -25,7 +25,12 @@ def show_workspace(principal, request, workspace):
 
 @endpoint(bp, "/v1/workspaces/{workspace}", ("DELETE",))
 def delete_workspace(principal, request, workspace):
-    return services().workspaces.delete(principal, workspace, force=query_bool(request, "force"))
+    force = query_bool(request, "force")
+    if force:  # endpoints own running functions: stop them before their records go
+        services().workspaces.authorize(principal, workspace, "owner")
+        for item in services().deployments.list_endpoints(workspace)["endpoints"]:
+            services().deployments.delete_endpoint(workspace, item["name"])
+    return services().workspaces.delete(principal, workspace, force=force)
 
 
 @endpoint(bp, "/v1/workspaces/{workspace}/members", ("POST",), body=AddMember, status=201)

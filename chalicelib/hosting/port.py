@@ -97,6 +97,10 @@ class FunctionHost(abc.ABC):
     def remove_endpoint(self, workspace: str, endpoint: str) -> None:
         """Delete whatever the endpoint itself owns (AWS: the function and its alias); idempotent."""
 
+    def endpoint_keys_changed(self, workspace: str, endpoint: str, key_digests: list[str]) -> None:
+        """The endpoint's keys changed. Hosts that check keys themselves (local hosts) override this;
+        Lambda functions are reached only through the API, which checks the keys."""
+
     @abc.abstractmethod
     def logs(self, workspace: str, endpoint: str, deployment: str, details: dict, tail: int) -> str:
         """The last `tail` lines the deployment's scoring function printed."""

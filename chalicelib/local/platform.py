@@ -52,6 +52,7 @@ def build(home: Path, host: str = "127.0.0.1", port: int = 8000):
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # EMF lines are for CloudWatch only
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     from chalicelib.api.deps import Services
+    from chalicelib.hosting.local_hosts import LocalHosts
     from chalicelib.local.compute import LocalCompute
     from chalicelib.local.server import LocalServer
     from chalicelib.settings import Settings
@@ -66,7 +67,19 @@ def build(home: Path, host: str = "127.0.0.1", port: int = 8000):
     compute = LocalCompute(services, home / "jobs", server.url)
     services.dispatcher = compute
     compute.start()
+    hosts = LocalHosts(home, services.ctx.blobs, services.ctx.table,
+                       on_state=lambda *report: services.deployments.record_state(*report))
+    services.host = hosts
+    hosts.start()
     return server, credentials
+
+
+def stop(services) -> None:
+    """Stop launching work: running jobs are adopted by the next start; scoring hosts are restarted by it."""
+    if services.dispatcher is not None:
+        services.dispatcher.stop()
+    if services.host is not None:
+        services.host.stop()
 
 
 def _interrupt(*_):
@@ -84,5 +97,4 @@ def serve(home: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
         pass
     finally:
         server.server_close()
-        if server.services.dispatcher is not None:
-            server.services.dispatcher.stop()  # jobs keep running; the next start adopts them
+        stop(server.services)

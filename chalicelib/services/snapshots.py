@@ -108,6 +108,11 @@ class Snapshots:
         item, files, _ = self._load(workspace, snapshot_id)
         return {**summary_view(item), "files": files}
 
+    def stored_files(self, workspace: str, snapshot_id: str) -> list[tuple[str, str, int]]:
+        """(path, blob key of its content, size) for each file: what a server-side consumer reads."""
+        _, files, prefix = self._load(workspace, snapshot_id)
+        return [(f["path"], prefix + f["digest"], f["size"]) for f in files]
+
     def download_urls(self, workspace: str, snapshot_id: str) -> dict:
         _, files, prefix = self._load(workspace, snapshot_id)
         expires = self.ctx.settings.presign_seconds

@@ -50,7 +50,7 @@ def metrics(monkeypatch):
 @pytest.fixture
 def platform(tmp_path):
     from chalicelib.api import deps
-    from chalicelib.local.platform import build
+    from chalicelib.local.platform import build, stop
 
     home = tmp_path / "platform"
     server, credentials = build(home, "127.0.0.1", 0)
@@ -61,6 +61,7 @@ def platform(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+        stop(server.services)
         deps.use(None)
 
 

@@ -1,0 +1,88 @@
+"""Endpoints and deployments: /v1/workspaces/{workspace}/endpoints[/{endpoint}[/deployments/{deployment}]].
+
+The scoring route takes an endpoint key, never a user token, and answers with what the entry script's
+run() returned.
+"""
+from chalice import Blueprint, Response
+
+from chalicelib.api.deps import services
+from chalicelib.api.models import Deploy, RegenerateKey, SetTraffic
+from chalicelib.api.routing import MAX_BODY, endpoint, query_int
+from chalicelib.errors import TooLarge
+from chalicelib.hosting.port import DeploymentConfig
+
+bp = Blueprint(__name__)
+BASE = "/v1/workspaces/{workspace}/endpoints"
+SCORING_CONTENT_TYPES = ("application/json", "text/plain", "text/csv", "application/octet-stream")
+
+
+@endpoint(bp, BASE + "/{endpoint}/deployments/{deployment}", ("PUT",), body=Deploy, role="contributor")
+def deploy(principal, request, workspace, endpoint, deployment, body: Deploy):
+    return services().deployments.deploy(
+        principal, workspace, endpoint, deployment, body.models, body.snapshot_id, body.entry_script,
+        body.environment, DeploymentConfig(**body.config.model_dump()))
+
+
+@endpoint(bp, BASE, role="reader")
+def list_endpoints(principal, request, workspace):
+    return services().deployments.list_endpoints(workspace)
+
+
+@endpoint(bp, BASE + "/{endpoint}", role="reader")
+def show_endpoint(principal, request, workspace, endpoint):
+    return services().deployments.get_endpoint(workspace, endpoint)
+
+
+@endpoint(bp, BASE + "/{endpoint}", ("DELETE",), role="contributor")
+def delete_endpoint(principal, request, workspace, endpoint):
+    return services().deployments.delete_endpoint(workspace, endpoint)
+
+
+@endpoint(bp, BASE + "/{endpoint}/deployments/{deployment}", role="reader")
+def show_deployment(principal, request, workspace, endpoint, deployment):
+    return services().deployments.get_deployment(workspace, endpoint, deployment)
+
+
+@endpoint(bp, BASE + "/{endpoint}/deployments/{deployment}", ("DELETE",), role="contributor")
+def delete_deployment(principal, request, workspace, endpoint, deployment):
+    return services().deployments.delete_deployment(workspace, endpoint, deployment)
+
+
+@endpoint(bp, BASE + "/{endpoint}/deployments/{deployment}/logs", role="reader")
+def deployment_logs(principal, request, workspace, endpoint, deployment):
+    return services().deployments.logs(workspace, endpoint, deployment, query_int(request, "tail", 200, 1, 10_000))
+
+
+@endpoint(bp, BASE + "/{endpoint}/traffic", ("PUT",), body=SetTraffic, role="contributor")
+def set_traffic(principal, request, workspace, endpoint, body: SetTraffic):
+    return services().deployments.set_traffic(workspace, endpoint, body.traffic)
+
+
+@endpoint(bp, BASE + "/{endpoint}/keys", role="contributor")
+def get_keys(principal, request, workspace, endpoint):
+    return services().deployments.get_keys(workspace, endpoint)
+
+
+@endpoint(bp, BASE + "/{endpoint}/keys/regenerate", ("POST",), body=RegenerateKey, role="contributor")
+def regenerate_key(principal, request, workspace, endpoint, body: RegenerateKey):
+    return services().deployments.regenerate_key(workspace, endpoint, body.key)
+
+
+@endpoint(bp, BASE + "/{endpoint}/telemetry", role="reader")
+def telemetry(principal, request, workspace, endpoint):
+    services().deployments.get_endpoint(workspace, endpoint)  # 404 for an unknown endpoint
+    return services().telemetry.summary(workspace, endpoint, query_int(request, "minutes", 60, 1, 43_200))
+
+
+@endpoint(bp, BASE + "/{endpoint}/score", ("POST",), auth=False, content_types=SCORING_CONTENT_TYPES)
+def score(principal, request, workspace, endpoint):
+    raw = request.raw_body or b""
+    if len(raw) > MAX_BODY:
+        raise TooLarge(f"request body exceeds {MAX_BODY} bytes (the Lambda payload limit)", field="body")
+    result = services().deployments.score(workspace, endpoint, request.headers.get("authorization"), raw,
+                                          request.headers.get("content-type", "application/json"))
+    headers = {"Content-Type": result.content_type}
+    if result.deployment:
+        headers["X-Nimbus-Deployment"] = result.deployment
+    # Scoring answers are JSON text (the runtime encodes them): an API Gateway body is a string.
+    return Response(body=result.body.decode("utf-8", "replace"), status_code=result.status, headers=headers)
