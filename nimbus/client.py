@@ -52,10 +52,15 @@ class ApiClient:
 
     # --- API --------------------------------------------------------------------------------------
     def request(self, method: str, path: str, *, params: dict | None = None, json: Any = None,
-                data: bytes | None = None, retry: bool | None = None) -> Any:
-        """The decoded JSON reply. `retry` defaults to True for idempotent methods only."""
+                data: bytes | None = None, retry: bool | None = None, token: str | None = None) -> Any:
+        """The decoded JSON reply. `retry` defaults to True for idempotent methods only.
+
+        `token` replaces the client's own bearer token for this call (an endpoint key, for scoring).
+        """
         method = method.upper()
         headers = dict(self._auth)
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         if json is not None:
             data = strict_json(json)
         if data is not None:

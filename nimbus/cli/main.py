@@ -5,6 +5,8 @@ import click
 
 from nimbus.cli.admin_cmds import token, user
 from nimbus.cli.common import NimbusGroup
+from nimbus.cli.endpoint_cmds import deploy, endpoint
+from nimbus.cli.model_cmds import model
 from nimbus.cli.platform_cmds import login, up, whoami
 from nimbus.cli.run_cmds import run
 from nimbus.cli.workspace_cmds import experiment, workspace
@@ -21,5 +23,5 @@ def cli() -> None:
     """
 
 
-for command in (up, login, whoami, workspace, experiment, run, user, token):
+for command in (up, login, whoami, workspace, experiment, run, user, token, deploy, endpoint, model):
     cli.add_command(command)

@@ -1,0 +1,397 @@
+"""Deployments and endpoints in the style of Azure ML v1: InferenceConfig, DeploymentConfig, deploy, Webservice.
+
+An endpoint (a Webservice) holds two keys and a traffic split over its deployments; a deployment is one
+scoring function built from registered model versions, a snapshot of a source folder and an entry script.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+from nimbus.client import api_path
+from nimbus.exceptions import AuthenticationError, InvalidError, NimbusError
+
+if TYPE_CHECKING:
+    from nimbus.workspace import Workspace
+
+NAME_RULE = re.compile(r"[a-z][a-z0-9-]{1,31}")  # endpoints and deployments alike
+KEY_NAMES = ("primary", "secondary")
+MEMORY_MB = (128, 10240)  # AWS Lambda's range
+TIMEOUT_S = (1, 900)
+CONCURRENCY = (0, 1000)  # the service's bounds
+INSTANCES = (1, 100)
+
+
+class WebserviceDeploymentError(NimbusError):
+    """A deployment ended Failed; `details["deployment"]` holds the service's view of it."""
+
+    code = "DeploymentFailed"
+
+
+class WebserviceScoringError(NimbusError):
+    """The endpoint could not score a request; `status`, `code` and the message come from the service."""
+
+    code = "ScoringError"
+
+
+def _invalid(field: str, message: str) -> InvalidError:
+    return InvalidError(f"{field} {message}", field=field)
+
+
+def _whole(value: Any, field: str, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise _invalid(field, f"must be a whole number {span}, not {value!r}")
+    return value
+
+
+def check_name(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not NAME_RULE.fullmatch(value):
+        raise _invalid(field, f"must be 2-32 characters: a lowercase letter, then lowercase letters, digits or "
+                              f"'-', not {value!r}")
+    return value
+
+
+# --- configuration ----------------------------------------------------------------------------------
+class InferenceConfig:
+    """The entry script (with init() and run(raw_data)) and the folder it is deployed from.
+
+    Without source_directory the entry script's own folder is deployed; otherwise entry_script is
+    relative to source_directory. Either way the script must be a file inside the folder.
+    """
+
+    def __init__(self, entry_script: str | os.PathLike, source_directory: str | os.PathLike | None = None,
+                 environment: str | None = None):
+        if not isinstance(entry_script, (str, os.PathLike)) or not os.fspath(entry_script):
+            raise _invalid("entry_script", "must be a file path")
+        if source_directory is None:
+            script = Path(entry_script)
+            source_directory, entry_script = script.parent, script.name
+        elif not isinstance(source_directory, (str, os.PathLike)) or not os.fspath(source_directory):
+            raise _invalid("source_directory", "must be a folder path")
+        if environment is not None and (not isinstance(environment, str) or not 0 < len(environment) <= 255):
+            raise _invalid("environment", "must be an environment name (1-255 characters) or None")
+        self.source_directory = os.fspath(source_directory)
+        self.entry_script = os.fspath(entry_script)
+        self.environment = environment
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks that the folder exists and holds the script; makes entry_script a relative POSIX path."""
+        root = Path(self.source_directory)
+        if not root.is_dir():
+            raise _invalid("source_directory", f"{self.source_directory!r} is not a folder")
+        script = Path(self.entry_script)
+        script = script if script.is_absolute() else root / script
+        resolved, root_resolved = script.resolve(), root.resolve()
+        if not resolved.is_relative_to(root_resolved):
+            raise _invalid("entry_script", f"{self.entry_script!r} is outside the source folder "
+                                           f"{self.source_directory!r}")
+        if not resolved.is_file():
+            raise _invalid("entry_script", f"{self.entry_script!r} is not a file in {self.source_directory!r}")
+        # The script's name inside the snapshot: as written (a link keeps its own name), never resolved.
+        relative = os.path.relpath(os.path.abspath(script), os.path.abspath(root))
+        self.entry_script = PurePosixPath(*Path(relative).parts).as_posix()
+
+    def __repr__(self) -> str:
+        return (f"InferenceConfig(entry_script={self.entry_script!r}, source_directory={self.source_directory!r}, "
+                f"environment={self.environment!r})")
+
+
+@dataclass
+class DeploymentConfig:
+    """How a deployment runs: memory, time limit per request, concurrency, instances, request capture."""
+
+    memory_mb: int = 1024
+    timeout_s: int = 60
+    reserved_concurrency: int | None = None
+    provisioned_concurrency: int | None = None
+    min_instances: int = 1
+    max_instances: int = 1
+    capture_rate: float = 0.0  # share of requests (0-1) whose body and answer are kept
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks every field; raises InvalidError naming the field."""
+        _whole(self.memory_mb, "memory_mb", *MEMORY_MB)
+        _whole(self.timeout_s, "timeout_s", *TIMEOUT_S)
+        if self.reserved_concurrency is not None:
+            _whole(self.reserved_concurrency, "reserved_concurrency", *CONCURRENCY)
+        if self.provisioned_concurrency is not None:
+            _whole(self.provisioned_concurrency, "provisioned_concurrency", 1, CONCURRENCY[1])
+            if self.reserved_concurrency is not None and self.provisioned_concurrency > self.reserved_concurrency:
+                raise _invalid("provisioned_concurrency", f"({self.provisioned_concurrency}) cannot exceed "
+                                                          f"reserved_concurrency ({self.reserved_concurrency})")
+        _whole(self.min_instances, "min_instances", 0, INSTANCES[1])
+        _whole(self.max_instances, "max_instances", *INSTANCES)
+        if self.max_instances < self.min_instances:
+            raise _invalid("max_instances", f"({self.max_instances}) cannot be below min_instances "
+                                            f"({self.min_instances})")
+        rate = self.capture_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise _invalid("capture_rate", f"must be a number from 0 to 1, not {rate!r}")
+        self.capture_rate = float(rate)
+
+    def to_dict(self) -> dict:
+        """The `config` of a deployment, as the service takes it."""
+        self.validate()
+        return asdict(self)
+
+
+def model_ids(models: Iterable[Any]) -> list[str]:
+    """["name:version"] from Model objects (with .name and .version) or "name:version" strings."""
+    if isinstance(models, (str, bytes)) or not isinstance(models, Iterable):
+        raise _invalid("models", "must be a list of models or 'name:version' strings")
+    ids = []
+    for index, model in enumerate(models):
+        if isinstance(model, str):
+            name, sep, version = model.partition(":")
+        else:
+            name, version, sep = getattr(model, "name", None), getattr(model, "version", None), ":"
+            name, version = (None, None) if name is None or version is None else (str(name), str(version))
+        if not sep or not name or not version:
+            raise _invalid(f"models[{index}]", f"must be a Model or a 'name:version' string, not {model!r}")
+        ids.append(f"{name}:{version}")
+    if not ids:
+        raise _invalid("models", "must name at least one model version")
+    return ids
+
+
+# --- deploying --------------------------------------------------------------------------------------
+def deploy(workspace: "Workspace", name: str, models: Iterable[Any], inference_config: InferenceConfig,
+           deployment_config: DeploymentConfig | None = None, endpoint: str | None = None,
+           show_progress: bool | None = True) -> "Webservice":
+    """Snapshots the source folder and creates (or updates) deployment `name` of `endpoint` (default: `name`).
+
+    The service answers once the scoring function is up; a Failed deployment raises
+    WebserviceDeploymentError with the service's error. A new endpoint sends all its traffic to its
+    first deployment; later deployments start at weight 0 (see Webservice.set_traffic).
+    """
+    from nimbus import snapshot
+    from nimbus.progress import ProgressBar, wanted
+
+    check_name(name, "name")
+    endpoint = check_name(endpoint, "endpoint") if endpoint is not None else name
+    ids = model_ids(models)
+    if not isinstance(inference_config, InferenceConfig):
+        raise _invalid("inference_config", "must be an InferenceConfig")
+    inference_config.validate()
+    config = (deployment_config or DeploymentConfig()).to_dict()
+
+    client = workspace.client
+    files = snapshot.collect(inference_config.source_directory, **snapshot.limits_from_env())
+    if inference_config.entry_script not in {f.path for f in files}:
+        raise _invalid("entry_script", f"{inference_config.entry_script!r} is left out of the snapshot by an "
+                                       f"ignore file (.amlignore or .gitignore)")
+    content_bytes = sum({f.digest: f.size for f in files}.values())
+    with ProgressBar(content_bytes, "snapshot", enabled=wanted(show_progress)) as bar:
+        uploaded = snapshot.upload(client, workspace.name, files, bar.update)
+    body = {"models": ids, "snapshot_id": uploaded["id"], "entry_script": inference_config.entry_script,
+            "environment": inference_config.environment, "config": config}
+    view = client.request("PUT", api_path("workspaces", workspace.name, "endpoints", endpoint, "deployments", name),
+                          json=body)
+    service = Webservice(workspace, endpoint)
+    service.deployment_details = view
+    _raise_if_failed(endpoint, name, view)
+    return service
+
+
+def _raise_if_failed(endpoint: str, name: str, deployment: Mapping) -> None:
+    if deployment.get("state") == "Failed":
+        error = deployment.get("error") or "no reason given"
+        raise WebserviceDeploymentError(f"deployment {name!r} of endpoint {endpoint!r} Failed: "
+                                        f"{error}", details={"deployment": dict(deployment)})
+
+
+# --- endpoints --------------------------------------------------------------------------------------
+class Webservice:
+    """An endpoint: scoring URI, keys, traffic split, deployments, logs and telemetry.
+
+    Nothing is fetched until needed; properties show the endpoint as last read (get_details() re-reads).
+    """
+
+    def __init__(self, workspace: "Workspace", name: str, *, details: dict | None = None):
+        self.workspace = workspace
+        self.name = name
+        self._details: dict | None = dict(details) if details is not None else None
+        self._primary_key: str | None = None
+        self.deployment_details: dict | None = None  # the deployment deploy() made, as the service answered
+
+    @classmethod
+    def list(cls, workspace: "Workspace") -> list["Webservice"]:
+        reply = workspace.client.get(api_path("workspaces", workspace.name, "endpoints"))
+        return [cls(workspace, item["name"], details=item) for item in reply.get("endpoints") or []]
+
+    # --- what the endpoint is -----------------------------------------------------------------------
+    def get_details(self) -> dict:
+        """The service's current view of the endpoint, with its deployments."""
+        self._details = self.workspace.client.get(self._path())
+        return dict(self._details)
+
+    @property
+    def details(self) -> dict:
+        return dict(self._details) if self._details is not None else self.get_details()
+
+    @property
+    def scoring_uri(self) -> str:
+        return self.workspace.client.url + self._path("score")
+
+    @property
+    def traffic(self) -> dict[str, int]:
+        return dict(self.details.get("traffic") or {})
+
+    @property
+    def deployments(self) -> list[dict]:
+        """Each deployment's view (name, models, state, error, …), in name order."""
+        found = self.details.get("deployments") or []
+        if isinstance(found, Mapping):  # tolerate {name: view}
+            found = [{"name": name, **view} for name, view in found.items()]
+        return sorted(found, key=lambda view: view.get("name", ""))
+
+    @property
+    def state(self) -> str | None:
+        """Failed if any deployment failed, Transitioning while any is changing, else Healthy (None: empty)."""
+        if self.details.get("state"):
+            return self.details["state"]
+        states = {view.get("state") for view in self.deployments}
+        for state in ("Failed", "Transitioning"):
+            if state in states:
+                return state
+        return "Healthy" if states else None
+
+    def get_deployment(self, name: str) -> dict:
+        return self.workspace.client.get(self._path("deployments", name))
+
+    def wait_for_deployment(self, show_output: bool = False) -> None:
+        """Re-reads the endpoint (deploying is synchronous on the service); raises if a deployment Failed.
+
+        After deploy(), only the deployment it made is checked.
+        """
+        self.get_details()
+        mine = (self.deployment_details or {}).get("name")
+        views = [v for v in self.deployments if mine is None or v.get("name") == mine]
+        for view in views:
+            if show_output:
+                print(f"{self.name}/{view.get('name')}: {view.get('state')}")
+            _raise_if_failed(self.name, view.get("name"), view)
+
+    # --- scoring ---------------------------------------------------------------------------------------
+    def run(self, input_data: Any) -> Any:
+        """Scores input_data and returns the decoded answer.
+
+        str and bytes are sent as they are; anything else is sent as JSON. Failures raise
+        WebserviceScoringError (or another NimbusError) with the service's status and message.
+        """
+        body = _encoded(input_data)
+        cached = self._primary_key is not None
+        try:
+            return self._score(body)
+        except AuthenticationError:
+            if not cached:
+                raise
+            self._primary_key = None  # the key was regenerated elsewhere: fetch it once more
+            return self._score(body)
+
+    def _score(self, body: bytes) -> Any:
+        key = self._primary_key or self.get_keys()[0]
+        try:
+            return self.workspace.client.request("POST", self._path("score"), data=body, retry=False, token=key)
+        except NimbusError as err:
+            if err.status == 500 or (err.code or "").startswith("Scoring"):
+                raise WebserviceScoringError(err.message, status=err.status, code=err.code, field=err.field,
+                                             details=err.details) from None
+            raise
+
+    def get_keys(self) -> tuple[str, str]:
+        """(primary, secondary). The primary key is kept for run()."""
+        return self._keys(self.workspace.client.get(self._path("keys")))
+
+    def regen_key(self, key: str) -> tuple[str, str]:
+        """Replaces the 'Primary' or 'Secondary' key (any case); returns the new (primary, secondary)."""
+        which = key.lower() if isinstance(key, str) else key
+        if which not in KEY_NAMES:
+            raise _invalid("key", f"must be 'Primary' or 'Secondary', not {key!r}")
+        return self._keys(self.workspace.client.post(self._path("keys", "regenerate"), {"key": which}))
+
+    def _keys(self, reply: Mapping) -> tuple[str, str]:
+        self._primary_key = reply["primary_key"]
+        return reply["primary_key"], reply["secondary_key"]
+
+    # --- operating ---------------------------------------------------------------------------------------
+    def set_traffic(self, traffic: Mapping[str, int]) -> dict[str, int]:
+        """Splits requests between deployments by weight (whole numbers 0-100 summing to 100)."""
+        if not isinstance(traffic, Mapping) or not traffic:
+            raise _invalid("traffic", "must map deployment names to weights")
+        for deployment, weight in traffic.items():
+            _whole(weight, f"traffic.{deployment}", 0, 100)
+        if sum(traffic.values()) != 100:
+            raise _invalid("traffic", f"weights must sum to 100, not {sum(traffic.values())}")
+        self._details = self.workspace.client.request("PUT", self._path("traffic"), json={"traffic": dict(traffic)})
+        return self.traffic
+
+    def get_logs(self, deployment: str | None = None, tail: int = 200) -> str:
+        """The last `tail` lines a deployment printed (default: the one receiving the most traffic)."""
+        _whole(tail, "tail", 1)
+        if deployment is None:
+            deployment = self._busiest_deployment()
+        return self.workspace.client.get(self._path("deployments", deployment, "logs"), tail=tail)["logs"]
+
+    def _busiest_deployment(self) -> str:
+        traffic, names = self.traffic, [view["name"] for view in self.deployments]
+        if not names:
+            raise _invalid("deployment", f"endpoint {self.name!r} has no deployments")
+        return max(names, key=lambda name: (traffic.get(name, 0), name))
+
+    def telemetry(self, minutes: int = 60) -> dict:
+        """Requests, errors and p50/p95 latency over the last `minutes`, in all and per deployment."""
+        _whole(minutes, "minutes", 1)
+        return self.workspace.client.get(self._path("telemetry"), minutes=minutes)
+
+    def delete_deployment(self, name: str) -> Any:
+        """Deletes one deployment (refused while it takes traffic and others exist)."""
+        reply = self.workspace.client.request("DELETE", self._path("deployments", name))
+        self._details = None
+        return reply
+
+    def delete(self) -> Any:
+        """Deletes every deployment, then the endpoint and its keys."""
+        reply = self.workspace.client.request("DELETE", self._path())
+        self._details, self._primary_key = None, None
+        return reply
+
+    def _path(self, *more: str) -> str:
+        return api_path("workspaces", self.workspace.name, "endpoints", self.name, *more)
+
+    def __repr__(self) -> str:
+        return f"Webservice(workspace={self.workspace.name!r}, name={self.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Webservice) and (self.workspace, self.name) == (other.workspace, other.name)
+
+    def __hash__(self) -> int:
+        return hash((self.workspace, self.name))
+
+
+def _encoded(input_data: Any) -> bytes:
+    if isinstance(input_data, bytes):
+        return input_data
+    if isinstance(input_data, str):
+        return input_data.encode("utf-8")
+    try:
+        return json.dumps(input_data, allow_nan=False, default=_plain).encode("utf-8")
+    except (TypeError, ValueError) as err:
+        raise _invalid("input_data", f"cannot be sent as JSON: {err}") from None
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays and scalars, pandas objects: their plain Python form."""
+    to_list: Callable | None = getattr(value, "tolist", None)
+    if callable(to_list):
+        return to_list()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
