@@ -23,7 +23,7 @@ KEY_NAMES = ("primary", "secondary")
 MEMORY_MB = (128, 10240)  # AWS Lambda's range
 TIMEOUT_S = (1, 900)
 CONCURRENCY = (0, 1000)  # the service's bounds
-INSTANCES = (1, 100)
+INSTANCES = (1, 1000)
 
 
 class WebserviceDeploymentError(NimbusError):
@@ -110,8 +110,8 @@ class DeploymentConfig:
     timeout_s: int = 60
     reserved_concurrency: int | None = None
     provisioned_concurrency: int | None = None
-    min_instances: int = 1
-    max_instances: int = 1
+    min_instances: int = 0
+    max_instances: int | None = None
     capture_rate: float = 0.0  # share of requests (0-1) whose body and answer are kept
 
     def __post_init__(self) -> None:
@@ -129,8 +129,9 @@ class DeploymentConfig:
                 raise _invalid("provisioned_concurrency", f"({self.provisioned_concurrency}) cannot exceed "
                                                           f"reserved_concurrency ({self.reserved_concurrency})")
         _whole(self.min_instances, "min_instances", 0, INSTANCES[1])
-        _whole(self.max_instances, "max_instances", *INSTANCES)
-        if self.max_instances < self.min_instances:
+        if self.max_instances is not None:
+            _whole(self.max_instances, "max_instances", *INSTANCES)
+        if self.max_instances is not None and self.max_instances < self.min_instances:
             raise _invalid("max_instances", f"({self.max_instances}) cannot be below min_instances "
                                             f"({self.min_instances})")
         rate = self.capture_rate

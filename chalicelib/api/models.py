@@ -123,13 +123,13 @@ class DeploymentConfigBody(Body):
     timeout_s: int = Field(60, ge=1, le=900)
     reserved_concurrency: int | None = Field(None, ge=0, le=1000)
     provisioned_concurrency: int | None = Field(None, ge=1, le=1000)
-    min_instances: int = Field(1, ge=0, le=100)
-    max_instances: int = Field(1, ge=1, le=100)
+    min_instances: int = Field(0, ge=0, le=1000)
+    max_instances: int | None = Field(None, ge=1, le=1000)
     capture_rate: float = Field(0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def bounds_in_order(self) -> "DeploymentConfigBody":
-        if self.min_instances > self.max_instances:
+        if self.max_instances is not None and self.min_instances > self.max_instances:
             raise ValueError("min_instances must not exceed max_instances")
         return self
 

@@ -205,10 +205,11 @@ def check_config(spec: DeploymentSpec) -> None:
         value = getattr(config, field)
         if value is not None and value < (0 if field == "reserved_concurrency" else 1):
             raise Invalid(f"{field} must be a positive number", field=f"config.{field}")
-    if (config.reserved_concurrency is not None and config.provisioned_concurrency is not None
-            and config.provisioned_concurrency > config.reserved_concurrency):
-        raise Invalid("provisioned_concurrency cannot exceed reserved_concurrency",
-                      field="config.provisioned_concurrency")
+    reserved, provisioned = reserved_concurrency(config), provisioned_concurrency(config)
+    if reserved is not None and provisioned is not None and provisioned > reserved:
+        raise Invalid(f"provisioned concurrency ({provisioned}, from provisioned_concurrency or min_instances) "
+                      f"cannot exceed reserved concurrency ({reserved}, from reserved_concurrency or "
+                      "max_instances)", field="config.provisioned_concurrency")
     if not 0.0 <= config.capture_rate <= 1.0:
         raise Invalid("capture_rate must be between 0 and 1", field="config.capture_rate")
 
@@ -289,9 +290,21 @@ def plan_function(spec: DeploymentSpec, *, table: str, bucket: str, role_arn: st
         memory_size=spec.config.memory_mb,
         description=f"{spec.workspace}/{spec.endpoint}/{spec.deployment} revision {spec.revision}"[:256],
         tags={"nimbus:table": table, "nimbus:workspace": spec.workspace, "nimbus:endpoint": spec.endpoint},
-        reserved_concurrency=spec.config.reserved_concurrency,
-        provisioned_concurrency=spec.config.provisioned_concurrency,
+        reserved_concurrency=reserved_concurrency(spec.config),
+        provisioned_concurrency=provisioned_concurrency(spec.config),
     )
+
+
+def reserved_concurrency(config) -> int | None:
+    """The cap on concurrent sandboxes: reserved concurrency, else the autoscale upper bound."""
+    return config.reserved_concurrency if config.reserved_concurrency is not None else config.max_instances
+
+
+def provisioned_concurrency(config) -> int | None:
+    """Sandboxes kept warm: provisioned concurrency, else the autoscale lower bound (0: scale to zero)."""
+    if config.provisioned_concurrency is not None:
+        return config.provisioned_concurrency
+    return config.min_instances or None
 
 
 # --- traffic --------------------------------------------------------------------------------------

@@ -33,8 +33,10 @@ class DeploymentConfig:
     timeout_s: int = 60
     reserved_concurrency: int | None = None
     provisioned_concurrency: int | None = None
-    min_instances: int = 1
-    max_instances: int = 1
+    # Autoscale bounds. On Lambda: min → provisioned, max → reserved concurrency, unless those are given.
+    # A local deployment is one host process whatever they say.
+    min_instances: int = 0
+    max_instances: int | None = None
     capture_rate: float = 0.0  # share of requests whose body and answer are stored in the blob store
 
 

@@ -58,6 +58,9 @@ class Deployments:
         check_name(endpoint, NAME, "endpoint", NAME_RULE)
         check_name(name, NAME, "deployment", NAME_RULE)
         host = self._host()
+        if environment is not None:  # the hook is in the spec; building environments is not there yet
+            raise Invalid("environment must be null: scoring runs on the platform's own interpreter until "
+                          "environments can be defined", field="environment")
         if not 1 <= len(models) <= MAX_MODELS:
             raise Invalid(f"models must name 1-{MAX_MODELS} model versions", field="models")
         versions = {}

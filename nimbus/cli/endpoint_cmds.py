@@ -32,15 +32,17 @@ TELEMETRY_KEYS = ("requests", "errors", "p50_ms", "p95_ms")
 @click.option("--timeout-s", type=int, default=60, show_default=True, help="Time limit per request.")
 @click.option("--reserved-concurrency", type=int, default=None)
 @click.option("--provisioned-concurrency", type=int, default=None)
-@click.option("--min-instances", type=int, default=1, show_default=True)
-@click.option("--max-instances", type=int, default=1, show_default=True)
+@click.option("--min-instances", type=int, default=0, show_default=True,
+              help="Instances kept warm (AWS: provisioned concurrency); 0 scales to zero.")
+@click.option("--max-instances", type=int, default=None,
+              help="Most instances at once (AWS: reserved concurrency); default: no cap.")
 @click.option("--capture-rate", type=float, default=0.0, show_default=True,
               help="Share of requests (0-1) whose body and answer are kept.")
 @workspace_option
 @output_option
 def deploy(name: str, models: tuple[str, ...], entry_script: str, source_dir: str | None, endpoint: str | None,
            environment: str | None, memory_mb: int, timeout_s: int, reserved_concurrency: int | None,
-           provisioned_concurrency: int | None, min_instances: int, max_instances: int, capture_rate: float,
+           provisioned_concurrency: int | None, min_instances: int, max_instances: int | None, capture_rate: float,
            workspace_name: str | None, output: str) -> None:
     """Deploy model versions as deployment NAME of an endpoint, and wait until it is up."""
     inference = InferenceConfig(entry_script, source_directory=source_dir, environment=environment)

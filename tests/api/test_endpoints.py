@@ -186,6 +186,10 @@ def test_bad_deployments_are_refused_naming_the_field(api, backend, hosted):
         ("calc", "blue", {"models": ["doubler:1"], "snapshot_id": snap, "entry_script": "score.py",
                           "config": {"min_instances": 3, "max_instances": 2}}, 400, "config"),
         ("Calc", "blue", {"models": ["doubler:1"], "snapshot_id": snap, "entry_script": "score.py"}, 400, "endpoint"),
+        ("calc", "blue", {"models": ["doubler:1"], "snapshot_id": snap, "entry_script": "score.py",
+                          "environment": "py311"}, 400, "environment"),
+        ("calc", "blue", {"models": ["doubler:1"], "snapshot_id": snap, "entry_script": "score.py",
+                          "config": {"min_instances": 2, "max_instances": 1}}, 400, "config"),
         ("calc", "b", {"models": ["doubler:1"], "snapshot_id": snap, "entry_script": "score.py"}, 400, "deployment"),
     ]
     for endpoint, name, body, status, field in cases:

@@ -54,7 +54,7 @@ def test_deploy_prints_state_host_and_scoring_uri(fake_cli, service, source):
     sent = service.endpoints["iris"]["deployments"]["blue"]
     assert sent["models"] == ["iris:1", "digits:prod"] and sent["environment"] == "py311"
     assert sent["config"] == {"memory_mb": 512, "timeout_s": 60, "reserved_concurrency": None,
-                              "provisioned_concurrency": None, "min_instances": 1, "max_instances": 3,
+                              "provisioned_concurrency": None, "min_instances": 0, "max_instances": 3,
                               "capture_rate": 0.5}
 
 
@@ -73,7 +73,7 @@ def test_a_failed_deployment_ends_with_its_error(fake_cli, source):
 
 @pytest.mark.parametrize("args, field", [
     (["--memory-mb", "64"], "memory_mb"), (["--capture-rate", "2"], "capture_rate"),
-    (["--min-instances", "2"], "max_instances"), (["--model", "iris"], "models[1]"),
+    (["--min-instances", "2", "--max-instances", "1"], "max_instances"), (["--model", "iris"], "models[1]"),
 ])
 def test_bad_settings_are_named_before_anything_is_sent(fake_cli, service, source, args, field):
     result = fake_cli("deploy", "blue", "--model", "iris:1", "--entry-script", str(source / "score.py"), *args, ok=False)

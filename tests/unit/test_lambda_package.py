@@ -208,3 +208,12 @@ def test_score_event_is_an_http_api_v2_event():
     assert event["body"] == '{"data": [1]}' and event["isBase64Encoded"] is False
     binary = pkg.score_event(b"\xff\x00", "application/octet-stream", "req-2", 0)
     assert binary["isBase64Encoded"] is True and binary["body"] == "/wA="
+
+
+def test_autoscale_bounds_become_concurrency_unless_given():
+    assert (pkg.reserved_concurrency(DeploymentConfig()), pkg.provisioned_concurrency(DeploymentConfig())) == \
+        (None, None)  # scale to zero, no cap
+    bounded = DeploymentConfig(min_instances=2, max_instances=10)
+    assert (pkg.reserved_concurrency(bounded), pkg.provisioned_concurrency(bounded)) == (10, 2)
+    explicit = DeploymentConfig(min_instances=2, max_instances=10, reserved_concurrency=50, provisioned_concurrency=5)
+    assert (pkg.reserved_concurrency(explicit), pkg.provisioned_concurrency(explicit)) == (50, 5)

@@ -76,7 +76,7 @@ def test_environment_must_be_a_name_or_none(source):
 # --- DeploymentConfig -----------------------------------------------------------------------------------
 def test_deployment_config_defaults_are_the_contracts():
     assert DeploymentConfig().to_dict() == {"memory_mb": 1024, "timeout_s": 60, "reserved_concurrency": None,
-                                            "provisioned_concurrency": None, "min_instances": 1, "max_instances": 1,
+                                            "provisioned_concurrency": None, "min_instances": 0, "max_instances": None,
                                             "capture_rate": 0.0}
 
 
@@ -87,7 +87,7 @@ def test_deployment_config_defaults_are_the_contracts():
     ({"timeout_s": 0}, "timeout_s"),
     ({"timeout_s": True}, "timeout_s"),
     ({"reserved_concurrency": -1}, "reserved_concurrency"),
-    ({"max_instances": 101}, "max_instances"),
+    ({"max_instances": 1001}, "max_instances"),
     ({"provisioned_concurrency": -1}, "provisioned_concurrency"),
     ({"reserved_concurrency": 2, "provisioned_concurrency": 3}, "provisioned_concurrency"),
     ({"min_instances": -1}, "min_instances"),
