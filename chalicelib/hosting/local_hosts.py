@@ -16,7 +16,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -26,10 +25,11 @@ from typing import Callable
 
 import psutil
 
+from chalicelib.hosting.host_spawner import ForkedHost, HostSpawner
 from chalicelib.hosting.port import DeploymentSpec, EndpointTarget, FunctionHost, HostState, ScoreResult
 from chalicelib.local.platform import write_private
 from chalicelib.store.local_blobs import LocalBlobs
-from chalicelib.store.table import Put, Query, Table
+from chalicelib.store.table import Query, Table
 
 HOSTS_PK = "HOSTS#local"
 CRASH_LIMIT = 5  # crashes within CRASH_WINDOW_S before a deployment is declared Failed
@@ -47,7 +47,7 @@ class _Host:
     deployment: str
     revision: int
     folder: Path
-    process: subprocess.Popen | None = None
+    process: "subprocess.Popen | ForkedHost | None" = None
     port: int | None = None
     crashes: deque = field(default_factory=deque)
     failed: bool = False
@@ -74,6 +74,9 @@ class LocalHosts(FunctionHost):
         self.connections = threading.local()
         self.stopped = threading.Event()
         self.monitor: threading.Thread | None = None
+        env = {**os.environ, "NIMBUS_BACKEND": "local", "NIMBUS_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        env.pop("NIMBUS_TOKEN", None)  # entry scripts get no user credentials
+        self.spawner = HostSpawner(env, self.root, prefork=os.environ.get("NIMBUS_SCORING_PREFORK", "1") != "0")
 
     # --- FunctionHost --------------------------------------------------------------------------
     def deploy(self, spec: DeploymentSpec, previous: dict | None) -> HostState:
@@ -155,6 +158,7 @@ class LocalHosts(FunctionHost):
             hosts = list(self.hosts.values())
         for host in hosts:
             self._stop(host)
+        self.spawner.close()
 
     def _restore(self) -> None:
         for item in list(self.table.query_all(Query(HOSTS_PK))):
@@ -235,19 +239,14 @@ class LocalHosts(FunctionHost):
 
     def _start(self, host: _Host) -> str | None:
         """Start the host process and wait until it answers; the error text when it cannot."""
-        for name in ("ready.json", "failed.json"):
+        for name in ("ready.json", "failed.json", "exit.json"):
             (host.folder / name).unlink(missing_ok=True)
-        env = {**os.environ, "NIMBUS_BACKEND": "local", "NIMBUS_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
-        env.pop("NIMBUS_TOKEN", None)  # entry scripts get no user credentials
-        with open(host.folder / "host.log", "ab") as log:
-            host.process = subprocess.Popen(
-                [sys.executable, "-m", "chalicelib.scoring.host", "--dir", str(host.folder), "--port", "0"],
-                cwd=host.folder, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+        host.process = self.spawner.spawn(host.folder)
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if (host.folder / "ready.json").exists():
                 host.port = json.loads((host.folder / "ready.json").read_text())["port"]
+                self.spawner.learn(host.folder)
                 return None
             if host.process.poll() is not None:
                 failed = host.folder / "failed.json"
@@ -325,7 +324,8 @@ def _end_orphan(folder: Path) -> None:
     try:
         pid = json.loads((folder / "ready.json").read_text())["pid"]
         process = psutil.Process(pid)
-        if "chalicelib.scoring.host" in " ".join(process.cmdline()) and str(folder) in process.cmdline():
+        # A forked host carries its zygote's command line; its working directory is in its folder.
+        if "chalicelib.scoring" in " ".join(process.cmdline()) and Path(process.cwd()).is_relative_to(folder):
             process.terminate()
             process.wait(10)
     except (FileNotFoundError, KeyError, ValueError, psutil.Error):

@@ -63,6 +63,16 @@ def process_age_s() -> float:
         return time.monotonic() - _IMPORTED
 
 
+def installed_modules() -> list[str]:
+    """The installed packages' modules this process imported (the entry script's own and ours aside)."""
+    names = []
+    for name, module in list(sys.modules.items()):
+        where = getattr(module, "__file__", None) or ""
+        if ("site-packages" in where or "dist-packages" in where) and not name.startswith(("chalicelib", "nimbus")):
+            names.append(name)
+    return sorted(names)
+
+
 def write_atomic(path: Path, data: dict) -> None:
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temp.write_text(json.dumps(data))
@@ -371,6 +381,7 @@ def run_host(folder: Path, port: int) -> int:
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="nimbus-http",
                      daemon=True).start()
     write_atomic(folder / "ready.json", {"pid": os.getpid(), "port": port, "cold_start_s": cold_start})
+    write_atomic(folder / "modules.json", {"modules": installed_modules()})  # what a zygote may preload
     print(f"scoring {config['workspace']}/{config['endpoint']}/{host.deployment} revision {host.revision} "
           f"on 127.0.0.1:{port} (cold start {cold_start:.2f} s)", file=sys.stderr, flush=True)
 

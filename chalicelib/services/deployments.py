@@ -11,7 +11,6 @@ import hmac
 import json
 import re
 import secrets as secrets_module
-import time
 
 from chalicelib.errors import Conflict, Invalid, NotFound, Unauthorized, Unavailable
 from chalicelib.hosting.port import (

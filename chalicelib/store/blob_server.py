@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 from urllib.parse import quote, unquote
 
 from chalicelib.errors import Forbidden, NimbusError

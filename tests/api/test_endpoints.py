@@ -338,3 +338,26 @@ def test_a_new_endpoint_whose_first_deployment_fails_reports_it(api, backend, ho
     # Deploying a fixed script over it heals the endpoint
     assert deploy(api, backend, hosted, "blue")["state"] == "Healthy"
     assert score(api, {"data": [1]})[:2] == (200, [2])
+
+
+def test_a_host_left_running_by_a_killed_platform_is_replaced(api, backend, hosted, settings, local):
+    import psutil
+
+    from chalicelib.hosting.local_hosts import LocalHosts
+
+    deploy(api, backend, hosted, "blue")
+    key = api.ok("GET", f"{ENDPOINTS}/calc/keys")["primary_key"]
+    killed = hosted.host  # its platform "died": nobody stops its host
+    orphan = killed.hosts[("ws", "calc", "blue")].process.pid
+    hosted.host = LocalHosts(settings.home, hosted.ctx.blobs, hosted.ctx.table,
+                             on_state=lambda *report: hosted.deployments.record_state(*report))
+    hosted.host.start()
+    try:
+        deadline = time.monotonic() + 30
+        while score(api, {"data": [1]}, key=key)[0] != 200:
+            assert time.monotonic() < deadline, "the deployment was not restarted"
+            time.sleep(0.2)
+        assert hosted.host.hosts[("ws", "calc", "blue")].process.pid != orphan
+        assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE
+    finally:
+        killed.stop()
