@@ -58,8 +58,10 @@ class ForkedHost:
         return self.returncode
 
     def _recorded_exit(self) -> int | None:
+        """The code the zygote recorded for this pid (an earlier host of the same folder may have left one)."""
         try:
-            return int(json.loads((self.folder / "exit.json").read_text())["code"])
+            recorded = json.loads((self.folder / "exit.json").read_text())
+            return int(recorded["code"]) if recorded.get("pid") == self.pid else None
         except (FileNotFoundError, ValueError, KeyError):
             return None
 

@@ -6,7 +6,7 @@ too; a host forked from it starts with all of them in memory.
 
 Protocol, one JSON object per line on stdin, one answer per line on stdout:
     {"spawn": DIR, "port": N}    -> {"pid": P}   the child runs `chalicelib.scoring.host` on DIR; when
-                                                 it ends, DIR/exit.json {"code"} tells how
+                                                 it ends, DIR/exit.json {"pid", "code"} tells how
     {"preload": [module, …]}     -> {"preloaded": n, "failed": m}
 End of input ends the zygote; hosts it forked keep running (each is its own session).
 """
@@ -35,7 +35,7 @@ def _reap(*_) -> None:
             return
         folder = _children.pop(pid, None)
         if folder is not None:
-            host_module.write_atomic(folder / "exit.json", {"code": os.waitstatus_to_exitcode(status)})
+            host_module.write_atomic(folder / "exit.json", {"pid": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
 def _spawn(folder: Path, port: int) -> int:

@@ -29,8 +29,14 @@ def wait_ready(folder, process, timeout=60.0) -> dict:
 def spawner(tmp_path):
     env = {**os.environ, "NIMBUS_BACKEND": "local", "NIMBUS_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
     made = HostSpawner(env, tmp_path / "logs")
+    spawn, started = made.spawn, []
+    made.spawn = lambda folder: started.append(spawn(folder)) or started[-1]
     yield made
     made.close()
+    for process in started:  # a failed test leaves no host behind
+        if process.poll() is None:
+            process.kill()
+            process.wait(15)
 
 
 def test_forked_hosts_serve_learn_their_imports_and_report_their_exit(tmp_path, spawner):
@@ -56,7 +62,7 @@ def test_forked_hosts_serve_learn_their_imports_and_report_their_exit(tmp_path, 
 
     # The zygote reaps them and records how they ended: SIGTERM is a clean exit
     first.send_signal(signal.SIGTERM)
-    assert first.wait(15) == 0 and json.loads((first_folder / "exit.json").read_text()) == {"code": 0}
+    assert first.wait(15) == 0 and json.loads((first_folder / "exit.json").read_text()) == {"pid": first.pid, "code": 0}
     second.kill()
     assert second.wait(15) == -signal.SIGKILL
 
