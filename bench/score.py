@@ -221,7 +221,8 @@ def prewarmed_cold_starts(work: Path, folder: Path, starts: int) -> dict:
     try:
         for attempt in range(starts + 1):
             copy = work / f"prewarmed-{attempt}"
-            shutil.copytree(folder, copy)
+            shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("*.json.tmp", "ready.json", "failed.json",
+                                                                  "exit.json", "modules.json"))
             started = time.perf_counter()
             process = spawner.spawn(copy)
             while not (copy / "ready.json").exists():
