@@ -205,6 +205,9 @@ class LocalHosts(FunctionHost):
                                          f"{_tail(host.folder / 'host.log', 3).strip()}")
             return
         error = self._start(host)
+        if self.stopped.is_set() or host.stopping:  # stopped or removed while it was starting
+            self._stop(host)
+            return
         if error is not None:
             host.failed = True
             self._report(host, "Failed", error)

@@ -347,7 +347,9 @@ def test_a_host_left_running_by_a_killed_platform_is_replaced(api, backend, host
 
     deploy(api, backend, hosted, "blue")
     key = api.ok("GET", f"{ENDPOINTS}/calc/keys")["primary_key"]
-    killed = hosted.host  # its platform "died": nobody stops its host
+    killed = hosted.host  # its platform "dies": its supervisor stops, its host is left running
+    killed.stopped.set()
+    killed.monitor.join(5)
     orphan = killed.hosts[("ws", "calc", "blue")].process.pid
     hosted.host = LocalHosts(settings.home, hosted.ctx.blobs, hosted.ctx.table,
                              on_state=lambda *report: hosted.deployments.record_state(*report))
@@ -360,4 +362,4 @@ def test_a_host_left_running_by_a_killed_platform_is_replaced(api, backend, host
         assert hosted.host.hosts[("ws", "calc", "blue")].process.pid != orphan
         assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE
     finally:
-        killed.stop()
+        killed.spawner.close()
