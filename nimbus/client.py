@@ -12,6 +12,7 @@ import random
 import re
 import secrets
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
@@ -116,6 +117,24 @@ class ApiClient:
                 return size
 
         return self.with_retries(attempt, True)
+
+    def download_zip(self, entries, destination: str | os.PathLike, progress: Progress | None = None) -> str:
+        """Streams presigned GETs into one zip file, which appears only once complete. `entries`:
+        (name or ZipInfo, size, the URL or a function giving it)."""
+        target = Path(destination)
+        partial = target.with_name(target.name + ".partial")
+        try:
+            with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+                for name, size, url in entries:
+                    link = url() if callable(url) else url
+                    with self.with_retries(lambda: self.open_download(link), True) as response, \
+                            archive.open(name, "w", force_zip64=size > 2**31) as out:
+                        copy_chunks(response.iter_content(CHUNK), out, progress)
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return str(target)
 
     def open_download(self, url: str) -> requests.Response:
         """A streaming response for a presigned GET (use it as a context manager)."""

@@ -9,7 +9,6 @@ library installed, so this module imports the HTTP client (and everything built 
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
@@ -125,25 +124,10 @@ class Model:
         return str(directory / self.asset_path) if self.asset_path != "." else str(directory)
 
     def _download_zip(self, files: list[dict], target: Path, exist_ok: bool, progress) -> str:
-        from nimbus.client import CHUNK
-
         if target.exists() and not exist_ok:
             raise FileExistsError(f"{target} already exists; pass exist_ok=True to overwrite")
-        client = self.workspace.client
-        partial = target.with_name(target.name + ".partial")
-        try:
-            with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-                for item in files:
-                    with client.with_retries(lambda: client.open_download(item["url"]), True) as response, \
-                            archive.open(item["path"], "w", force_zip64=item["size"] > 2**31) as out:
-                        for chunk in response.iter_content(CHUNK):
-                            out.write(chunk)
-                            progress(len(chunk))
-            os.replace(partial, target)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        return str(target)
+        return self.workspace.client.download_zip([(f["path"], f["size"], f["url"]) for f in files], target,
+                                                  progress)
 
     @staticmethod
     def get_model_path(model_name: str, version: int | str | None = None) -> str:

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable
 
-from nimbus.client import CHUNK, api_path
+from nimbus.client import api_path
 from nimbus.exceptions import InvalidError
 from nimbus.progress import ProgressBar, wanted
 
@@ -97,23 +97,13 @@ class RunOutputs:
 
     def _download_zip(self, files: list[dict], target: Path, progress: Callable[[int], None]) -> str:
         client = self.workspace.client
-        partial = target.with_name(target.name + ".partial")
-        try:
-            with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-                for item in files:
-                    url = client.get(self._outputs_path("download"), path=item["path"])["url"]
-                    entry = zipfile.ZipInfo(item["path"], _zip_time(item.get("modified")))
-                    entry.compress_type = zipfile.ZIP_DEFLATED
-                    with client.with_retries(lambda: client.open_download(url), True) as response, \
-                            archive.open(entry, "w", force_zip64=item["size"] > 2**31) as out:
-                        for chunk in response.iter_content(CHUNK):
-                            out.write(chunk)
-                            progress(len(chunk))
-            os.replace(partial, target)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        return str(target)
+        entries = []
+        for item in files:
+            entry = zipfile.ZipInfo(item["path"], _zip_time(item.get("modified")))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            link = (lambda path=item["path"]: client.get(self._outputs_path("download"), path=path)["url"])
+            entries.append((entry, item["size"], link))
+        return client.download_zip(entries, target, progress)
 
     def _outputs_path(self, *more: str) -> str:
         return api_path("workspaces", self.workspace.name, "runs", self.id, "outputs", *more)

@@ -1,13 +1,12 @@
 """`nimbus model ...`: register, find, download and delete model versions, move aliases, batch-score."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from nimbus.cli.common import connect, output_option, workspace_option
-from nimbus.cli.output import cell_text, emit, print_table
+from nimbus.cli.output import emit, print_table
 from nimbus.model import Model
 
 MODEL_COLUMNS = [("NAME", "name"), ("VERSION", "version"), ("ALIASES", "aliases"), ("TAGS", "tags"),
@@ -187,26 +186,12 @@ def batch_score(refs: tuple[str, ...], entry_script: str, inputs: str, source_di
                 output_file: str, continue_on_error: bool, wait: bool, workspace_name: str | None, output: str) -> None:
     """Score every file of a folder with the models' entry script, as a run writing outputs/predictions.jsonl."""
     from nimbus.batch_scoring import submit_batch_scoring
+    from nimbus.cli.run_cmds import report_submitted
     from nimbus.experiment import Experiment
-    from nimbus.run_logs import follow_logs
 
     for ref in refs:
         _ref(ref)
     experiment = Experiment(connect(workspace_name), experiment_name)
     submitted = submit_batch_scoring(experiment, list(refs), entry_script, source_dir, inputs,
                                      output_file=output_file, continue_on_error=continue_on_error)
-    fields = ["id", "experiment", "status", "created", "snapshot_id"]
-    if not wait:
-        emit(output, submitted.details, keys=fields)
-        return
-    stream = sys.stderr if output == "json" else sys.stdout
-    if output != "json":
-        emit(output, submitted.details, keys=fields)
-    status = follow_logs(submitted, write=lambda text: (stream.write(text), stream.flush()))
-    details = submitted.get_details()
-    if output == "json":
-        emit(output, details)
-    if status != "Completed":
-        error = (details.get("error") or {}).get("message")
-        click.echo(f"run {submitted.id} {status}" + (f": {cell_text(error)}" if error else ""), err=True)
-        sys.exit(1)
+    report_submitted(submitted, wait, output)

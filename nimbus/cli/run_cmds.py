@@ -69,6 +69,11 @@ def submit(script: str | None, args: tuple[str, ...], source_dir: str | None, ru
     """
     config = _submit_config(script, args, source_dir, run_config_file, compute)
     submitted = Experiment(connect(workspace_name), experiment_name).submit(config, tags=_tags(tag))
+    report_submitted(submitted, wait, output)
+
+
+def report_submitted(submitted, wait: bool, output: str) -> None:
+    """Print a submitted run; with `wait`, follow its logs and exit 1 unless it Completed."""
     if not wait:
         emit(output, submitted.details, keys=SUBMIT_FIELDS)
         return
