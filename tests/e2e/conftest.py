@@ -62,3 +62,13 @@ def platform(tmp_path):
     yield running
     if running.process.poll() is None:
         running.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def workspace(platform, monkeypatch):
+    """The running platform's `default` workspace, found by the SDK as a user's shell would."""
+    from nimbus import Workspace
+
+    monkeypatch.setenv("NIMBUS_URL", platform.url)
+    monkeypatch.setenv("NIMBUS_TOKEN", platform.credentials()["token"])
+    return Workspace.get("default")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from nimbus import Experiment, Model, Workspace
+from nimbus import Experiment, Model
 from nimbus.batch_scoring import submit_batch_scoring
 from tests.e2e.test_script_runs import wait_until_ended
 
@@ -23,13 +23,6 @@ def run(raw_data):
     x = json.loads(raw_data)["x"]
     return weights["a"] * x + weights["b"]
 '''
-
-
-@pytest.fixture
-def workspace(platform, monkeypatch):
-    monkeypatch.setenv("NIMBUS_URL", platform.url)
-    monkeypatch.setenv("NIMBUS_TOKEN", platform.credentials()["token"])
-    return Workspace.get("default")
 
 
 @pytest.fixture

@@ -9,16 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from nimbus import Experiment, ScriptRunConfig, Workspace
+from nimbus import Experiment, ScriptRunConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def workspace(platform, monkeypatch):
-    monkeypatch.setenv("NIMBUS_URL", platform.url)
-    monkeypatch.setenv("NIMBUS_TOKEN", platform.credentials()["token"])
-    return Workspace.get("default")
 
 
 @pytest.fixture
