@@ -12,7 +12,9 @@ import yaml
 
 from nimbus.exceptions import InvalidError
 
-COMPUTE_TARGETS = ("local",)
+COMPUTE_NAME = re.compile(r"[a-z][a-z0-9-]{1,31}")  # `local`, or a target registered in the workspace
+MAX_NODES = MAX_PROCESSES_PER_NODE = 64
+RESOURCE_LIMITS = {"vcpus": (0, 256), "memory_mb": (128, 2_000_000), "gpus": (0, 16)}
 MAX_RUN_DURATION_SECONDS = 30 * 24 * 3600  # the service's ceiling
 CONFIG_FOLDER = ".nimbus"
 CONFIG_SUFFIX = ".runconfig.yml"
@@ -35,6 +37,9 @@ class ScriptRunConfig:
     environment: str | None = None
     environment_variables: Mapping[str, str] = field(default_factory=dict)
     max_run_duration_seconds: int | None = None
+    node_count: int = 1
+    process_count_per_node: int = 1
+    resources: Mapping[str, Any] | None = None  # {"vcpus", "memory_mb", "gpus"} for one node
 
     def __post_init__(self) -> None:
         self.validate()
@@ -51,9 +56,14 @@ class ScriptRunConfig:
         else:
             self.command = _command_text(self.command)
         self.arguments = [_argument(value, index) for index, value in enumerate(_sequence(self.arguments, "arguments"))]
-        if self.compute_target not in COMPUTE_TARGETS:
-            raise _invalid("compute_target", f"{self.compute_target!r} is not available; use one of "
-                                             f"{', '.join(COMPUTE_TARGETS)}")
+        if not isinstance(self.compute_target, str) or not COMPUTE_NAME.fullmatch(self.compute_target):
+            raise _invalid("compute_target", f"{self.compute_target!r} is not a compute target name: 'local' or a "
+                                             "registered target (2-32 lowercase letters, digits and '-')")
+        for name, highest in (("node_count", MAX_NODES), ("process_count_per_node", MAX_PROCESSES_PER_NODE)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= highest:
+                raise _invalid(name, f"must be a whole number from 1 to {highest}, not {value!r}")
+        self.resources = _resources(self.resources)
         if self.environment is not None and (not isinstance(self.environment, str) or not 0 < len(self.environment)
                                              <= 255):
             raise _invalid("environment", "must be an environment name (1-255 characters) or None")
@@ -82,7 +92,8 @@ class ScriptRunConfig:
         return {"script": self.script, "command": self.command, "arguments": list(self.arguments),
                 "compute": self.compute_target, "environment": self.environment,
                 "environment_variables": dict(self.environment_variables),
-                "max_run_duration_s": self.max_run_duration_seconds}
+                "max_run_duration_s": self.max_run_duration_seconds, "node_count": self.node_count,
+                "process_count_per_node": self.process_count_per_node, "resources": self.resources}
 
     # --- files -----------------------------------------------------------------------------------------
     def save(self, name: str) -> Path:
@@ -179,3 +190,19 @@ def _environment_variables(variables: Any) -> dict[str, str]:
         if not isinstance(value, str):
             raise _invalid(f"environment_variables.{name}", f"must be a string, not {type(value).__name__}")
     return dict(variables)
+
+
+def _resources(value: Any) -> dict | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(value) - set(RESOURCE_LIMITS):
+        raise _invalid("resources", f"must be a mapping of {', '.join(RESOURCE_LIMITS)}, not {value!r}")
+    checked = {}
+    for name, amount in value.items():
+        low, high = RESOURCE_LIMITS[name]
+        whole = name != "vcpus"
+        if isinstance(amount, bool) or not isinstance(amount, int if whole else (int, float)) \
+                or not (low <= amount <= high) or (name == "vcpus" and amount == 0):
+            raise _invalid(f"resources.{name}", f"must be a number from {low} to {high}, not {amount!r}")
+        checked[name] = amount
+    return checked

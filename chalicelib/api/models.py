@@ -39,10 +39,13 @@ class RunConfig(Body):
     script: str | None = Field(default=None, min_length=1, max_length=1024)
     command: str | None = Field(default=None, min_length=1, max_length=8192)
     arguments: list[str] = Field(default_factory=list, max_length=1000)
-    compute: Literal["local"] = "local"
+    compute: str = Field(default="local", pattern=r"^[a-z][a-z0-9-]{1,31}$")
     environment: str | None = Field(default=None, max_length=255)
     environment_variables: dict[str, str] = Field(default_factory=dict, max_length=200)
     max_run_duration_s: int | None = Field(default=None, gt=0, le=30 * 24 * 3600)
+    node_count: int = Field(default=1, ge=1, le=64)
+    process_count_per_node: int = Field(default=1, ge=1, le=64)
+    resources: "Resources | None" = None
 
     @model_validator(mode="after")
     def one_entry_point(self) -> "RunConfig":
@@ -52,6 +55,17 @@ class RunConfig(Body):
             if not _ENV_NAME.fullmatch(name):
                 raise ValueError(f"environment variable name {name!r} is invalid")
         return self
+
+
+class Resources(Body):
+    """What one node of a run asks its compute target for."""
+
+    vcpus: float | None = Field(default=None, gt=0, le=256)
+    memory_mb: int | None = Field(default=None, ge=128, le=2_000_000)
+    gpus: int | None = Field(default=None, ge=0, le=16)
+
+
+RunConfig.model_rebuild()
 
 
 class GitInfo(Body):

@@ -33,7 +33,7 @@ class Submissions:
             earlier = self._earlier(workspace, client_token)
             if earlier is not None:
                 return earlier, False
-        if self.dispatcher is None:
+        if run_config.get("compute", "local") != "local" or self.dispatcher is None:
             raise Invalid(f"compute target {run_config.get('compute')!r} is not available on this deployment",
                           field="run_config.compute")
         if self.ctx.table.get(keys.workspace_pk(workspace), f"SNAPSHOT#{snapshot_id}") is None:

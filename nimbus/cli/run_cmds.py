@@ -11,7 +11,7 @@ from nimbus.cli.common import connect, find_run, output_option, workspace_option
 from nimbus.cli.output import cell_text, emit
 from nimbus.experiment import Experiment
 from nimbus.progress import wanted
-from nimbus.runconfig import COMPUTE_TARGETS, ScriptRunConfig
+from nimbus.runconfig import ScriptRunConfig
 from nimbus.run_logs import follow_logs
 
 RUN_COLUMNS = [("ID", "id"), ("NAME", "display_name"), ("STATUS", "status"), ("CREATED", "created"),
@@ -55,7 +55,8 @@ def list_runs(experiment_name: str, status: tuple[str, ...], tag: tuple[str, ...
 @click.option("--run-config", "run_config_file", type=click.Path(dir_okay=False, exists=True),
               help="A .runconfig.yml file to start from; the other options override it.")
 @click.option("-e", "--experiment", "experiment_name", required=True, help="The experiment the run joins.")
-@click.option("--compute", type=click.Choice(COMPUTE_TARGETS), default=None, help="Where to run (default: local).")
+@click.option("--compute", default=None, metavar="TARGET",
+              help="The compute target to run on: local (the default) or one registered in the workspace.")
 @click.option("--tag", multiple=True, metavar="KEY=VALUE", help="A tag for the run (repeatable).")
 @click.option("--wait", is_flag=True, help="Print the run's output until it ends; exit 0 only if it Completed.")
 @workspace_option

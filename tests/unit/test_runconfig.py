@@ -27,7 +27,12 @@ from nimbus.workspace import Workspace
     ({"script": "a.py", "arguments": "--lr 1"}, "arguments"),
     ({"script": "a.py", "arguments": ["--lr", None]}, "arguments[1]"),
     ({"script": "a.py", "arguments": [True]}, "arguments[0]"),
-    ({"script": "a.py", "compute_target": "gpu-cluster"}, "compute_target"),
+    ({"script": "a.py", "compute_target": "GPU cluster"}, "compute_target"),
+    ({"script": "a.py", "node_count": 0}, "node_count"),
+    ({"script": "a.py", "process_count_per_node": 65}, "process_count_per_node"),
+    ({"script": "a.py", "resources": {"vcpus": 0}}, "resources.vcpus"),
+    ({"script": "a.py", "resources": {"memory_mb": 1.5}}, "resources.memory_mb"),
+    ({"script": "a.py", "resources": {"disk": 1}}, "resources"),
     ({"script": "a.py", "environment": ""}, "environment"),
     ({"script": "a.py", "environment_variables": {"1BAD": "x"}}, "environment_variables"),
     ({"script": "a.py", "environment_variables": {"BAD-NAME": "x"}}, "environment_variables"),
@@ -48,7 +53,8 @@ def test_wire_form_normalises_script_and_arguments():
     assert config.source_directory == "src"
     assert config.to_dict() == {"script": "pkg/train.py", "command": None, "arguments": ["--lr", "0.1", "3"],
                                 "compute": "local", "environment": None, "environment_variables": {"SEED": "1"},
-                                "max_run_duration_s": 600}
+                                "max_run_duration_s": 600, "node_count": 1, "process_count_per_node": 1,
+                                "resources": None}
 
 
 def test_command_may_be_given_as_a_list():
