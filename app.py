@@ -1,11 +1,10 @@
 """The Nimbus API: one Chalice app, its blueprints and its middleware. No logic lives here."""
-from chalice import Chalice
-
 from chalicelib.api import admin, endpoints, experiments, identity, registry, runs, snapshots, tracking, workspaces
+from chalicelib.api.application import NimbusChalice
 from chalicelib.api.routing import framework_errors_middleware
 from chalicelib.telemetry import http_middleware
 
-app = Chalice(app_name="nimbus")
+app = NimbusChalice(app_name="nimbus")
 app.register_middleware(http_middleware, "http")
 app.register_middleware(framework_errors_middleware, "http")
 for blueprint in (admin.bp, identity.bp, workspaces.bp, experiments.bp, runs.bp, snapshots.bp, tracking.bp,
