@@ -1,5 +1,8 @@
 """The Nimbus API: one Chalice app, its blueprints and its middleware. No logic lives here."""
-from chalicelib.api import admin, endpoints, experiments, identity, registry, runs, snapshots, tracking, workspaces
+from chalicelib.api import (
+    admin, batch_events, compute, endpoints, environments, experiments, identity, registry, runs, snapshots, tracking,
+    workspaces,
+)
 from chalicelib.api.application import NimbusChalice
 from chalicelib.api.routing import framework_errors_middleware
 from chalicelib.telemetry import http_middleware
@@ -8,5 +11,5 @@ app = NimbusChalice(app_name="nimbus")
 app.register_middleware(http_middleware, "http")
 app.register_middleware(framework_errors_middleware, "http")
 for blueprint in (admin.bp, identity.bp, workspaces.bp, experiments.bp, runs.bp, snapshots.bp, tracking.bp,
-                  registry.bp, endpoints.bp):
+                  registry.bp, endpoints.bp, compute.bp, environments.bp, batch_events.bp):
     app.register_blueprint(blueprint)

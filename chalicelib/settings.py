@@ -22,6 +22,14 @@ class Settings:
     # Execution role of the scoring functions (AWS): its ARN, or just its name in this account.
     scoring_role_arn: str = ""
     secrets_prefix: str = ""  # Secrets Manager name prefix; empty: "nimbus/<table name>/"
+    codebuild_project: str = ""  # builds environment images (chalicelib/compute/image_build.py); empty: none
+    # AWS Batch (chalicelib/compute/batch*.py). Roles: an ARN, or a name in this account.
+    api_url: str = ""  # where a Batch job's runner reaches the API (the API Gateway stage URL)
+    runner_image: str = ""  # the runner's container image, for runs naming no environment
+    batch_job_role_arn: str = ""  # the runner container's role
+    batch_execution_role_arn: str = ""  # Fargate pulls the image and writes logs with it
+    batch_instance_role_arn: str = ""  # EC2 compute environments: an instance profile
+    batch_service_role_arn: str = ""  # empty: Batch's service-linked role
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -41,6 +49,13 @@ class Settings:
             presign_seconds=int(env.get("NIMBUS_PRESIGN_SECONDS", cls.presign_seconds)),
             scoring_role_arn=env.get("NIMBUS_SCORING_ROLE_ARN", ""),
             secrets_prefix=env.get("NIMBUS_SECRETS_PREFIX", ""),
+            codebuild_project=env.get("NIMBUS_CODEBUILD_PROJECT", ""),
+            api_url=env.get("NIMBUS_API_URL", "").rstrip("/"),
+            runner_image=env.get("NIMBUS_RUNNER_IMAGE", ""),
+            batch_job_role_arn=env.get("NIMBUS_BATCH_JOB_ROLE_ARN", ""),
+            batch_execution_role_arn=env.get("NIMBUS_BATCH_EXECUTION_ROLE_ARN", ""),
+            batch_instance_role_arn=env.get("NIMBUS_BATCH_INSTANCE_ROLE_ARN", ""),
+            batch_service_role_arn=env.get("NIMBUS_BATCH_SERVICE_ROLE_ARN", ""),
         )
 
     @property

@@ -70,6 +70,27 @@ SECRETS_ACTIONS = [
     "secretsmanager:DeleteSecret",
 ]
 SCORING_LOGS_READ_ACTIONS = ["logs:DescribeLogStreams", "logs:FilterLogEvents"]
+# AWS Batch (chalicelib/compute/batch.py): a batch target's compute environment and job queue, named
+# <table>-<workspace>-<target>; job definitions <table>-runner / <table>-env-<hash>; one job per run.
+# Creating a resource with tags needs batch:TagResource on it.
+BATCH_CLUSTER_ACTIONS = [
+    "batch:CreateComputeEnvironment",
+    "batch:UpdateComputeEnvironment",
+    "batch:DeleteComputeEnvironment",
+    "batch:CreateJobQueue",
+    "batch:UpdateJobQueue",
+    "batch:DeleteJobQueue",
+    "batch:TagResource",
+]
+BATCH_JOB_ACTIONS = ["batch:SubmitJob", "batch:RegisterJobDefinition", "batch:TerminateJob", "batch:TagResource"]
+# Batch's Describe* actions support no resource-level permissions: they are granted on "*" (read-only).
+BATCH_READ_ACTIONS = [
+    "batch:DescribeJobs",
+    "batch:DescribeJobDefinitions",
+    "batch:DescribeJobQueues",
+    "batch:DescribeComputeEnvironments",
+]
+BATCH_JOB_LOG_GROUP = "/aws/batch/job"  # where Batch's default awslogs driver writes job output
 # What a scoring function itself may do.
 SCORING_MODEL_OBJECTS = "workspaces/*/models/*"  # registered model files (read at cold start)
 SCORING_CAPTURE_OBJECTS = "workspaces/*/captures/*"  # captured requests (`*` also spans folders)
@@ -96,6 +117,21 @@ def scoring_function_prefix(stage: str) -> str:
     return f"{table_name(stage)}-score-"
 
 
+def batch_prefix(stage: str) -> str:
+    """Every Batch resource the API makes is named with this prefix (the table's name, tested against
+    chalicelib.compute.batch_spec): IAM then grants those and nothing else."""
+    return f"{table_name(stage)}-"
+
+
+def batch_role_name(stage: str, kind: str) -> str:
+    """`job` (the runner container), `execution` (Fargate pulls and logs), `instance` (EC2 hosts)."""
+    return f"{APP_NAME}-{stage}-batch-{kind}"
+
+
+def runner_repository_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}-runner"
+
+
 def secrets_prefix(stage: str) -> str:
     """Settings.secret_name_prefix's default for the stage's table (tested)."""
     return f"{APP_NAME}/{table_name(stage)}/"
@@ -105,8 +141,52 @@ def _sub(text: str) -> dict:
     return {"Fn::Sub": text}
 
 
-def _policy_statements(table_arn, index_arn, bucket_arn, objects_arn, log_group_arns, scoring) -> list[dict]:
-    """`scoring`: ARNs of the scoring functions, their role, their log groups and the stage's secrets."""
+def _policy_statements(table_arn, index_arn, bucket_arn, objects_arn, log_group_arns, scoring, batch) -> list[dict]:
+    """`scoring`: ARNs of the scoring functions, their role, their log groups and the stage's secrets.
+    `batch`: ARN patterns of the stage's compute environments, job queues, job definitions, jobs and the
+    roles the API passes to Batch."""
+    return [*_scoring_and_data_statements(table_arn, index_arn, bucket_arn, objects_arn, log_group_arns, scoring),
+            *_batch_statements(batch)]
+
+
+def _batch_statements(batch: dict) -> list[dict]:
+    return [
+        {
+            "Sid": "BatchClusters",
+            "Effect": "Allow",
+            "Action": BATCH_CLUSTER_ACTIONS,
+            "Resource": [batch["compute_environments"], batch["job_queues"]],
+        },
+        {
+            "Sid": "BatchJobs",
+            "Effect": "Allow",
+            "Action": BATCH_JOB_ACTIONS,
+            "Resource": [batch["job_queues"], batch["job_definitions"], batch["jobs"]],
+        },
+        {
+            "Sid": "BatchRead",
+            "Effect": "Allow",
+            "Action": BATCH_READ_ACTIONS,
+            "Resource": "*",
+        },
+        {
+            "Sid": "PassBatchRoles",
+            "Effect": "Allow",
+            "Action": PASS_ROLE_ACTIONS,
+            "Resource": batch["roles"],
+        },
+        {
+            # Batch creates its service-linked role with the first compute environment of an account.
+            "Sid": "BatchServiceLinkedRole",
+            "Effect": "Allow",
+            "Action": ["iam:CreateServiceLinkedRole"],
+            "Resource": batch["service_linked_role"],
+            "Condition": {"StringEquals": {"iam:AWSServiceName": "batch.amazonaws.com"}},
+        },
+    ]
+
+
+def _scoring_and_data_statements(table_arn, index_arn, bucket_arn, objects_arn, log_group_arns, scoring) -> list[dict]:
     return [
         {
             "Sid": "Table",
@@ -328,6 +408,7 @@ def _api_function_policy() -> dict:
                     objects_arn=_sub("${ArtifactBucket.Arn}/*"),
                     log_group_arns=[_sub(log_groups), _sub(f"{log_groups}:log-stream:*")],
                     scoring=_template_scoring_arns(),
+                    batch=_template_batch_arns(),
                 ),
             },
         },
@@ -348,10 +429,92 @@ def _template_scoring_arns() -> dict:
     }
 
 
+def _template_batch_arns() -> dict:
+    batch = "arn:${AWS::Partition}:batch:${AWS::Region}:${AWS::AccountId}"
+    prefix = batch_prefix("${Stage}")
+    return {
+        "compute_environments": _sub(f"{batch}:compute-environment/{prefix}*"),
+        "job_queues": _sub(f"{batch}:job-queue/{prefix}*"),
+        "job_definitions": _sub(f"{batch}:job-definition/{prefix}*"),
+        "jobs": _sub(f"{batch}:job/*"),
+        "roles": [{"Fn::GetAtt": [name, "Arn"]} for name in ("BatchJobRole", "BatchExecutionRole", "BatchInstanceRole")],
+        "service_linked_role": _sub(
+            "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/aws-service-role/batch.amazonaws.com/*"),
+    }
+
+
+def _service_role(name: str, description: str, service: str, **properties) -> dict:
+    return {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "RoleName": _sub(name),
+            "Description": _sub(description),
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
+            },
+            **properties,
+        },
+    }
+
+
+def _batch_resources() -> dict:
+    """The roles Batch jobs and hosts run with, and the repository of the runner's image. The runner
+    talks to the API only (presigned URLs for bytes), so its role may write its logs and nothing else."""
+    job_logs = f"arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:{BATCH_JOB_LOG_GROUP}"
+    return {
+        "BatchJobRole": _service_role(
+            batch_role_name("${Stage}", "job"), "Role of the Nimbus runner containers on AWS Batch (${Stage})",
+            "ecs-tasks.amazonaws.com",
+            Policies=[{
+                "PolicyName": "runner",
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [{
+                        "Sid": "Logs",
+                        "Effect": "Allow",
+                        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                        "Resource": [_sub(job_logs), _sub(f"{job_logs}:log-stream:*")],
+                    }],
+                },
+            }],
+        ),
+        "BatchExecutionRole": _service_role(
+            batch_role_name("${Stage}", "execution"),
+            "Pulls the runner image and writes job logs for Fargate jobs of Nimbus (${Stage})",
+            "ecs-tasks.amazonaws.com",
+            ManagedPolicyArns=[_sub(
+                "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy")],
+        ),
+        "BatchInstanceRole": _service_role(
+            batch_role_name("${Stage}", "instance"), "EC2 hosts of the Nimbus Batch compute environments (${Stage})",
+            "ec2.amazonaws.com",
+            ManagedPolicyArns=[_sub(
+                "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role")],
+        ),
+        "BatchInstanceProfile": {
+            "Type": "AWS::IAM::InstanceProfile",
+            "Properties": {
+                "InstanceProfileName": _sub(batch_role_name("${Stage}", "instance")),
+                "Roles": [{"Ref": "BatchInstanceRole"}],
+            },
+        },
+        "RunnerRepository": {
+            "Type": "AWS::ECR::Repository",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "RepositoryName": _sub(runner_repository_name("${Stage}")),
+                "ImageScanningConfiguration": {"ScanOnPush": True},
+            },
+        },
+    }
+
+
 def template() -> dict:
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": "Nimbus data plane: the DynamoDB table, the artifact bucket, the API function's policy and the scoring functions' role.",
+        "Description": "Nimbus data plane: the DynamoDB table, the artifact bucket, the API function's policy, the scoring functions' role and the roles of Batch jobs.",
         "Parameters": {
             "Stage": {
                 "Type": "String",
@@ -365,6 +528,7 @@ def template() -> dict:
             "ArtifactBucketPolicy": _bucket_policy(),
             "ApiFunctionPolicy": _api_function_policy(),
             "ScoringFunctionRole": _scoring_role(),
+            **_batch_resources(),
         },
         "Outputs": {
             "TableName": {"Value": {"Ref": "NimbusTable"}},
@@ -372,6 +536,10 @@ def template() -> dict:
             "BucketName": {"Value": {"Ref": "ArtifactBucket"}},
             "ApiFunctionPolicyArn": {"Value": {"Ref": "ApiFunctionPolicy"}},
             "ScoringRoleArn": {"Value": {"Fn::GetAtt": ["ScoringFunctionRole", "Arn"]}},
+            "BatchJobRoleArn": {"Value": {"Fn::GetAtt": ["BatchJobRole", "Arn"]}},
+            "BatchExecutionRoleArn": {"Value": {"Fn::GetAtt": ["BatchExecutionRole", "Arn"]}},
+            "BatchInstanceProfileArn": {"Value": {"Fn::GetAtt": ["BatchInstanceProfile", "Arn"]}},
+            "RunnerRepositoryName": {"Value": {"Ref": "RunnerRepository"}},
         },
     }
 
@@ -398,6 +566,15 @@ def stage_policy(stage: str) -> dict:
                 "role": f"arn:aws:iam::*:role/{scoring_role_name(stage)}",
                 "log_groups": [f"{scoring_logs}", f"{scoring_logs}:*"],
                 "secrets": f"arn:aws:secretsmanager:*:*:secret:{secrets_prefix(stage)}*",
+            },
+            batch={
+                "compute_environments": f"arn:aws:batch:*:*:compute-environment/{batch_prefix(stage)}*",
+                "job_queues": f"arn:aws:batch:*:*:job-queue/{batch_prefix(stage)}*",
+                "job_definitions": f"arn:aws:batch:*:*:job-definition/{batch_prefix(stage)}*",
+                "jobs": "arn:aws:batch:*:*:job/*",
+                "roles": [f"arn:aws:iam::*:role/{batch_role_name(stage, kind)}"
+                          for kind in ("job", "execution", "instance")],
+                "service_linked_role": "arn:aws:iam::*:role/aws-service-role/batch.amazonaws.com/*",
             },
         ),
     }

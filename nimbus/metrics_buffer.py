@@ -43,6 +43,7 @@ class RunStream:
 
     def __init__(self, client: ApiClient, path: str):
         self.client, self.path = client, path
+        self.rank = process_rank()  # every point sent carries it, so a distributed run's ranks stay apart
         self.series: dict[str, _Series] = {}
         self.kinds: dict[str, str] = {}
         self.next_step: dict[str, int] = {}
@@ -227,7 +228,10 @@ class MetricsBuffer:
             else:
                 values, steps, stamps = series.values[:take], series.steps[:take], series.timestamps[:take]
                 del series.values[:take], series.steps[:take], series.timestamps[:take]
-            entries.append({"name": name, "type": series.kind, "values": values, "steps": steps, "timestamps": stamps})
+            entry = {"name": name, "type": series.kind, "values": values, "steps": steps, "timestamps": stamps}
+            if stream.rank is not None:
+                entry["rank"] = stream.rank
+            entries.append(entry)
             budget -= take
         return MetricBatch(stream, entries, self.max_points - budget)
 
@@ -299,6 +303,12 @@ def _split(batch: MetricBatch) -> tuple[MetricBatch, MetricBatch]:
             second.append({**entry, **{k: entry[k][cut:] for k in ("values", "steps", "timestamps")}})
         seen += count
     return MetricBatch(batch.stream, first, half), MetricBatch(batch.stream, second, batch.points - half)
+
+
+def process_rank() -> int | None:
+    """This process's rank in a distributed run (NIMBUS_RANK, set by the runner), None outside one."""
+    text = os.environ.get("NIMBUS_RANK", "")
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 # --- batch ids ------------------------------------------------------------------------------------

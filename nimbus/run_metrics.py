@@ -98,16 +98,20 @@ class RunMetrics:
         return {n: shaped(summary[n]["type"], self.get_metric_history(n)["values"]) for n in names}
 
     def get_metric_history(self, name: str) -> dict[str, Any]:
-        """Every point of one metric: {name, type, values, steps, timestamps}, in logging order."""
+        """Every point of one metric: {name, type, values, steps, timestamps, ranks}, in logging order.
+
+        `ranks` holds each point's rank in a distributed run (None for points logged outside one)."""
         client = self.workspace.client
         path = api_path("workspaces", self.workspace.name, "runs", self.id, "metric-history")
         params: dict[str, Any] = {"name": name, "max_results": HISTORY_PAGE}
-        history: dict[str, Any] = {"name": name, "type": None, "values": [], "steps": [], "timestamps": []}
+        history: dict[str, Any] = {"name": name, "type": None, "values": [], "steps": [], "timestamps": [],
+                                   "ranks": []}
         while True:
             page = client.get(path, **params)
             history["type"] = page["type"]
             for key in ("values", "steps", "timestamps"):
                 history[key] += decode_non_finite(page[key])
+            history["ranks"] += page.get("ranks") or [None] * len(page["values"])
             if not page.get("next_page_token"):
                 return history
             params["page_token"] = page["next_page_token"]

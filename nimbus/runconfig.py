@@ -34,7 +34,7 @@ class ScriptRunConfig:
     command: str | Sequence[str] | None = None
     arguments: Sequence[Any] = ()
     compute_target: str = "local"
-    environment: str | None = None
+    environment: Any = None  # "name[:version]", or a registered nimbus.Environment (kept as "name:version")
     environment_variables: Mapping[str, str] = field(default_factory=dict)
     max_run_duration_seconds: int | None = None
     node_count: int = 1
@@ -64,9 +64,12 @@ class ScriptRunConfig:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= highest:
                 raise _invalid(name, f"must be a whole number from 1 to {highest}, not {value!r}")
         self.resources = _resources(self.resources)
+        from nimbus.environment import reference  # a registered Environment becomes 'name:version'
+
+        self.environment = reference(self.environment)
         if self.environment is not None and (not isinstance(self.environment, str) or not 0 < len(self.environment)
                                              <= 255):
-            raise _invalid("environment", "must be an environment name (1-255 characters) or None")
+            raise _invalid("environment", "must be a registered Environment, 'name[:version]' (1-255 characters) or None")
         self.environment_variables = _environment_variables(self.environment_variables)
         duration = self.max_run_duration_seconds
         if duration is not None and (isinstance(duration, bool) or not isinstance(duration, int)

@@ -9,24 +9,29 @@ incomplete; 143 when stopped by SIGTERM, leaving the run's status to whoever sto
 """
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import signal
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from nimbus import environments, ranks
 from nimbus.client import ApiClient, api_path
+from nimbus.environments import EnvironmentHandle
 from nimbus.exceptions import (
     AuthenticationError, ConfigurationError, ConflictError, NimbusError, ServiceUnavailableError,
 )
+from nimbus.heartbeat import Heartbeat
 from nimbus.run import Run
 from nimbus.runner_io import Outcome, RunEnded, ScriptProcess, note
 from nimbus.workspace import Workspace
 
 EXIT_REPORTED, EXIT_UNREPORTED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 128 + signal.SIGTERM
+HEARTBEAT_SECONDS = 60.0  # the service fails a Running run on Batch after 10 minutes without one
 RUNNER_ATTEMPTS = 10  # about 40 s of back-off before the service is taken to be unreachable
 TERMINAL = frozenset({"Completed", "Failed", "Canceled"})
 REQUIRED_ENV = ("NIMBUS_URL", "NIMBUS_RUN_TOKEN", "NIMBUS_WORKSPACE", "NIMBUS_RUN_ID")
@@ -65,18 +70,20 @@ class JobSettings:
                 "NIMBUS_RUN_ID": self.run_id}
 
 
-@dataclass(frozen=True)
-class EnvironmentHandle:
-    python: str
-    env: dict[str, str] = field(default_factory=dict)
-
-
-def prepare_environment(run_config: Mapping[str, Any]) -> EnvironmentHandle:
-    """The interpreter and extra variables the script runs with.
-
-    For now every run uses the runner's own interpreter; run_config["environment"] is not used yet.
-    """
-    return EnvironmentHandle(sys.executable)
+def prepare_environment(run_config: Mapping[str, Any], client: ApiClient | None = None,
+                        workspace: str | None = None) -> EnvironmentHandle:
+    """The interpreter and extra variables the script runs with: the runner's own interpreter, or the
+    virtualenv of run_config["environment"], built once per definition under NIMBUS_ENVS_DIR (default
+    $NIMBUS_HOME/envs) while the run is Preparing (nimbus/environments.py)."""
+    ref = run_config.get("environment")
+    if not ref:
+        return EnvironmentHandle(sys.executable)
+    if client is None or workspace is None:
+        raise PreparationError(f"environment {ref!r} needs the service to be read from")
+    try:
+        return environments.prepare_for_run(client, workspace, str(ref))
+    except environments.EnvironmentBuildError as err:
+        raise PreparationError(str(err)) from None
 
 
 def build_command(run_config: Mapping[str, Any], python: str) -> list[str]:
@@ -95,12 +102,14 @@ def build_command(run_config: Mapping[str, Any], python: str) -> list[str]:
 
 class Runner:
     def __init__(self, settings: JobSettings, client: ApiClient, *, extract: Extract | None = None,
-                 prepare: Callable[[Mapping], EnvironmentHandle] = prepare_environment, echo: bool = True):
+                 prepare: Callable[[Mapping], EnvironmentHandle] | None = None, echo: bool = True):
         self.settings, self.client = settings, client
         self.run = Run(Workspace(settings.workspace, client=client), settings.run_id)
-        self._extract, self._prepare, self._echo = extract, prepare, echo
+        self._extract, self._echo = extract, echo
+        self._prepare = prepare or functools.partial(prepare_environment, client=client, workspace=settings.workspace)
         self._stopping = threading.Event()
-        self._script: ScriptProcess | None = None
+        self.heartbeat_s = HEARTBEAT_SECONDS
+        self._script: ScriptProcess | ranks.RankGroup | None = None
 
     def stop(self) -> bool:
         """SIGTERM: passed on to the script's process group. False when no script was started yet."""
@@ -112,7 +121,8 @@ class Runner:
 
     def execute(self) -> int:
         try:
-            return self._execute()
+            with Heartbeat(self._beat, self.heartbeat_s):
+                return self._execute()
         except RunEnded:
             note("the run was ended elsewhere (canceled, or stopped by the service); stopping")
             return EXIT_REPORTED
@@ -139,14 +149,15 @@ class Runner:
             code_dir = self._fetch_snapshot(details.get("snapshot_id"))
             handle = self._prepare(config)
             argv = build_command(config, handle.python)
-        except (PreparationError, NimbusError, OSError) as err:
+            placement = ranks.plan(config, os.environ)
+        except (PreparationError, ranks.PlacementError, NimbusError, OSError) as err:
             self._reraise_unless_refused(err)
             self._report("Failed", {"message": f"preparing the run failed: {err}"})
             return EXIT_REPORTED
         if self._stopping.is_set():
             return EXIT_STOPPED
         self._report("Running")
-        outcome = self._run_script(argv, code_dir, self._script_env(config, handle))
+        outcome = self._run_script(argv, code_dir, self._script_env(config, handle), placement)
         if self._stopping.is_set():
             return EXIT_STOPPED
         self._report("Finalizing")
@@ -159,9 +170,10 @@ class Runner:
         return EXIT_REPORTED
 
     # --- the script -------------------------------------------------------------------------------
-    def _run_script(self, argv: list[str], code_dir: Path, env: dict[str, str]) -> Outcome:
+    def _run_script(self, argv: list[str], code_dir: Path, env: dict[str, str], placement: ranks.Placement) -> Outcome:
         (code_dir / "outputs").mkdir(exist_ok=True)
-        self._script = ScriptProcess(argv, code_dir, env, self._log_sender, echo=self._echo)
+        # One process, or node_count × process_count_per_node ranks supervised as one (nimbus/ranks.py)
+        self._script = ranks.start_script(argv, code_dir, env, self._log_sender, placement, echo=self._echo)
         try:
             self._script.start()
         except OSError as err:  # 127, as a shell reports a command it cannot run
@@ -191,6 +203,9 @@ class Runner:
             if self._current_status(err) != status:
                 raise
             # the run already has this status (a retried request went through): nothing to do
+
+    def _beat(self) -> None:
+        self.client.post(self._path("heartbeat"), retry=False)  # one try: the next beat is the retry
 
     def _current_status(self, refusal: NimbusError) -> str:
         """The run's status after a refusal; raises RunEnded when the refusal means the run is over."""
@@ -275,7 +290,11 @@ def _failure(name: str, outcome: Outcome, problem: str | None) -> dict:
             how = f"was killed by signal {-code}"
     else:
         how = f"exited with code {code}"
+    if outcome.rank is not None:
+        name = f"{name} rank {outcome.rank}"
     error = {"message": f"{name} {how}", "exit_code": code, "stderr_tail": outcome.stderr_tail}
+    if outcome.rank is not None:
+        error["rank"] = outcome.rank
     if problem is not None:
         error["outputs_error"] = problem
     return error

@@ -217,6 +217,7 @@ class Outcome:
     cpu_time_s: float
     stderr_tail: str
     run_ended: bool = False  # the service closed the run while the script ran
+    rank: int | None = None  # of a distributed script: the first rank that failed
 
 
 class ScriptProcess:

@@ -4,8 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import logging
+
 from chalicelib import settings as settings_module
 from chalicelib.services.common import Context
+from chalicelib.services.compute_targets import ComputeTargets
 from chalicelib.services.experiments import Experiments
 from chalicelib.services.identity import Identity
 from chalicelib.services.logs import Logs
@@ -18,7 +21,10 @@ from chalicelib.services.workspaces import Workspaces
 from chalicelib.store.factory import build_blobs, build_table
 
 if TYPE_CHECKING:
+    from chalicelib.services.environments import Environments
     from chalicelib.compute.dispatcher import Dispatcher
+    from chalicelib.compute.instance_queue import InstanceQueue
+    from chalicelib.services.compute_targets import Provisioner
     from chalicelib.hosting.port import FunctionHost
     from chalicelib.services.deployments import Deployments
     from chalicelib.services.telemetry import Telemetry
@@ -28,7 +34,8 @@ if TYPE_CHECKING:
 @dataclass
 class Services:
     """Everything a request may use. `dispatcher` runs submitted jobs and `host` runs scoring functions
-    (None where they are not set up); `secrets` keeps endpoint keys."""
+    (None where they are not set up); `secrets` keeps endpoint keys; `provisioner` makes the AWS
+    resources of batch compute targets (None: batch targets cannot be created here)."""
 
     ctx: Context
     identity: Identity
@@ -42,10 +49,27 @@ class Services:
     dispatcher: "Dispatcher | None" = None
     host: "FunctionHost | None" = None
     secrets: "Secrets | None" = None
+    provisioner: "Provisioner | None" = None
 
     @property
     def submissions(self) -> Submissions:
         return Submissions(self.ctx, self.dispatcher)
+
+    @property
+    def compute_targets(self) -> ComputeTargets:
+        return ComputeTargets(self.ctx, self.provisioner)
+
+    @property
+    def instance_queue(self) -> "InstanceQueue":
+        from chalicelib.compute.instance_queue import InstanceQueue
+
+        return InstanceQueue(self.ctx)
+
+    @property
+    def environments(self) -> "Environments":
+        from chalicelib.services.environments import Environments
+
+        return Environments(self.ctx)
 
     @property
     def deployments(self) -> "Deployments":
@@ -74,7 +98,26 @@ class Services:
             from chalicelib.hosting.lambda_host import LambdaHost
 
             built.host = LambdaHost(settings, built.ctx.blobs)
+            built.dispatcher, built.provisioner = _aws_compute(built)
         return built
+
+
+def _aws_compute(built: Services) -> tuple["Dispatcher", "Provisioner | None"]:
+    """Instance targets always; AWS Batch when its module is deployed (without it, creating a batch
+    target or submitting to one is refused with a 400 that says so)."""
+    from chalicelib.compute.instance_queue import InstanceQueue
+    from chalicelib.compute.router import ComputeRouter
+
+    dispatchers: dict = {"instance": InstanceQueue(built.ctx)}
+    try:
+        from chalicelib.compute.batch import BatchDispatcher, BatchProvisioner
+    except ModuleNotFoundError as missing:
+        if missing.name != "chalicelib.compute.batch":
+            raise  # batch.py is there but something it needs is not: that must not pass silently
+        logging.getLogger(__name__).warning("chalicelib.compute.batch is missing: batch compute targets are off")
+        return ComputeRouter(dispatchers), None
+    dispatchers["batch"] = BatchDispatcher(built, built.ctx.settings)
+    return ComputeRouter(dispatchers), BatchProvisioner(built.ctx.settings)
 
 
 _current: Services | None = None

@@ -89,6 +89,13 @@ class CreateRun(Body):
     client_token: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
 
+class CreateCompute(Body):
+    # settings stay loosely typed: the service checks them and names the field (`settings.max_vcpus`).
+    name: str = Field(max_length=64)
+    type: str = Field(max_length=32)
+    settings: dict[str, Any] = Field(default_factory=dict, max_length=50)
+
+
 class UpdateTags(Body):
     tags: dict[str, str] = Field(default_factory=dict)
     remove: list[str] = Field(default_factory=list, max_length=200)
@@ -112,6 +119,7 @@ class MetricEntry(BaseModel):
     values: list[Any]
     steps: list[Any] | None = None
     timestamps: list[Any] | None = None
+    rank: Any = None  # the rank that logged the points, in a distributed run (checked by the service)
 
 
 class LogMetrics(Body):
@@ -191,3 +199,13 @@ class UpdateModelVersion(Body):
 
 class SetAlias(Body):
     version: int = Field(ge=1, le=9_999_999_999)
+
+
+class EnvironmentDefinition(Body):
+    """An environment version's definition. Entries stay loosely typed: the service checks them and
+    names the field (`pip[2]`, `variables.FOO`)."""
+
+    python: Any = None
+    pip: Any = None
+    variables: Any = None
+    base_image: Any = None

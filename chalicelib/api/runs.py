@@ -1,4 +1,4 @@
-"""Runs: /v1/workspaces/{workspace}/runs[/{run_id}[/tags|/properties|/status|/children]]."""
+"""Runs: /v1/workspaces/{workspace}/runs[/{run_id}[/tags|/properties|/status|/heartbeat|/children]]."""
 from chalice import Blueprint
 
 from chalicelib.api.deps import services
@@ -55,21 +55,22 @@ def add_properties(principal, request, workspace, run_id, body):
 def change_status(principal, request, workspace, run_id, body):
     run = services().runs.transition(workspace, run_id, body.status, body.error)
     if body.status == "Canceled" and principal.run_id is None:
-        stop_job(run_id)
+        services().submissions.cancel(workspace, run)
     return run_view(run)
 
 
 @endpoint(bp, RUN + "/cancel", ("POST",), role="contributor", run_token=True)
 def cancel_run(principal, request, workspace, run_id):
     run = services().runs.transition(workspace, run_id, "Canceled", {"message": f"canceled by {principal.user}"})
-    stop_job(run_id)
+    services().submissions.cancel(workspace, run)  # its job, if a dispatcher here runs it, is stopped
     return run_view(run)
 
 
-def stop_job(run_id: str) -> None:
-    """A canceled run's job, if a dispatcher runs it here, is stopped (its whole process tree)."""
-    if services().dispatcher is not None:
-        services().dispatcher.cancel(run_id)
+@endpoint(bp, RUN + "/heartbeat", ("POST",), role="contributor", run_token=True)
+def heartbeat(principal, request, workspace, run_id):
+    """The runner says it is alive (every 60 s); runs on AWS Batch whose heartbeats stop are failed."""
+    run = services().runs.heartbeat(workspace, run_id)
+    return {"id": run["id"], "status": run["status"], "heartbeat": run["heartbeat"]}
 
 
 @endpoint(bp, RUN + "/children", role="reader", run_token=True)

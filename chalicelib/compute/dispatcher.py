@@ -35,6 +35,10 @@ class Dispatcher(abc.ABC):
     def cancel(self, run_id: str) -> bool:
         """Drop the job if queued, kill its whole process tree if running. False when the job is unknown here."""
 
+    def cancel_job(self, spec: JobSpec) -> bool:
+        """Cancel knowing the job's target: what a dispatcher of several targets needs to pick one."""
+        return self.cancel(spec.run_id)
+
     def queue_entry(self, spec: JobSpec) -> "Operation | None":
         """A table write that keeps the job queued across restarts, made in the submit transaction."""
         return None

@@ -55,10 +55,12 @@ class LocalWorker(Dispatcher):
     def __init__(self, jobs_dir: Path, api_url: str, mint_token: Callable[[JobSpec], str],
                  on_died: Callable[[str, str, str], None], run_status: Callable[[str, str], str], *,
                  concurrency: int = 2, python: str = sys.executable, poll_seconds: float = 0.5,
-                 kill_grace_s: float = 5.0, command: Callable[[JobSpec], list[str]] | None = None):
+                 kill_grace_s: float = 5.0, command: Callable[[JobSpec], list[str]] | None = None,
+                 job_env: dict[str, str] | None = None):
         """`mint_token(spec)` is called at launch and its token only passed in the environment; `on_died(run_id,
         workspace, reason)` marks the run Failed; `run_status(run_id, workspace)` tells whether the runner
-        reached a final status before it exited. Callbacks run without the worker's lock held."""
+        reached a final status before it exited. Callbacks run without the worker's lock held. `job_env` is added
+        to every runner's environment (e.g. NIMBUS_ENVS_DIR, where runs' environments are built)."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.jobs_dir = Path(jobs_dir)
@@ -68,6 +70,7 @@ class LocalWorker(Dispatcher):
         self.kill_grace_s = kill_grace_s
         self._mint_token, self._on_died, self._run_status = mint_token, on_died, run_status
         self._command = command or (lambda spec: runner_command(python))
+        self._job_env = dict(job_env or {})
         self._lock = threading.Lock()
         self._queue: collections.deque[JobSpec] = collections.deque()
         self._running: dict[str, _Job] = {}
@@ -193,6 +196,7 @@ class LocalWorker(Dispatcher):
         folder = (self.jobs_dir / spec.run_id).resolve()
         folder.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k != "NIMBUS_TOKEN"}  # the platform's own credentials stay here
+        env.update(self._job_env)
         env.update(NIMBUS_URL=self.api_url, NIMBUS_RUN_TOKEN=self._mint_token(spec), NIMBUS_WORKSPACE=spec.workspace,
                    NIMBUS_RUN_ID=spec.run_id, NIMBUS_JOB_DIR=str(folder))
         with open(folder / RUNNER_LOG, "ab") as runner_log:

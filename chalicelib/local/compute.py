@@ -26,8 +26,10 @@ class LocalCompute(Dispatcher):
 
     def __init__(self, services, jobs_dir: Path, api_url: str, concurrency: int = 2):
         self.services = services
+        # Runs' environments are built once per definition under the platform's home (nimbus/environments.py).
         self.worker = LocalWorker(jobs_dir, api_url, self._launching, self._died, self._status,
-                                  concurrency=concurrency)
+                                  concurrency=concurrency,
+                                  job_env={"NIMBUS_ENVS_DIR": str(services.ctx.settings.home / "envs")})
 
     def submit(self, spec: JobSpec) -> None:
         self.worker.submit(spec)

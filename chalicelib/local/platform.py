@@ -52,6 +52,8 @@ def build(home: Path, host: str = "127.0.0.1", port: int = 8000):
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # EMF lines are for CloudWatch only
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     from chalicelib.api.deps import Services
+    from chalicelib.compute.instance_queue import InstanceQueue
+    from chalicelib.compute.router import ComputeRouter
     from chalicelib.hosting.local_hosts import LocalHosts
     from chalicelib.local.compute import LocalCompute
     from chalicelib.local.server import LocalServer
@@ -65,7 +67,8 @@ def build(home: Path, host: str = "127.0.0.1", port: int = 8000):
     server.use(services)
     credentials = bootstrap(services, home, server.url)
     compute = LocalCompute(services, home / "jobs", server.url)
-    services.dispatcher = compute
+    # Instance targets: agents on other machines (or this one) pull their runs from the queue.
+    services.dispatcher = ComputeRouter({"local": compute, "instance": InstanceQueue(services.ctx)})
     compute.start()
     hosts = LocalHosts(home, services.ctx.blobs, services.ctx.table,
                        on_state=lambda *report: services.deployments.record_state(*report))

@@ -106,3 +106,55 @@ def deployment_prefix(endpoint_name: str) -> str:
 
 def deployment(workspace_name: str, endpoint_name: str, name: str) -> Key:
     return Key(f"WS#{workspace_name}", f"DEPLOY#{endpoint_name}#{name}")
+
+
+# --- compute targets (docs/compute.md) ----------------------------------------------------------------
+COMPUTE_PREFIX = "COMPUTE#"
+
+
+def compute_target(workspace_name: str, name: str) -> Key:
+    return Key(f"WS#{workspace_name}", f"COMPUTE#{name}")
+
+
+def active_runs_pk(workspace_name: str, target: str) -> str:
+    """A target's runs that have not ended: any of them blocks its deletion."""
+    return f"ACTIVE#{workspace_name}#{target}"
+
+
+def active_run(workspace_name: str, target: str, run_id: str) -> Key:
+    return Key(active_runs_pk(workspace_name, target), run_id)
+
+
+def instance_queue_pk(workspace_name: str, target: str) -> str:
+    """An `instance` target's queued runs, oldest first (run ids are time-ordered), until an agent claims one."""
+    return f"QUEUE#{workspace_name}#{target}"
+
+
+def instance_queue_entry(workspace_name: str, target: str, run_id: str) -> Key:
+    return Key(instance_queue_pk(workspace_name, target), run_id)
+
+
+# --- environments (docs/compute.md, "Environments") -------------------------------------------------
+def environment(workspace_name: str, name: str) -> Key:
+    return Key(f"WS#{workspace_name}", f"ENVNAME#{name}")
+
+
+ENVIRONMENT_PREFIX = "ENVNAME#"
+
+
+def environment_version(workspace_name: str, name: str, version: int) -> Key:
+    return Key(f"WS#{workspace_name}", f"ENV#{name}#{version:010d}")
+
+
+def environment_versions_prefix(name: str) -> str:
+    """Names never hold '#', so one environment's prefix cannot match another's (nor `ENVNAME#`)."""
+    return f"ENV#{name}#"
+
+
+def environment_build(definition_hash: str, kind: str) -> Key:
+    """One build of a definition: `kind` is `image#<workspace>` for a workspace's container image."""
+    return Key(f"BUILD#{definition_hash}", kind)
+
+
+def environment_builds_pk(definition_hash: str) -> str:
+    return f"BUILD#{definition_hash}"

@@ -3,6 +3,8 @@
 Ingestion is cheap: a request carries many points per metric and they are stored as chunks (one item
 holds up to CHUNK_POINTS points), written in one transaction together with the run's latest values.
 Chunk keys come from the client's batch id, so a retried batch overwrites itself instead of doubling.
+In a distributed run each rank logs to the same run: a metric's name is one series for all ranks, and
+each chunk records the rank that logged its points.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ GROUP_NAMES = 25  # keeps one update expression well under DynamoDB's 4 KB
 GROUP_ITEMS = 90
 GROUP_BYTES = 3_000_000  # transactions stop at 4 MB
 _BATCH_ID = re.compile(r"[0-9A-Za-z_-]{1,40}")
+MAX_RANK = 64 * 64 - 1  # node_count and process_count_per_node are at most 64 each
 _NON_FINITE = {"nan": math.nan, "infinity": math.inf, "+infinity": math.inf, "-infinity": -math.inf,
                "inf": math.inf, "+inf": math.inf, "-inf": -math.inf}
 
@@ -39,6 +42,8 @@ class Series:
     values: list = field(default_factory=list)
     steps: list = field(default_factory=list)
     timestamps: list = field(default_factory=list)
+    rank: int | None = None  # of the points parsed from one entry
+    ranks: list = field(default_factory=list)  # one per point, in a history
 
 
 def to_float(value: Any, where: str) -> float:
@@ -71,8 +76,9 @@ def _check_value(kind: str, value: Any, where: str) -> Any:
 
 
 def parse_series(entries: list[dict]) -> list[Series]:
-    """Validates the request's entries and merges entries of one name (keeping their order)."""
-    merged: dict[str, Series] = {}
+    """Validates the request's entries and merges entries of one name and rank (keeping their order)."""
+    merged: dict[tuple[str, int | None], Series] = {}
+    kinds: dict[str, str] = {}
     now = time.time()
     for index, entry in enumerate(entries):
         where = f"metrics[{index}]"
@@ -90,17 +96,29 @@ def parse_series(entries: list[dict]) -> list[Series]:
         if any(s is not None and (not isinstance(s, int) or isinstance(s, bool) or s < 0) for s in steps):
             raise Invalid(f"{where}.steps must be non-negative integers", field=f"{where}.steps")
         stamps = [to_float(t, f"{where}.timestamps") for t in stamps]
-        series = merged.setdefault(name, Series(name, kind))
-        if series.type != kind:
-            raise Invalid(f"metric {name!r} is sent as both {series.type} and {kind}", field=f"{where}.type")
+        rank = _rank(entry.get("rank"), f"{where}.rank")
+        if kinds.setdefault(name, kind) != kind:
+            raise Invalid(f"metric {name!r} is sent as both {kinds[name]} and {kind}", field=f"{where}.type")
+        series = merged.setdefault((name, rank), Series(name, kind, rank=rank))
         series.values += [_check_value(kind, v, f"{where}.values[{i}]") for i, v in enumerate(values)]
         series.steps += steps
         series.timestamps += stamps
     return list(merged.values())
 
 
-def _chunks(run_id: str, series: Series, batch_id: str) -> list[dict]:
-    """Split one series into items of at most CHUNK_POINTS points and CHUNK_BYTES bytes."""
+def _rank(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_RANK:
+        raise Invalid(f"{where} must be a whole number from 0 to {MAX_RANK}", field=where)
+    return value
+
+
+def _chunks(run_id: str, series: Series, batch_id: str, first: int = 0) -> list[dict]:
+    """Split one series into items of at most CHUNK_POINTS points and CHUNK_BYTES bytes.
+
+    `first` numbers the items after those of the same name already cut from this batch (another rank's).
+    """
     items, start = [], 0
     while start < len(series.values):
         end = min(start + CHUNK_POINTS, len(series.values))
@@ -112,9 +130,10 @@ def _chunks(run_id: str, series: Series, batch_id: str) -> list[dict]:
             if end - start == 1:
                 raise TooLarge(f"one value of metric {series.name!r} exceeds {CHUNK_BYTES} bytes", field="metrics")
             end = start + (end - start) // 2
-        items.append({"pk": keys.run_pk(run_id), "sk": f"{keys.metric_prefix(series.name)}{batch_id}#{len(items):04d}",
+        sk = f"{keys.metric_prefix(series.name)}{batch_id}#{first + len(items):04d}"
+        items.append({"pk": keys.run_pk(run_id), "sk": sk,
                       "entity": "metric_chunk", "name": series.name, "type": series.type, "count": end - start,
-                      "data": data})
+                      "data": data, **({} if series.rank is None else {"rank": series.rank})})
         start = end
     return items
 
@@ -137,8 +156,10 @@ class Metrics:
                 raise Conflict(f"metric {series.name!r} is a {known}; it cannot take {series.type} values",
                                field="metrics")
         groups: list[tuple[list[Series], list[dict], int]] = [([], [], 0)]
+        cut: dict[str, int] = {}  # chunks per name so far: one name's ranks share the batch's key space
         for series in series_list:
-            chunks = _chunks(run_id, series, batch_id)
+            chunks = _chunks(run_id, series, batch_id, cut.get(series.name, 0))
+            cut[series.name] = cut.get(series.name, 0) + len(chunks)
             size = sum(len(c["data"]) for c in chunks)
             names, items, total = groups[-1]
             if names and (len(names) >= GROUP_NAMES or len(items) + len(chunks) > GROUP_ITEMS or total + size > GROUP_BYTES):
@@ -149,7 +170,7 @@ class Metrics:
         for names, items, _ in groups:
             self._write_group(run_id, names, items)
             points += sum(len(s.values) for s in names)
-        return {"run_id": run_id, "batch_id": batch_id, "points": points, "metrics": len(series_list)}
+        return {"run_id": run_id, "batch_id": batch_id, "points": points, "metrics": len(cut)}
 
     def _write_group(self, run_id: str, series_list: list[Series], items: list[dict]) -> None:
         for start in range(0, len(items), GROUP_ITEMS):  # only a single huge series needs more than one
@@ -158,7 +179,8 @@ class Metrics:
             latest = {("metrics", s.name): s.values[-1] for s in series_list if s.type == "scalar"} if last else {}
             update = Update(keys.run(run_id), set={**{("metric_types", s.name): s.type for s in series_list}, **latest},
                             condition=all_of(attr_in("status", ACTIVE),
-                                             *[attr_absent_or_eq(("metric_types", s.name), s.type) for s in series_list]))
+                                             *[attr_absent_or_eq(("metric_types", name), kind)
+                                               for name, kind in {s.name: s.type for s in series_list}.items()]))
             try:
                 self.ctx.table.transact([*[Put(i) for i in part], update])
             except ConditionFailed:
@@ -192,6 +214,7 @@ class Metrics:
                 result.values += data["v"][skip:end]
                 result.steps += data["s"][skip:end]
                 result.timestamps += data["t"][skip:end]
+                result.ranks += [item.get("rank")] * len(data["v"][skip:end])
                 if end < len(data["v"]):  # the page ends inside this chunk
                     token = {"k": before, "i": end}
                     break
@@ -205,4 +228,4 @@ class Metrics:
             before = page.next
         token = encode_page_token(token) if token else None
         return {"name": name, "type": result.type, "values": result.values, "steps": result.steps,
-                "timestamps": result.timestamps, "next_page_token": token}
+                "timestamps": result.timestamps, "ranks": result.ranks, "next_page_token": token}

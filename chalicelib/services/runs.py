@@ -12,7 +12,8 @@ from chalicelib.services.common import Context, check_page_size, decode_page_tok
 from chalicelib.services.experiments import Experiments, check_experiment_name
 from chalicelib.services.identity import Principal
 from chalicelib.store.table import (
-    Check, ConditionFailed, Operation, Put, Query, Update, all_of, attr_absent_or_eq, attr_eq, item_absent, item_exists,
+    Check, ConditionFailed, Delete, Operation, Put, Query, Update, all_of, attr_absent_or_eq, attr_eq, attr_in, item_absent,
+    item_exists,
 )
 
 STATUSES = ("NotStarted", "Queued", "Preparing", "Running", "Finalizing", "Completed", "Failed", "Canceled")
@@ -84,7 +85,7 @@ class Runs:
                tags: dict | None = None, properties: dict | None = None, display_name: str | None = None,
                status: str = "NotStarted", submission: dict | None = None,
                extra_operations: Sequence[Operation] = (), run_id: str | None = None) -> dict:
-        """`submission` (snapshot_id, run_config, git, ci) is stored on the run; `extra_operations` join
+        """`submission` (snapshot_id, run_config, git, ci, compute_target) is stored on the run; `extra_operations` join
         its transaction, and a ConditionFailed among them is raised as is for the caller."""
         tags, properties = check_entries(tags or {}, "tags"), check_entries(properties or {}, "properties")
         check_room({}, tags, "tags")
@@ -189,6 +190,16 @@ class Runs:
             taken = sorted(k for k, v in properties.items() if k in current and current[k] != v)
             raise Conflict(f"properties are write-once; already set: {', '.join(taken)}", field="properties") from None
 
+    def heartbeat(self, workspace: str, run_id: str) -> dict:
+        """The runner is alive: `heartbeat` = now, while the run has not ended (services/reconcile.py
+        fails a Running run whose heartbeats stop)."""
+        self.get(workspace, run_id)
+        try:
+            return self.ctx.table.update(Update(keys.run(run_id), set={"heartbeat": self.ctx.now()},
+                                                condition=attr_in("status", ACTIVE)))
+        except ConditionFailed:
+            raise Conflict(f"run {run_id} has ended") from None
+
     def transition(self, workspace: str, run_id: str, status: str, error: dict | None = None) -> dict:
         if status not in STATUSES:
             raise Invalid(f"status must be one of {', '.join(STATUSES)}", field="status")
@@ -210,8 +221,13 @@ class Runs:
                 changes["duration_s"] = round(parse_iso(now) - parse_iso(run.get("started") or run["created"]), 3)
                 if error is not None:
                     changes["error"] = error
+            update = Update(keys.run(run_id), set=changes, condition=attr_eq("status", current))
             try:
-                return self.ctx.table.update(Update(keys.run(run_id), set=changes, condition=attr_eq("status", current)))
+                if status in TERMINAL and run.get("compute_target"):  # the target no longer counts it as active
+                    active = keys.active_run(workspace, run["compute_target"], run_id)
+                    self.ctx.table.transact([update, Delete(active)])
+                    return self.get(workspace, run_id)
+                return self.ctx.table.update(update)
             except ConditionFailed:
                 continue
         raise Conflict(f"run {run_id} is changing too often; retry")
@@ -244,6 +260,6 @@ def run_summary(item: dict) -> dict:
 def run_view(item: dict, children: dict[str, int] | None = None) -> dict:
     view = run_summary(item)
     view.update({k: item.get(k) for k in ("properties", "error", "root_id", "depth", "metric_types", "snapshot_id",
-                                          "run_config", "git", "ci")})
+                                          "run_config", "git", "ci", "compute_target", "job")})
     view["children"] = children or {}
     return view

@@ -5,13 +5,18 @@ same transaction, and a repeat returns that run instead of creating another.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from chalicelib.compute.dispatcher import Dispatcher, JobSpec
-from chalicelib.errors import Invalid
+from chalicelib.errors import Conflict, Invalid
 from chalicelib.services import keys
 from chalicelib.services.common import Context, new_id
+from chalicelib.services.compute_settings import RESOURCES, check_resources
+from chalicelib.services.compute_targets import LOCAL, ComputeTargets
+from chalicelib.services.environments import environment_for
 from chalicelib.services.identity import Principal
 from chalicelib.services.runs import Runs
-from chalicelib.store.table import ConditionFailed, Key, Put, item_absent
+from chalicelib.store.table import Check, ConditionFailed, Key, Operation, Put, attr_eq, item_absent
 
 
 def submission_key(workspace: str, client_token: str) -> Key:
@@ -33,9 +38,9 @@ class Submissions:
             earlier = self._earlier(workspace, client_token)
             if earlier is not None:
                 return earlier, False
-        if run_config.get("compute", "local") != "local" or self.dispatcher is None:
-            raise Invalid(f"compute target {run_config.get('compute')!r} is not available on this deployment",
-                          field="run_config.compute")
+        if self.dispatcher is None:
+            raise Invalid("this deployment runs no submitted jobs", field="run_config.compute")
+        target = ComputeTargets(self.ctx).usable(workspace, run_config.get("compute") or LOCAL)
         if self.ctx.table.get(keys.workspace_pk(workspace), f"SNAPSHOT#{snapshot_id}") is None:
             raise Invalid(f"snapshot {snapshot_id} not found in workspace {workspace!r}; upload it first",
                           field="snapshot_id")
@@ -43,20 +48,62 @@ class Submissions:
         if client_token:  # recorded in the run's own transaction: a repeat finds it or loses the race
             key = submission_key(workspace, client_token)
             extra.append(Put({"pk": key.pk, "sk": key.sk, "entity": "submission", "run_id": run_id}, item_absent()))
-        spec = JobSpec(run_id, workspace, run_config.get("max_run_duration_s"))
+        # The environment's version is pinned in the stored run_config and marked used in this transaction.
+        environment, environment_writes, run_config = environment_for(self.ctx, workspace, run_config)
+        extra.extend(environment_writes)
+        spec = replace(job_spec(run_id, workspace, run_config, target), environment=environment)
         queued = self.dispatcher.queue_entry(spec)
         if queued is not None:
             extra.append(queued)
-        submission = {"snapshot_id": snapshot_id, "run_config": run_config, "git": git, "ci": ci}
+        extra.extend(active_entry(spec, self.ctx.now()))
+        submission = {"snapshot_id": snapshot_id, "run_config": run_config, "git": git, "ci": ci,
+                      "compute_target": spec.compute}
         try:
             run = runs.create(principal, workspace, experiment, parent_id=parent_id, tags=tags, properties=properties,
                               display_name=display_name, status="Queued", submission=submission,
                               extra_operations=extra, run_id=run_id)
-        except ConditionFailed:  # a concurrent submit with the same token won
-            return runs.get(workspace, self.ctx.table.get_item(submission_key(workspace, client_token))["run_id"]), False
+        except ConditionFailed:
+            earlier = self._earlier(workspace, client_token) if client_token else None
+            if earlier is not None:  # a concurrent submit with the same token won
+                return earlier, False
+            ComputeTargets(self.ctx).usable(workspace, spec.compute)  # raises when the target is going away
+            raise Conflict("the run could not be queued: its compute target changed meanwhile; retry") from None
         self.dispatcher.submit(spec)
         return run, True
+
+    def cancel(self, workspace: str, run: dict) -> bool:
+        """Stop a canceled run's job on its target (False when no dispatcher here knows it)."""
+        if self.dispatcher is None:
+            return False
+        compute = run.get("compute_target") or LOCAL
+        target = ComputeTargets(self.ctx).find(workspace, compute)
+        if compute != LOCAL and target is None:
+            return False  # its target is gone: so is the job
+        return self.dispatcher.cancel_job(JobSpec(run["id"], workspace, None, compute=compute, target=target))
 
     def _earlier(self, workspace: str, client_token: str) -> dict | None:
         record = self.ctx.table.get_item(submission_key(workspace, client_token))
         return Runs(self.ctx).get(workspace, record["run_id"]) if record else None
+
+
+def job_spec(run_id: str, workspace: str, run_config: dict, target: dict | None) -> JobSpec:
+    """What the dispatcher needs; the resources are checked against the target's `max_job_*`."""
+    compute = run_config.get("compute") or LOCAL
+    asked = {k: v for k, v in (run_config.get("resources") or {}).items() if v is not None}
+    if target is not None and target["type"] == "batch":  # a Batch job always states its request
+        asked = {**{k: target["settings"][k] for k in RESOURCES if k in target["settings"]}, **asked}
+    resources = check_resources(compute, target["settings"] if target else {}, asked) or None
+    return JobSpec(run_id, workspace, run_config.get("max_run_duration_s"), compute=compute, target=target,
+                   node_count=run_config.get("node_count") or 1,
+                   process_count_per_node=run_config.get("process_count_per_node") or 1, resources=resources)
+
+
+def active_entry(spec: JobSpec, now: str) -> list[Operation]:
+    """The run's ACTIVE item, and a check that its target is still usable: a target being deleted either
+    fails this transaction or sees the item (docs/compute.md)."""
+    key = keys.active_run(spec.workspace, spec.compute, spec.run_id)
+    operations: list[Operation] = [Put({"pk": key.pk, "sk": key.sk, "entity": "active_run", "workspace": spec.workspace,
+                                        "target": spec.compute, "created": now}, item_absent())]
+    if spec.target is not None:
+        operations.append(Check(keys.compute_target(spec.workspace, spec.compute), attr_eq("state", "Succeeded")))
+    return operations

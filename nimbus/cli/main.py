@@ -5,7 +5,9 @@ import click
 
 from nimbus.cli.admin_cmds import token, user
 from nimbus.cli.common import NimbusGroup
+from nimbus.cli.compute_cmds import agent, compute
 from nimbus.cli.endpoint_cmds import deploy, endpoint
+from nimbus.cli.environment_cmds import environment
 from nimbus.cli.model_cmds import model
 from nimbus.cli.platform_cmds import login, up, whoami
 from nimbus.cli.run_cmds import run
@@ -23,5 +25,6 @@ def cli() -> None:
     """
 
 
-for command in (up, login, whoami, workspace, experiment, run, user, token, deploy, endpoint, model):
+for command in (up, login, whoami, workspace, experiment, run, user, token, deploy, endpoint, model,
+                environment, compute, agent):
     cli.add_command(command)

@@ -119,6 +119,10 @@ def test_invalid_entries_name_the_field(api, run):
         ({"name": "x", "values": [1], "steps": [-1]}, "metrics[0].steps"),
         ({"name": "x", "values": [1], "steps": ["0"]}, "metrics[0].steps"),
         ({"name": "x", "values": [1], "timestamps": ["noon"]}, "metrics[0].timestamps"),
+        ({"name": "x", "values": [1], "rank": -1}, "metrics[0].rank"),
+        ({"name": "x", "values": [1], "rank": "1"}, "metrics[0].rank"),
+        ({"name": "x", "values": [1], "rank": True}, "metrics[0].rank"),
+        ({"name": "x", "values": [1], "rank": 4096}, "metrics[0].rank"),
     ]
     for entry, field in cases:
         code, body = log(api, run, {"name": "fine", "values": [2.0]}, entry)
@@ -309,3 +313,22 @@ def test_history_token_of_another_metric_is_400(api, run):
     assert history(api, run, "a", max_results=2, page_token=token)["values"] == [3.0]
     code, body = api.call("GET", f"{WS}/runs/{run}/metric-history?name=b&page_token={token}")
     assert code == 400 and body["field"] == "page_token"
+
+
+def test_the_ranks_of_a_distributed_run_share_a_series_and_each_point_keeps_its_rank(api, run):
+    # Given one name logged by rank 1 and rank 0 in one batch, by rank 2 in another, and once without a rank
+    code, result = log(api, run, {"name": "loss", "values": [0.9, 0.8], "rank": 1},
+                       {"name": "loss", "values": [0.7], "rank": 0}, batch_id="b1")
+    assert code == 200 and result["points"] == 3 and result["metrics"] == 1
+    log(api, run, {"name": "loss", "values": [0.6], "rank": 2}, batch_id="b2")
+    log(api, run, {"name": "loss", "values": [0.5]}, batch_id="b3")
+
+    # Then the history holds every point once, with its rank
+    got = history(api, run, "loss")
+    assert sorted(zip(got["values"], got["ranks"])) == [(0.5, None), (0.6, 2), (0.7, 0), (0.8, 1), (0.9, 1)]
+    assert summary(api, run) == {"loss": {"type": "scalar", "latest": 0.5}}
+
+    # And the same name sent as two types by two ranks is refused
+    code, body = log(api, run, {"name": "acc", "values": [1.0], "rank": 0},
+                     {"name": "acc", "type": "list", "values": [[1]], "rank": 1})
+    assert code == 400 and body["field"] == "metrics[1].type"

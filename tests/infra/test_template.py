@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib.compute import batch_spec
 from chalicelib.hosting import lambda_package
 from chalicelib.settings import Settings
 from chalicelib.store import schema
@@ -98,6 +99,9 @@ def test_api_policy_is_least_privilege():
     assert not any(a.endswith("*") for a in actions)
     for statement in document["Statement"]:
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        if statement["Sid"] == "BatchRead":  # Batch's Describe* actions have no resource-level permissions
+            assert all(a.startswith("batch:Describe") for a in statement["Action"])
+            continue
         assert "*" not in resources
 
 
@@ -127,6 +131,16 @@ def test_chalice_stage_policies_grant_what_the_managed_policy_grants():
         assert stage_policy["ScoringFunctions"]["Resource"] == f"arn:aws:lambda:*:*:function:{prefix}*"
         assert lambda_package.function_name(settings.table_name, "ws", "ep").startswith(prefix)
         assert stage_policy["Secrets"]["Resource"] == f"arn:aws:secretsmanager:*:*:secret:{settings.secret_name_prefix}*"
+        # Batch: the names the adapters give resources are those the policy grants, the roles those it passes
+        prefix = build.batch_prefix(stage)
+        assert batch_spec.resource_name(settings.table_name, "ws", "gpu").startswith(prefix)
+        assert batch_spec.job_definition_name(settings.table_name, None).startswith(prefix)
+        assert batch_spec.job_definition_name(settings.table_name, {"hash": "ab" * 32}).startswith(prefix)
+        assert f"arn:aws:batch:*:*:job-queue/{prefix}*" in stage_policy["BatchJobs"]["Resource"]
+        for kind, configured in (("job", settings.batch_job_role_arn), ("execution", settings.batch_execution_role_arn),
+                                 ("instance", settings.batch_instance_role_arn)):
+            assert configured == build.batch_role_name(stage, kind)
+            assert f"arn:aws:iam::*:role/{configured}" in stage_policy["PassBatchRoles"]["Resource"]
 
 
 def test_api_policy_lets_the_api_manage_scoring_functions_and_secrets():
@@ -163,6 +177,38 @@ def test_scoring_role_reads_models_and_writes_telemetry_only():
     assert statements["WriteTelemetry"]["Condition"] == {
         "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["TELE#*"]}}
     assert set(statements["Logs"]["Action"]) == {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
+
+
+def test_api_policy_lets_the_api_run_batch_on_the_stage_resources_only():
+    statements = _statements_by_sid(_template()["Resources"]["ApiFunctionPolicy"]["Properties"]["PolicyDocument"])
+    batch = "arn:${AWS::Partition}:batch:${AWS::Region}:${AWS::AccountId}"
+    assert set(statements["BatchClusters"]["Action"]) >= {
+        "batch:CreateComputeEnvironment", "batch:UpdateComputeEnvironment", "batch:DeleteComputeEnvironment",
+        "batch:CreateJobQueue", "batch:UpdateJobQueue", "batch:DeleteJobQueue"}
+    assert statements["BatchClusters"]["Resource"] == [
+        {"Fn::Sub": f"{batch}:compute-environment/nimbus-${{Stage}}-*"}, {"Fn::Sub": f"{batch}:job-queue/nimbus-${{Stage}}-*"}]
+    assert set(statements["BatchJobs"]["Action"]) == {"batch:SubmitJob", "batch:RegisterJobDefinition",
+                                                      "batch:TerminateJob", "batch:TagResource"}
+    assert {"Fn::Sub": f"{batch}:job-definition/nimbus-${{Stage}}-*"} in statements["BatchJobs"]["Resource"]
+    assert set(statements["BatchRead"]["Action"]) == {"batch:DescribeJobs", "batch:DescribeJobDefinitions",
+                                                      "batch:DescribeJobQueues", "batch:DescribeComputeEnvironments"}
+    assert statements["PassBatchRoles"]["Resource"] == [
+        {"Fn::GetAtt": [name, "Arn"]} for name in ("BatchJobRole", "BatchExecutionRole", "BatchInstanceRole")]
+    assert statements["BatchServiceLinkedRole"]["Condition"] == {
+        "StringEquals": {"iam:AWSServiceName": "batch.amazonaws.com"}}
+
+
+def test_the_runner_role_may_write_its_logs_and_nothing_else():
+    resources = _template()["Resources"]
+    role = resources["BatchJobRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
+    (policy,) = role["Policies"]
+    (logs,) = policy["PolicyDocument"]["Statement"]
+    assert logs["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert all("/aws/batch/job" in r["Fn::Sub"] for r in logs["Resource"])
+    assert "ManagedPolicyArns" not in role
+    assert resources["BatchInstanceProfile"]["Properties"]["Roles"] == [{"Ref": "BatchInstanceRole"}]
 
 
 # --- cfn-lint ---------------------------------------------------------------------------------
@@ -273,6 +319,12 @@ def test_chalice_package_merges_the_template_and_lints(tmp_path):
     assert sam["Transform"] == "AWS::Serverless-2016-10-31"
     assert set(_template()["Resources"]) <= set(sam["Resources"])
     assert sam["Parameters"] == _template()["Parameters"]
+    # Batch's job state changes reach a function of their own through the rule Chalice declares
+    events = sam["Resources"]["BatchJobStateChange"]["Properties"]["Events"]
+    assert events["BatchJobStateChangeEvent"] == {"Type": "CloudWatchEvent", "Properties": {"Pattern": {
+        "source": ["aws.batch"], "detail-type": ["Batch Job State Change"]}}}
+    sweep = sam["Resources"]["BatchSweep"]["Properties"]["Events"]["BatchSweepEvent"]
+    assert sweep == {"Type": "Schedule", "Properties": {"Schedule": "rate(5 minutes)"}}
     function = sam["Resources"]["APIHandler"]["Properties"]
     assert function["MemorySize"] == 512 and function["Timeout"] == 30
     assert function["Environment"]["Variables"]["NIMBUS_TABLE"] == "nimbus-dev"

@@ -161,3 +161,21 @@ def test_points_for_an_unreachable_service_are_given_up(metrics, monkeypatch):
         offline.log("x", float(step))
     with pytest.raises(ServiceUnavailableError, match="100 metric points were not stored: cannot reach"):
         offline.flush()
+
+
+def test_each_rank_of_a_distributed_run_tags_its_points(workspace, run, monkeypatch):
+    from nimbus import metrics_buffer
+
+    # Given three processes' worth of logging: ranks 1 and 0 (NIMBUS_RANK set by the runner), then none
+    for rank in ("1", "0", None):
+        if rank is None:
+            monkeypatch.delenv("NIMBUS_RANK", raising=False)
+        else:
+            monkeypatch.setenv("NIMBUS_RANK", rank)
+        monkeypatch.setattr(metrics_buffer, "_buffer", metrics_buffer.MetricsBuffer(retry_seconds=5))
+        Run(workspace, run.id).log("loss", float(rank or 9))
+        Run(workspace, run.id).flush()
+
+    # Then the points share one series and carry their ranks
+    history = run.get_metric_history("loss")
+    assert list(zip(history["values"], history["ranks"])) == [(1.0, 1), (0.0, 0), (9.0, None)]

@@ -1,0 +1,37 @@
+"""AWS Batch events: job state changes and the periodic sweep, handed to services/reconcile.py.
+
+Chalice makes each handler a Lambda function of its own (`chalice package`: an EventBridge rule with
+this pattern, and a schedule), sharing the API function's role, settings and code.
+"""
+from __future__ import annotations
+
+from chalice import Blueprint, Rate
+
+from chalicelib.api.deps import services
+from chalicelib.services.reconcile import EVENT_SOURCE, EVENT_TYPE, Reconciler
+from chalicelib.telemetry import logger
+
+bp = Blueprint(__name__)
+
+
+def reconciler() -> Reconciler:
+    import boto3
+
+    # Made per invocation, after any test's mock has started; a warm function pays about 10 ms.
+    ctx = services().ctx
+    return Reconciler(ctx, boto3.client("batch", region_name=ctx.settings.region))
+
+
+@bp.on_cw_event({"source": [EVENT_SOURCE], "detail-type": [EVENT_TYPE]}, name="batch_job_state_change")
+def batch_job_state_change(event) -> dict:
+    outcome = reconciler().on_job_event(event.to_dict())
+    logger.info("batch job event", extra={"job_id": (event.detail or {}).get("jobId"), "outcome": outcome})
+    return {"outcome": outcome}
+
+
+@bp.schedule(Rate(5, unit=Rate.MINUTES), name="batch_sweep", description="Fails runs whose Batch job or runner is gone")
+def batch_sweep(event) -> dict:
+    ctx = services().ctx
+    counts = reconciler().sweep(ctx.clock())
+    logger.info("batch sweep", extra=counts)
+    return counts

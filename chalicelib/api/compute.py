@@ -1,0 +1,46 @@
+"""Compute targets: /v1/workspaces/{workspace}/computes[/{name}[/claim]] (docs/compute.md)."""
+from chalice import Blueprint, Response
+
+from chalicelib.api.deps import services
+from chalicelib.api.models import CreateCompute
+from chalicelib.api.routing import endpoint
+from chalicelib.errors import Invalid
+from chalicelib.services.runs import run_view
+
+bp = Blueprint(__name__)
+COMPUTES = "/v1/workspaces/{workspace}/computes"
+
+
+@endpoint(bp, COMPUTES, ("POST",), body=CreateCompute, role="contributor", status=201)
+def create_compute(principal, request, workspace, body):
+    return services().compute_targets.create(principal, workspace, body.name, body.type, body.settings)
+
+
+@endpoint(bp, COMPUTES, role="reader")
+def list_computes(principal, request, workspace):
+    return {"computes": services().compute_targets.list(workspace)}
+
+
+@endpoint(bp, COMPUTES + "/{name}", role="reader")
+def show_compute(principal, request, workspace, name):
+    return services().compute_targets.get(workspace, name)
+
+
+@endpoint(bp, COMPUTES + "/{name}", ("DELETE",), role="contributor")
+def delete_compute(principal, request, workspace, name):
+    services().compute_targets.delete(workspace, name)
+    return {"name": name, "deleted": True}
+
+
+@endpoint(bp, COMPUTES + "/{name}/claim", ("POST",), role="contributor")
+def claim_run(principal, request, workspace, name):
+    """For agents of instance targets: the oldest queued run and a token for it, or 204 when none."""
+    target = services().compute_targets.record(workspace, name)
+    if target["type"] != "instance":
+        raise Invalid(f"compute target {name!r} is of type {target['type']}: only instance targets hand runs "
+                      "to agents", field="name")
+    claimed = services().instance_queue.claim(workspace, name)
+    if claimed is None:
+        return Response(body="", status_code=204)
+    run, token = claimed
+    return {"run": run_view(run), "run_token": token}

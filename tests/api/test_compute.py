@@ -1,0 +1,268 @@
+"""Compute targets on both backends: create, list, show, delete, submissions to them, agents' claims."""
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import pytest
+
+from chalicelib.compute.instance_queue import InstanceQueue
+from chalicelib.compute.router import ComputeRouter
+from chalicelib.errors import Invalid
+from tests.api.helpers import all_at_once
+from tests.api.test_submit import RecordingDispatcher
+
+WS = "/v1/workspaces/team"
+COMPUTES = f"{WS}/computes"
+QUEUE_ARN = "arn:aws:batch:us-east-1:123456789012:job-queue/shared"
+CLUSTER = {"provisioning": "EC2", "max_vcpus": 8, "max_job_vcpus": 2, "subnets": ["subnet-0123456789abcdef0"],
+           "security_group_ids": ["sg-0123456789abcdef0"]}
+
+
+class RecordingProvisioner:
+    """The provisioner port's test double: AWS Batch itself is exercised by the batch module's own tests."""
+
+    def __init__(self):
+        self.created: list[tuple[str, str, dict]] = []
+        self.deleted: list[dict] = []
+        self.refuse: str | None = None
+
+    def create(self, workspace: str, name: str, settings: dict) -> dict:
+        if self.refuse:
+            raise Invalid(self.refuse, field="settings.subnets")
+        self.created.append((workspace, name, settings))
+        if "job_queue_arn" in settings:
+            return {"job_queue_arn": settings["job_queue_arn"], "created": False}
+        return {"compute_environment_arn": f"arn:ce/{name}", "job_queue_arn": f"arn:jq/{name}", "created": True}
+
+    def delete(self, resources: dict) -> None:
+        self.deleted.append(resources)
+
+
+@pytest.fixture
+def local_jobs(services):
+    """The deployment runs local and instance targets; local jobs are only recorded."""
+    recorded = RecordingDispatcher()
+    services.dispatcher = ComputeRouter({"local": recorded, "instance": InstanceQueue(services.ctx)})
+    return recorded
+
+
+@pytest.fixture
+def provisioner(services):
+    services.provisioner = RecordingProvisioner()
+    return services.provisioner
+
+
+@pytest.fixture
+def snapshot_id(api, services, local_jobs):
+    """A workspace `team` holding a one-file snapshot."""
+    api.ok("POST", "/v1/workspaces", {"name": "team"})
+    content = b"print('hello')\n"
+    digest = hashlib.sha256(content).hexdigest()
+    prefix = services.workspaces.record("team")["blob_prefix"]
+    services.ctx.blobs.put_bytes(f"{prefix}snapshots/content/{digest}", content)
+    return api.ok("POST", f"{WS}/snapshots", {"files": [{"path": "train.py", "digest": digest,
+                                                          "size": len(content)}]})["id"]
+
+
+def submit(api, snapshot_id, compute="local", **config):
+    run_config = {"script": "train.py", "compute": compute, **config}
+    return api.call("POST", f"{WS}/runs", {"experiment": "exp", "snapshot_id": snapshot_id, "run_config": run_config})
+
+
+def test_an_instance_target_is_created_listed_shown_and_deleted(api, snapshot_id):
+    created = api.ok("POST", COMPUTES, {"name": "gpu-box", "type": "instance"}, status=201)
+    assert created["state"] == "Succeeded" and created["settings"] == {"max_concurrent_runs": 1}
+    assert created["created_by"] == "admin"
+
+    listed = api.ok("GET", COMPUTES)["computes"]
+    assert [(c["name"], c["type"]) for c in listed] == [("local", "local"), ("gpu-box", "instance")]
+    shown = api.ok("GET", f"{COMPUTES}/gpu-box")
+    assert shown["type"] == "instance" and shown["active_runs"] == 0
+
+    assert api.ok("DELETE", f"{COMPUTES}/gpu-box") == {"name": "gpu-box", "deleted": True}
+    status, body = api.call("GET", f"{COMPUTES}/gpu-box")
+    assert status == 404 and "gpu-box" in body["message"]
+    status, _ = api.call("DELETE", f"{COMPUTES}/gpu-box")
+    assert status == 404
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"name": "box", "type": "instance", "settings": {"max_concurrent_runs": "2"}}, "settings.max_concurrent_runs"),
+    ({"name": "box", "type": "instance", "settings": {"max_concurrent_runs": 0}}, "settings.max_concurrent_runs"),
+    ({"name": "box", "type": "instance", "settings": {"max_vcpus": 4}}, "settings.max_vcpus"),
+    ({"name": "box", "type": "kubernetes"}, "type"),
+    ({"name": "Box!", "type": "instance"}, "name"),
+    ({"name": "box", "type": "batch", "settings": {**CLUSTER, "max_vcpus": -1}}, "settings.max_vcpus"),
+    ({"name": "box", "type": "batch", "settings": {**CLUSTER, "min_vcpus": 9}}, "settings.min_vcpus"),
+    ({"name": "box", "type": "batch", "settings": {**CLUSTER, "max_job_vcpus": 64}}, "settings.max_job_vcpus"),
+    ({"name": "box", "type": "batch", "settings": {**CLUSTER, "subnets": ["nope"]}}, "settings.subnets[0]"),
+    ({"name": "box", "type": "batch", "settings": {**CLUSTER, "provisioning": "FARGATE",
+                                                   "instance_types": ["c5.large"]}}, "settings.instance_types"),
+    ({"name": "box", "type": "batch", "settings": {"max_vcpus": 4}}, "settings.provisioning"),
+    ({"name": "box", "type": "batch", "settings": {"job_queue_arn": "queue"}}, "settings.job_queue_arn"),
+    ({"name": "box", "type": "batch", "settings": {"job_queue_arn": QUEUE_ARN, "max_vcpus": 4}}, "settings.max_vcpus"),
+])
+def test_bad_input_is_refused_naming_the_field(api, snapshot_id, provisioner, body, field):
+    status, answer = api.call("POST", COMPUTES, body)
+    assert (status, answer.get("field")) == (400, field), answer
+    assert provisioner.created == []
+    assert [c["name"] for c in api.ok("GET", COMPUTES)["computes"]] == ["local"]
+
+
+def test_local_is_built_in(api, snapshot_id):
+    status, body = api.call("POST", COMPUTES, {"name": "local", "type": "instance"})
+    assert status == 409 and body["field"] == "name"
+    status, body = api.call("DELETE", f"{COMPUTES}/local")
+    assert status == 400 and body["field"] == "name"
+    _, run = submit(api, snapshot_id)
+    assert run["compute_target"] == "local"
+    shown = api.ok("GET", f"{COMPUTES}/local")
+    assert (shown["type"], shown["state"], shown["active_runs"]) == ("local", "Succeeded", 1)
+
+
+def test_a_name_is_taken_once_and_readers_cannot_create(api, snapshot_id, user_token):
+    api.ok("POST", COMPUTES, {"name": "box", "type": "instance"})
+    status, body = api.call("POST", COMPUTES, {"name": "box", "type": "instance"})
+    assert status == 409 and body["field"] == "name"
+    token = user_token("rita")
+    api.ok("POST", f"{WS}/members", {"user": "rita", "role": "reader"})
+    assert api.call("POST", COMPUTES, {"name": "other", "type": "instance"}, token=token)[0] == 403
+    assert len(api.ok("GET", COMPUTES, token=token)["computes"]) == 2
+
+
+def test_batch_needs_a_provisioner(api, snapshot_id, services):
+    services.provisioner = None
+    status, body = api.call("POST", COMPUTES, {"name": "cluster", "type": "batch", "settings": CLUSTER})
+    assert status == 400 and body["field"] == "type" and "not configured" in body["message"]
+
+
+def test_a_batch_target_records_what_was_provisioned_and_deletes_only_that(api, snapshot_id, provisioner):
+    made = api.ok("POST", COMPUTES, {"name": "cluster", "type": "batch", "settings": CLUSTER}, status=201)
+    assert made["state"] == "Succeeded" and made["resources"]["created"] is True
+    assert made["settings"] == {**CLUSTER, "instance_types": ["optimal"], "min_vcpus": 0, "vcpus": 1,
+                                "memory_mb": 2048, "gpus": 0}
+    attached = api.ok("POST", COMPUTES, {"name": "shared", "type": "batch", "settings": {"job_queue_arn": QUEUE_ARN}})
+    assert attached["resources"] == {"job_queue_arn": QUEUE_ARN, "created": False}
+
+    api.ok("DELETE", f"{COMPUTES}/shared")
+    api.ok("DELETE", f"{COMPUTES}/cluster")
+    assert provisioner.deleted == [made["resources"]]
+
+
+def test_a_failed_provisioning_leaves_a_failed_target_whose_name_can_be_reused(api, snapshot_id, provisioner):
+    provisioner.refuse = "subnet-0123456789abcdef0 does not exist"
+    status, body = api.call("POST", COMPUTES, {"name": "cluster", "type": "batch", "settings": CLUSTER})
+    assert status == 400 and body["field"] == "settings.subnets"
+    shown = api.ok("GET", f"{COMPUTES}/cluster")
+    assert shown["state"] == "Failed" and "does not exist" in shown["error"]["message"]
+    status, body = submit(api, snapshot_id, "cluster")
+    assert status == 400 and body["field"] == "run_config.compute" and "Failed" in body["message"]
+
+    provisioner.refuse = None
+    assert api.ok("POST", COMPUTES, {"name": "cluster", "type": "batch", "settings": CLUSTER})["state"] == "Succeeded"
+
+
+def test_submissions_name_a_known_target_and_stay_within_its_limits(api, services, snapshot_id, provisioner):
+    status, body = submit(api, snapshot_id, "nowhere")
+    assert status == 400 and body["field"] == "run_config.compute"
+
+    # A target of another workspace is not found from this one
+    api.ok("POST", "/v1/workspaces", {"name": "elsewhere"})
+    api.ok("POST", "/v1/workspaces/elsewhere/computes", {"name": "theirs", "type": "instance"})
+    status, body = submit(api, snapshot_id, "theirs")
+    assert status == 400 and body["field"] == "run_config.compute"
+
+    api.ok("POST", COMPUTES, {"name": "cluster", "type": "batch", "settings": CLUSTER})
+    status, body = submit(api, snapshot_id, "cluster", resources={"vcpus": 4})
+    assert status == 400 and body["field"] == "run_config.resources.vcpus" and "max_job_vcpus" in body["message"]
+    # Without a batch dispatcher here, a valid request names the target as what cannot run
+    status, body = submit(api, snapshot_id, "cluster", resources={"vcpus": 2})
+    assert status == 400 and body["field"] == "run_config.compute" and "batch" in body["message"]
+    assert api.ok("GET", f"{COMPUTES}/cluster")["active_runs"] == 0
+
+
+def test_a_run_on_an_instance_target_is_queued_and_recorded(api, services, snapshot_id):
+    api.ok("POST", COMPUTES, {"name": "box", "type": "instance"})
+    status, run = submit(api, snapshot_id, "box", node_count=1, resources={"gpus": 1})
+    assert status == 201 and run["status"] == "Queued" and run["compute_target"] == "box"
+    assert api.ok("GET", f"{WS}/runs/{run['id']}")["compute_target"] == "box"
+    assert [i["sk"] for i in services.ctx.table.query_all(_query("QUEUE#team#box"))] == [run["id"]]
+
+    # Canceling it takes it off the queue and off the target's active runs
+    api.ok("POST", f"{WS}/runs/{run['id']}/cancel")
+    assert list(services.ctx.table.query_all(_query("QUEUE#team#box"))) == []
+    assert api.ok("GET", f"{COMPUTES}/box")["active_runs"] == 0
+    assert api.call("POST", f"{COMPUTES}/box/claim")[0] == 204
+
+
+def test_a_target_with_active_runs_is_not_deleted_until_they_end(api, snapshot_id):
+    api.ok("POST", COMPUTES, {"name": "box", "type": "instance"})
+    runs = [submit(api, snapshot_id, "box")[1] for _ in range(2)]
+    status, body = api.call("DELETE", f"{COMPUTES}/box")
+    assert status == 409 and all(r["id"] in body["message"] for r in runs)
+    assert body["details"]["active_runs"] == [r["id"] for r in runs]
+    shown = api.ok("GET", f"{COMPUTES}/box")
+    assert shown["state"] == "Succeeded" and shown["active_runs"] == 2  # the refused delete left it usable
+
+    # The first run ends through its runner's own report, the second by a cancel
+    claimed = api.ok("POST", f"{COMPUTES}/box/claim")
+    token = claimed["run_token"]
+    for status_name in ("Running", "Completed"):
+        api.ok("POST", f"{WS}/runs/{claimed['run']['id']}/status", {"status": status_name}, token=token)
+    assert api.call("DELETE", f"{COMPUTES}/box")[0] == 409
+    api.ok("POST", f"{WS}/runs/{runs[1]['id']}/cancel")
+    api.ok("DELETE", f"{COMPUTES}/box")
+
+
+def test_claim_hands_out_the_oldest_run_with_a_token_for_it(api, snapshot_id, services):
+    api.ok("POST", COMPUTES, {"name": "box", "type": "instance"})
+    first, second = (submit(api, snapshot_id, "box")[1] for _ in range(2))
+    claimed = api.ok("POST", f"{COMPUTES}/box/claim")
+    assert claimed["run"]["id"] == first["id"] and claimed["run"]["status"] == "Queued"
+    assert api.ok("GET", "/v1/whoami", token=claimed["run_token"])["run_id"] == first["id"]
+    # A run failed while queued is skipped
+    api.ok("POST", f"{WS}/runs/{second['id']}/status", {"status": "Failed"})
+    assert api.call("POST", f"{COMPUTES}/box/claim") == (204, None)
+
+
+def test_claim_is_for_instance_targets_and_contributors(api, snapshot_id, provisioner, user_token):
+    api.ok("POST", COMPUTES, {"name": "cluster", "type": "batch", "settings": CLUSTER})
+    for name in ("cluster", "local"):
+        status, body = api.call("POST", f"{COMPUTES}/{name}/claim")
+        assert status == 400 and body["field"] == "name"
+    assert api.call("POST", f"{COMPUTES}/nowhere/claim")[0] == 404
+    api.ok("POST", COMPUTES, {"name": "box", "type": "instance"})
+    token = user_token("rita")
+    api.ok("POST", f"{WS}/members", {"user": "rita", "role": "reader"})
+    assert api.call("POST", f"{COMPUTES}/box/claim", token=token)[0] == 403
+
+
+def test_each_queued_run_is_claimed_by_exactly_one_of_many_agents(api, snapshot_id):
+    # Given three queued runs and ten agents claiming at once
+    api.ok("POST", COMPUTES, {"name": "box", "type": "instance"})
+    queued = sorted(submit(api, snapshot_id, "box")[1]["id"] for _ in range(3))
+    claims, lock = [], threading.Lock()
+
+    def agent(_: int) -> None:
+        status, body = api.call("POST", f"{COMPUTES}/box/claim")
+        assert status in (200, 204), body
+        if status == 200:
+            with lock:
+                claims.append(body["run"]["id"])
+
+    # When they race, then each run went to exactly one agent
+    assert all_at_once(agent, 10) == []
+    assert sorted(claims) == queued
+    assert api.call("POST", f"{COMPUTES}/box/claim")[0] == 204
+
+
+def test_a_workspace_with_a_target_is_not_deleted_without_force(api, snapshot_id):
+    api.ok("POST", COMPUTES, {"name": "box", "type": "instance"})
+    assert api.call("DELETE", WS)[0] == 409
+
+
+def _query(pk: str):
+    from chalicelib.store.table import Query
+
+    return Query(pk)

@@ -1,0 +1,204 @@
+"""The Batch adapters against moto: provisioning, submitting, recording, throttling, canceling."""
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.compute import batch
+from chalicelib.compute.batch import BatchDispatcher, BatchProvisioner
+from chalicelib.compute.dispatcher import JobSpec
+from chalicelib.errors import Invalid, Unavailable
+from tests.unit.batch_helpers import make_account, throttled
+
+
+@pytest.fixture
+def account(aws_env):
+    return make_account()
+
+
+def provisioner(account, **kwargs) -> BatchProvisioner:
+    return BatchProvisioner(account.settings, account.batch, sleep=account.sleeps.append, poll_seconds=0, **kwargs)
+
+
+def dispatcher(account, **kwargs) -> BatchDispatcher:
+    return BatchDispatcher(account.services, account.settings, account.batch, sleep=account.sleeps.append, **kwargs)
+
+
+def batch_target(account, provisioning="EC2") -> dict:
+    settings = account.network(provisioning)
+    resources = provisioner(account).create("team", "gpu", settings)
+    return {"name": "gpu", "type": "batch", "settings": settings, "resources": resources, "state": "Succeeded"}
+
+
+def spec_of(run: dict, target: dict, **more) -> JobSpec:
+    return JobSpec(run["id"], "team", 3600, compute=target["name"], target=target, **more)
+
+
+# --- provisioning ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provisioning", ["EC2", "FARGATE"])
+def test_create_makes_a_valid_environment_and_queue_and_delete_removes_both(account, provisioning):
+    resources = provisioner(account).create("team", "gpu", account.network(provisioning))
+    assert resources["created"] is True and resources["platform"] == provisioning
+    (ce,) = account.batch.describe_compute_environments(
+        computeEnvironments=[resources["compute_environment_arn"]])["computeEnvironments"]
+    assert ce["computeEnvironmentName"] == "nimbus-test-team-gpu" and ce["status"] == "VALID"
+    assert ce["computeResources"]["type"] == provisioning
+    (queue,) = account.batch.describe_job_queues(jobQueues=[resources["job_queue_arn"]])["jobQueues"]
+    assert queue["computeEnvironmentOrder"][0]["computeEnvironment"] == resources["compute_environment_arn"]
+
+    provisioner(account).delete(resources)
+    assert account.batch.describe_job_queues(jobQueues=[resources["job_queue_arn"]])["jobQueues"] == []
+    assert account.batch.describe_compute_environments(
+        computeEnvironments=[resources["compute_environment_arn"]])["computeEnvironments"] == []
+    provisioner(account).delete(resources)  # deleting again finds nothing to do
+
+
+def test_a_failed_queue_creation_leaves_no_compute_environment_behind(account):
+    def refuse(**kwargs):
+        raise Exception("the queue could not be made")  # anything at all, not only Batch's errors
+
+    account.batch.create_job_queue = refuse
+    with pytest.raises(Exception, match="could not be made"):
+        provisioner(account).create("team", "gpu", account.network())
+    assert account.batch.describe_compute_environments()["computeEnvironments"] == []
+
+
+def test_attach_validates_the_queue_and_delete_leaves_it_alone(account):
+    made = provisioner(account).create("team", "shared", account.network("FARGATE"))
+    attached = provisioner(account).create("team", "gpu", {"job_queue_arn": made["job_queue_arn"]})
+    assert attached == {"job_queue_arn": made["job_queue_arn"], "created": False, "platform": "FARGATE"}
+    provisioner(account).delete(attached)
+    assert account.batch.describe_job_queues(jobQueues=[made["job_queue_arn"]])["jobQueues"]
+    with pytest.raises(Invalid) as missing:
+        provisioner(account).create("team", "gpu", {
+            "job_queue_arn": "arn:aws:batch:us-east-1:123456789012:job-queue/none"})
+    assert missing.value.field == "settings.job_queue_arn"
+
+
+def test_an_ec2_environment_without_an_instance_profile_is_refused_before_any_call(aws_env):
+    account = make_account(batch_instance_role_arn="")
+    with pytest.raises(Invalid, match="NIMBUS_BATCH_INSTANCE_ROLE_ARN"):
+        provisioner(account).create("team", "gpu", account.network())
+    assert account.batch.describe_compute_environments()["computeEnvironments"] == []
+
+
+# --- submitting -----------------------------------------------------------------------------------
+
+
+def test_submit_records_the_job_on_the_run_and_for_the_sweep(account):
+    target = batch_target(account)
+    run = account.queued_run(target)
+    minted = []
+
+    def mint(run_id, workspace, user):
+        minted.append((run_id, workspace, user))
+        return "nrt_token"
+
+    dispatcher(account, mint_token=mint).submit(spec_of(run, target))
+
+    job = account.services.runs.get("team", run["id"])["job"]
+    assert job["type"] == "batch" and job["job_name"] == f"nimbus-team-{run['id']}"
+    assert job["job_queue"] == target["resources"]["job_queue_arn"]
+    assert minted == [(run["id"], "team", "admin")]
+    entry = account.services.ctx.table.get_item(batch.batch_job_key(run["id"]))
+    assert entry["workspace"] == "team" and entry["job_id"] == job["job_id"]
+    (described,) = account.batch.describe_jobs(jobs=[job["job_id"]])["jobs"]
+    assert described["tags"] == {"nimbus:workspace": "team", "nimbus:run": run["id"], "nimbus:experiment": "mnist"}
+    assert described["jobQueue"] == target["resources"]["job_queue_arn"]
+    env = {e["name"]: e["value"] for e in described["container"]["environment"]}
+    assert env["NIMBUS_RUN_TOKEN"] == "nrt_token" and env["NIMBUS_URL"] == "https://api.example/api"
+    (definition,) = account.batch.describe_job_definitions(jobDefinitions=[described["jobDefinition"]])["jobDefinitions"]
+    assert definition["containerProperties"]["jobRoleArn"] == "arn:aws:iam::123456789012:role/job"  # name completed
+
+
+def test_the_default_token_is_a_real_run_token(account):
+    target = batch_target(account)
+    run = account.queued_run(target)
+    dispatcher(account).submit(spec_of(run, target))
+    (described,) = account.batch.describe_jobs(jobs=[account.services.runs.get("team", run["id"])["job"]["job_id"]])["jobs"]
+    token = {e["name"]: e["value"] for e in described["container"]["environment"]}["NIMBUS_RUN_TOKEN"]
+    assert account.services.identity.authenticate(f"Bearer {token}").run_id == run["id"]
+
+
+def test_a_matching_active_revision_is_reused_and_a_different_one_registered(account):
+    target = batch_target(account)
+    first, second, bigger = (account.queued_run(target) for _ in range(3))
+    dispatcher(account).submit(spec_of(first, target))
+    dispatcher(account).submit(spec_of(second, target))  # a new dispatcher: found through Batch, not a cache
+    dispatcher(account).submit(spec_of(bigger, target, resources={"vcpus": 4, "memory_mb": 4096, "gpus": 0}))
+    definitions = account.batch.describe_job_definitions(jobDefinitionName="nimbus-test-runner",
+                                                         status="ACTIVE")["jobDefinitions"]
+    assert sorted(d["revision"] for d in definitions) == [1, 2]
+    used = [account.batch.describe_jobs(jobs=[account.services.runs.get("team", r["id"])["job"]["job_id"]])
+            ["jobs"][0]["jobDefinition"] for r in (first, second, bigger)]
+    assert used[0] == used[1] != used[2]
+
+
+def test_throttling_is_retried_with_backoff(account):
+    target = batch_target(account)
+    run = account.queued_run(target)
+    real, failures = account.batch.submit_job, [throttled("SubmitJob"), throttled("SubmitJob")]
+
+    def flaky(**kwargs):
+        if failures:
+            raise failures.pop()
+        return real(**kwargs)
+
+    account.batch.submit_job = flaky
+    dispatcher(account).submit(spec_of(run, target))
+    assert account.services.runs.get("team", run["id"])["job"]["job_id"]
+    assert len(account.sleeps) == 2 and 0.25 <= account.sleeps[0] <= 0.5 and 0.5 <= account.sleeps[1] <= 1.0
+
+
+def test_a_submit_that_keeps_failing_fails_the_run_with_the_reason(account):
+    target = batch_target(account)
+    run = account.queued_run(target)
+
+    def always(**kwargs):
+        raise throttled("SubmitJob")
+
+    account.batch.submit_job = always
+    with pytest.raises(Unavailable):
+        dispatcher(account, attempts=3).submit(spec_of(run, target))
+    failed = account.services.runs.get("team", run["id"])
+    assert failed["status"] == "Failed" and "AWS Batch is busy" in failed["error"]["message"]
+    assert len(account.sleeps) == 2
+
+
+def test_a_bad_request_fails_the_run_without_retrying(account):
+    target = batch_target(account)
+    target = {**target, "resources": {**target["resources"], "job_queue_arn": None}}
+    run = account.queued_run(target)
+    with pytest.raises(Invalid):
+        dispatcher(account).submit(spec_of(run, target))
+    assert "has no job queue" in account.services.runs.get("team", run["id"])["error"]["message"]
+
+
+def test_a_run_canceled_while_submitting_has_its_job_stopped(account):
+    target = batch_target(account)
+    run = account.queued_run(target)
+    real, stopped = account.batch.submit_job, []
+
+    def submit_then_cancel(**kwargs):
+        answer = real(**kwargs)
+        account.services.runs.transition("team", run["id"], "Canceled")
+        return answer
+
+    account.batch.submit_job = submit_then_cancel
+    account.batch.terminate_job = lambda **kwargs: stopped.append(kwargs) or {}
+    dispatcher(account).submit(spec_of(run, target))
+    assert "job" not in account.services.runs.get("team", run["id"])
+    assert stopped and stopped[0]["reason"] == "the run ended before its job started"
+
+
+def test_cancel_terminates_the_recorded_job(account):
+    target = batch_target(account)
+    run = account.queued_run(target)
+    dispatcher(account).submit(spec_of(run, target))
+    job_id = account.services.runs.get("team", run["id"])["job"]["job_id"]
+    stopped = []
+    account.batch.terminate_job = lambda **kwargs: stopped.append(kwargs) or {}
+    assert dispatcher(account).cancel(run["id"]) is True
+    assert stopped == [{"jobId": job_id, "reason": "canceled in Nimbus"}]
+    assert dispatcher(account).cancel(account.queued_run(target)["id"]) is False  # never submitted

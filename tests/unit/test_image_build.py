@@ -1,0 +1,152 @@
+"""Environment images on AWS: the pure plan (Dockerfile, buildspec, context), its pip step run for real
+offline, and the CodeBuild/ECR requests under moto."""
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from chalicelib.compute import image_build
+from chalicelib.compute.image_build import ImageBuilds, build_context, buildspec, dockerfile
+from chalicelib.services.environments import definition_hash, normalize_definition
+from chalicelib.services import keys
+from chalicelib.services.identity import Principal
+from tests.wheels import build_tiny_wheel
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN = Principal("admin", True, "t1")
+
+
+def test_the_dockerfile_installs_the_requirements_the_client_and_sets_the_variables():
+    definition = normalize_definition("3.12", ["numpy==2.0.0", "--find-links /w"],
+                                      {"GREETING": 'say "hi" for $5', "MULTI": "a\nb"}, None)
+    text = dockerfile(definition, "f" * 64)
+    lines = text.splitlines()
+    assert lines[1] == "FROM python:3.12-slim"
+    assert "COPY requirements.txt /opt/nimbus/requirements.txt" in lines
+    assert 'RUN ["python", "-m", "pip", "install", "-r", "/opt/nimbus/requirements.txt"]' in lines
+    client = next(line for line in lines if "requests>=" in line)
+    assert json.loads(client[len("RUN "):])[:4] == ["python", "-m", "pip", "install"]
+    assert 'ENV GREETING="say \\"hi\\" for \\$5"' in lines
+    assert not any(line.startswith("ENV MULTI") for line in lines)  # a line break cannot be an ENV: the runner sets it
+    assert f"ENV NIMBUS_ENVIRONMENT_HASH={'f' * 64}" in lines and lines[-1] == 'CMD ["python", "-m", "nimbus.runner"]'
+    # no requirements, no requirements step
+    assert "requirements.txt" not in dockerfile(normalize_definition(None, [], None, "ubuntu:24.04"), "0" * 64)
+
+
+def test_the_client_requirements_are_the_packages_pyproject_declares():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~]", line)[0].lower() for line in declared}
+    for requirement in image_build.CLIENT_REQUIREMENTS:
+        assert re.split(r"[<>=!~]", requirement)[0].lower() in names, requirement
+
+
+def test_the_buildspec_builds_pushes_and_keeps_the_log():
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/nimbus-team:" + "a" * 64
+    spec = yaml.safe_load(buildspec(image, "bucket", "ws/environments/x/build.log"))
+    commands = spec["phases"]["build"]["commands"]
+    assert spec["version"] == 0.2 and spec["env"]["shell"] == "bash"
+    assert "docker login" in spec["phases"]["pre_build"]["commands"][0]
+    assert "123456789012.dkr.ecr.us-east-1.amazonaws.com" in spec["phases"]["pre_build"]["commands"][0]
+    assert f"docker build --tag {image} ." in commands[0] and f"docker push {image}" in commands[1]
+    assert spec["phases"]["build"]["finally"] == ["aws s3 cp build.log s3://bucket/ws/environments/x/build.log || true"]
+    assert image_build.repository_name("a--b-") == "nimbus-a-b"
+
+
+def test_the_dockerfile_pip_step_installs_its_requirements_file_for_real(tmp_path):
+    # Given a definition whose package comes from a local wheel, and its build context unpacked
+    wheels = build_tiny_wheel(tmp_path / "wheels").parent
+    definition = normalize_definition(None, ["--no-index", f"--find-links {wheels}", "nimbus-tiny==0.1"], None, None)
+    context = tmp_path / "context"
+    with zipfile.ZipFile(io.BytesIO(build_context(definition, definition_hash(definition)))) as archive:
+        archive.extractall(context)
+    assert (context / "nimbus-client" / "nimbus" / "runner.py").is_file()
+    # When the Dockerfile's requirements step runs here, its image paths mapped onto the context
+    lines = (context / "Dockerfile").read_text().splitlines()
+    copied = dict(line.split()[1:3][::-1] for line in lines if line.startswith("COPY "))  # image path -> context path
+    step = next(json.loads(line[4:]) for line in lines if line.startswith("RUN [") and '"-r"' in line)
+    argv = [str(context / copied[arg]) if arg in copied else arg for arg in step]
+    assert argv[0] == "python"
+    result = subprocess.run([sys.executable, *argv[1:], "--dry-run", "--disable-pip-version-check"],
+                            capture_output=True, text=True, timeout=120)
+    # Then pip resolves the requirements file it names from the wheel folder, without any index
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Would install nimbus-tiny-0.1" in result.stdout
+
+
+# --- CodeBuild and ECR under moto -------------------------------------------------------------------
+@pytest.fixture
+def aws_services(aws_env, tmp_path):
+    import boto3
+
+    from chalicelib.api.deps import Services
+    from chalicelib.settings import Settings
+    from chalicelib.store import schema
+
+    settings = Settings(backend="aws", home=tmp_path, table_name="nimbus-test", bucket="nimbus-test",
+                        codebuild_project="nimbus-envs")
+    boto3.client("dynamodb", region_name=settings.region).create_table(
+        **schema.dynamodb_table_definition(settings.table_name))
+    boto3.client("s3", region_name=settings.region).create_bucket(Bucket=settings.bucket)
+    boto3.client("codebuild", region_name=settings.region).create_project(
+        name="nimbus-envs", source={"type": "S3", "location": "nimbus-test/environments/none.zip"},
+        artifacts={"type": "NO_ARTIFACTS"}, serviceRole="arn:aws:iam::123456789012:role/codebuild",
+        environment={"type": "LINUX_CONTAINER", "image": "aws/codebuild/standard:7.0",
+                     "computeType": "BUILD_GENERAL1_SMALL", "privilegedMode": True})
+    services = Services.from_settings(settings)
+    services.workspaces.create(ADMIN, "team")
+    return services
+
+
+def test_a_new_definition_starts_one_image_build_shared_by_identical_ones(aws_services):
+    import boto3
+
+    environments = aws_services.environments
+    first, _ = environments.create(ADMIN, "team", "sklearn", pip=["numpy==2.0.0"])
+    twin, _ = environments.create(ADMIN, "team", "twin", pip=["numpy==2.0.0"])
+    assert twin["hash"] == first["hash"]
+
+    codebuild = boto3.client("codebuild", region_name="us-east-1")
+    assert len(codebuild.list_builds_for_project(projectName="nimbus-envs")["ids"]) == 1
+    repository = boto3.client("ecr", region_name="us-east-1").describe_repositories(repositoryNames=["nimbus-team"])
+    uri = repository["repositories"][0]["repositoryUri"]
+    prefix = aws_services.workspaces.record("team")["blob_prefix"] + f"environments/{first['hash']}/"
+    with zipfile.ZipFile(io.BytesIO(aws_services.ctx.blobs.get_bytes(prefix + "context.zip"))) as archive:
+        assert archive.read("requirements.txt") == b"numpy==2.0.0\n"
+
+    # moto finishes builds at once: reading the version refreshes the build's state
+    build, = environments.get("team", "sklearn", "1")["builds"]
+    assert build["state"] == "Succeeded" and build["image_uri"] == f"{uri}:{first['hash']}"
+    assert build["log_key"] == prefix + "build.log" and build["kind"] == "image"
+    assert environments.get("team", "twin", "latest")["builds"] == [build]
+    assert ImageBuilds(aws_services.ctx).ready_image("team", first["hash"]) == build["image_uri"]
+    assert ImageBuilds(aws_services.ctx).ready_image("elsewhere", first["hash"]) is None
+
+
+def test_a_build_that_cannot_start_is_failed_and_claimed_again_later(aws_services, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    aws_services.environments.create(ADMIN, "team", "other", pip=["pandas"])
+    item = aws_services.ctx.table.get_item(keys.environment_version("team", "other", 1))
+    broken = {**item, "hash": "b" * 64}
+
+    # a build whose start is refused records the failure
+    def refuse(**request):
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "StartBuild")
+
+    refusing = ImageBuilds(aws_services.ctx)
+    monkeypatch.setattr(refusing.codebuild, "start_build", refuse)
+    failed = refusing.start("team", broken)
+    assert failed["state"] == "Failed" and "AccessDenied" in failed["error"]
+    # a later start claims the failed build again and starts it
+    retried = ImageBuilds(aws_services.ctx).start("team", broken)
+    assert retried["state"] == "Building" and retried["build_id"]
+    assert ImageBuilds(aws_services.ctx).refresh("team", "b" * 64)["state"] == "Succeeded"
