@@ -202,3 +202,20 @@ def test_cancel_terminates_the_recorded_job(account):
     assert dispatcher(account).cancel(run["id"]) is True
     assert stopped == [{"jobId": job_id, "reason": "canceled in Nimbus"}]
     assert dispatcher(account).cancel(account.queued_run(target)["id"]) is False  # never submitted
+
+
+def test_a_batch_run_takes_its_environments_built_image_or_is_refused(account):
+    from chalicelib.compute.image_build import IMAGE_BUILD_KIND
+    from chalicelib.errors import Conflict
+    from chalicelib.services import keys
+    from chalicelib.services.submissions import _image_or_conflict
+
+    environment = {"name": "sklearn", "version": 2, "hash": "ab" * 32}
+    with pytest.raises(Conflict) as refused:  # not built yet
+        _image_or_conflict(account.services.ctx, "team", environment)
+    assert refused.value.field == "run_config.environment" and "sklearn:2" in refused.value.message
+
+    key = keys.environment_build(environment["hash"], IMAGE_BUILD_KIND + "team")
+    account.services.ctx.table.put({"pk": key.pk, "sk": key.sk, "state": "Succeeded",
+                                    "image_uri": "123.dkr.ecr.us-east-1.amazonaws.com/nimbus-team:abab"})
+    assert _image_or_conflict(account.services.ctx, "team", environment).endswith("nimbus-team:abab")
