@@ -50,6 +50,19 @@ def _atomic_moto_requests(monkeypatch):
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", serialised)
 
 
+_REAL_ENVIRON = os.environ
+
+
+@pytest.fixture(autouse=True)
+def _real_environ():
+    """Chalice's test client swaps os.environ for a copy during each request; requests sent from several
+    threads at once can leave a copy in place, whose changes subprocesses never see. Every test starts
+    and ends with the real one."""
+    os.environ = _REAL_ENVIRON
+    yield
+    os.environ = _REAL_ENVIRON
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
     return request.param
