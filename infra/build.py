@@ -95,6 +95,24 @@ BATCH_JOB_LOG_GROUP = "/aws/batch/job"  # where Batch's default awslogs driver w
 SCORING_MODEL_OBJECTS = "workspaces/*/models/*"  # registered model files (read at cold start)
 SCORING_CAPTURE_OBJECTS = "workspaces/*/captures/*"  # captured requests (`*` also spans folders)
 TELEMETRY_KEYS = ["TELE#*"]  # the only partition keys a scoring function writes
+# Environment images (chalicelib/compute/image_build.py): the API starts builds of the stage's CodeBuild
+# project and reads their state back, and makes each workspace's ECR repository, `nimbus-<ws>` (created
+# with a tag, which needs ecr:TagResource). The build reads its context and writes its log under
+# <workspace blob_prefix>environments/<hash>/, and pushes to the workspace's repository.
+CODEBUILD_ACTIONS = ["codebuild:StartBuild", "codebuild:BatchGetBuilds"]
+IMAGE_REPOSITORY_ACTIONS = ["ecr:CreateRepository", "ecr:DescribeRepositories", "ecr:TagResource"]
+IMAGE_REPOSITORY_PREFIX = f"{APP_NAME}-"  # image_build.repository_name(workspace) (tested)
+IMAGE_CONTEXT_OBJECTS = "workspaces/*/environments/*/context.zip"
+IMAGE_LOG_OBJECTS = "workspaces/*/environments/*/build.log"
+ECR_PUSH_ACTIONS = [
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:InitiateLayerUpload",
+    "ecr:UploadLayerPart",
+    "ecr:CompleteLayerUpload",
+    "ecr:PutImage",
+]
+CODEBUILD_IMAGE = "aws/codebuild/standard:7.0"  # Ubuntu with docker and the AWS CLI
+IMAGE_BUILD_LOG_RETENTION_DAYS = 30
 
 
 def table_name(stage: str) -> str:
@@ -132,6 +150,15 @@ def runner_repository_name(stage: str) -> str:
     return f"{APP_NAME}-{stage}-runner"
 
 
+def image_project_name(stage: str) -> str:
+    """The CodeBuild project that builds environment images; NIMBUS_CODEBUILD_PROJECT of the stage."""
+    return f"{APP_NAME}-{stage}-images"
+
+
+def image_build_log_group(stage: str) -> str:
+    return f"/aws/codebuild/{image_project_name(stage)}"
+
+
 def secrets_prefix(stage: str) -> str:
     """Settings.secret_name_prefix's default for the stage's table (tested)."""
     return f"{APP_NAME}/{table_name(stage)}/"
@@ -141,12 +168,30 @@ def _sub(text: str) -> dict:
     return {"Fn::Sub": text}
 
 
-def _policy_statements(table_arn, index_arn, bucket_arn, objects_arn, log_group_arns, scoring, batch) -> list[dict]:
+def _policy_statements(table_arn, index_arn, bucket_arn, objects_arn, log_group_arns, scoring, batch,
+                       images) -> list[dict]:
     """`scoring`: ARNs of the scoring functions, their role, their log groups and the stage's secrets.
     `batch`: ARN patterns of the stage's compute environments, job queues, job definitions, jobs and the
-    roles the API passes to Batch."""
+    roles the API passes to Batch. `images`: the image build project and the workspaces' repositories."""
     return [*_scoring_and_data_statements(table_arn, index_arn, bucket_arn, objects_arn, log_group_arns, scoring),
-            *_batch_statements(batch)]
+            *_batch_statements(batch), *_image_statements(images)]
+
+
+def _image_statements(images: dict) -> list[dict]:
+    return [
+        {
+            "Sid": "ImageBuilds",
+            "Effect": "Allow",
+            "Action": CODEBUILD_ACTIONS,
+            "Resource": images["project"],
+        },
+        {
+            "Sid": "ImageRepositories",
+            "Effect": "Allow",
+            "Action": IMAGE_REPOSITORY_ACTIONS,
+            "Resource": images["repositories"],
+        },
+    ]
 
 
 def _batch_statements(batch: dict) -> list[dict]:
@@ -409,6 +454,7 @@ def _api_function_policy() -> dict:
                     log_group_arns=[_sub(log_groups), _sub(f"{log_groups}:log-stream:*")],
                     scoring=_template_scoring_arns(),
                     batch=_template_batch_arns(),
+                    images=_template_image_arns(),
                 ),
             },
         },
@@ -440,6 +486,15 @@ def _template_batch_arns() -> dict:
         "roles": [{"Fn::GetAtt": [name, "Arn"]} for name in ("BatchJobRole", "BatchExecutionRole", "BatchInstanceRole")],
         "service_linked_role": _sub(
             "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/aws-service-role/batch.amazonaws.com/*"),
+    }
+
+
+def _template_image_arns() -> dict:
+    return {
+        "project": _sub("arn:${AWS::Partition}:codebuild:${AWS::Region}:${AWS::AccountId}"
+                        f":project/{image_project_name('${Stage}')}"),
+        "repositories": _sub("arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}"
+                             f":repository/{IMAGE_REPOSITORY_PREFIX}*"),
     }
 
 
@@ -511,10 +566,107 @@ def _batch_resources() -> dict:
     }
 
 
+def _image_build_resources() -> dict:
+    """The CodeBuild project that builds environment images, its role and its log group. The API starts
+    every build with the source (the context zip in the bucket, `sourceTypeOverride` S3), the buildspec
+    and privileged mode as overrides, so the project itself has no source: its own buildspec only fails."""
+    def arn(service: str) -> str:
+        return f"arn:${{AWS::Partition}}:{service}:${{AWS::Region}}:${{AWS::AccountId}}"
+
+    log_group = f"{arn('logs')}:log-group:{image_build_log_group('${Stage}')}"
+    repositories = f"{arn('ecr')}:repository/{IMAGE_REPOSITORY_PREFIX}*"
+    return {
+        "ImageBuildLogGroup": {
+            "Type": "AWS::Logs::LogGroup",
+            "Properties": {
+                "LogGroupName": _sub(image_build_log_group("${Stage}")),
+                "RetentionInDays": IMAGE_BUILD_LOG_RETENTION_DAYS,
+            },
+        },
+        "ImageBuildRole": _service_role(
+            f"{image_project_name('${Stage}')}-build", "Builds and pushes the Nimbus environment images (${Stage})",
+            "codebuild.amazonaws.com",
+            Policies=[{
+                "PolicyName": "image-build",
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "ReadContexts",
+                            "Effect": "Allow",
+                            "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+                            "Resource": _sub(f"${{ArtifactBucket.Arn}}/{IMAGE_CONTEXT_OBJECTS}"),
+                        },
+                        {
+                            # CodeBuild checks an S3 source's bucket (region, owner) before it downloads.
+                            "Sid": "SourceBucket",
+                            "Effect": "Allow",
+                            "Action": ["s3:GetBucketLocation", "s3:GetBucketAcl"],
+                            "Resource": {"Fn::GetAtt": ["ArtifactBucket", "Arn"]},
+                        },
+                        {
+                            "Sid": "WriteBuildLogs",
+                            "Effect": "Allow",
+                            "Action": ["s3:PutObject"],
+                            "Resource": _sub(f"${{ArtifactBucket.Arn}}/{IMAGE_LOG_OBJECTS}"),
+                        },
+                        {
+                            # No resource-level permissions: the token is for the registry, not a repository.
+                            "Sid": "RegistryLogin",
+                            "Effect": "Allow",
+                            "Action": ["ecr:GetAuthorizationToken"],
+                            "Resource": "*",
+                        },
+                        {
+                            "Sid": "PushImages",
+                            "Effect": "Allow",
+                            "Action": ECR_PUSH_ACTIONS,
+                            "Resource": _sub(repositories),
+                        },
+                        {
+                            "Sid": "Logs",
+                            "Effect": "Allow",
+                            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                            "Resource": [_sub(log_group), _sub(f"{log_group}:log-stream:*")],
+                        },
+                    ],
+                },
+            }],
+        ),
+        "ImageBuildProject": {
+            "Type": "AWS::CodeBuild::Project",
+            "Properties": {
+                "Name": _sub(image_project_name("${Stage}")),
+                "Description": _sub("Nimbus environment images (${Stage}): started by the API with overrides"),
+                "ServiceRole": {"Fn::GetAtt": ["ImageBuildRole", "Arn"]},
+                "Source": {
+                    "Type": "NO_SOURCE",
+                    "BuildSpec": json.dumps({"version": 0.2, "phases": {"build": {"commands": [
+                        "echo 'Nimbus starts these builds with a source and a buildspec' && exit 1"]}}}),
+                },
+                "Artifacts": {"Type": "NO_ARTIFACTS"},
+                "Environment": {
+                    "Type": "LINUX_CONTAINER",
+                    "ComputeType": "BUILD_GENERAL1_SMALL",
+                    "Image": CODEBUILD_IMAGE,
+                    "ImagePullCredentialsType": "CODEBUILD",
+                    "PrivilegedMode": True,  # docker build inside the build container
+                },
+                "LogsConfig": {
+                    "CloudWatchLogs": {"Status": "ENABLED", "GroupName": {"Ref": "ImageBuildLogGroup"}},
+                    "S3Logs": {"Status": "DISABLED"},
+                },
+                "TimeoutInMinutes": 60,
+                "QueuedTimeoutInMinutes": 60,
+            },
+        },
+    }
+
+
 def template() -> dict:
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": "Nimbus data plane: the DynamoDB table, the artifact bucket, the API function's policy, the scoring functions' role and the roles of Batch jobs.",
+        "Description": "Nimbus data plane: the DynamoDB table, the artifact bucket, the API function's policy, the scoring functions' role, the roles of Batch jobs and the environment image builds.",
         "Parameters": {
             "Stage": {
                 "Type": "String",
@@ -529,6 +681,7 @@ def template() -> dict:
             "ApiFunctionPolicy": _api_function_policy(),
             "ScoringFunctionRole": _scoring_role(),
             **_batch_resources(),
+            **_image_build_resources(),
         },
         "Outputs": {
             "TableName": {"Value": {"Ref": "NimbusTable"}},
@@ -540,6 +693,8 @@ def template() -> dict:
             "BatchExecutionRoleArn": {"Value": {"Fn::GetAtt": ["BatchExecutionRole", "Arn"]}},
             "BatchInstanceProfileArn": {"Value": {"Fn::GetAtt": ["BatchInstanceProfile", "Arn"]}},
             "RunnerRepositoryName": {"Value": {"Ref": "RunnerRepository"}},
+            "ImageBuildRoleArn": {"Value": {"Fn::GetAtt": ["ImageBuildRole", "Arn"]}},
+            "ImageBuildProjectName": {"Value": {"Ref": "ImageBuildProject"}},
         },
     }
 
@@ -575,6 +730,10 @@ def stage_policy(stage: str) -> dict:
                 "roles": [f"arn:aws:iam::*:role/{batch_role_name(stage, kind)}"
                           for kind in ("job", "execution", "instance")],
                 "service_linked_role": "arn:aws:iam::*:role/aws-service-role/batch.amazonaws.com/*",
+            },
+            images={
+                "project": f"arn:aws:codebuild:*:*:project/{image_project_name(stage)}",
+                "repositories": f"arn:aws:ecr:*:*:repository/{IMAGE_REPOSITORY_PREFIX}*",
             },
         ),
     }

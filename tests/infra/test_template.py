@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import fnmatch
 import importlib.util
 import json
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.compute import batch_spec
+from chalicelib.compute import batch_spec, image_build
 from chalicelib.hosting import lambda_package
 from chalicelib.settings import Settings
 from chalicelib.store import schema
@@ -141,6 +142,12 @@ def test_chalice_stage_policies_grant_what_the_managed_policy_grants():
                                  ("instance", settings.batch_instance_role_arn)):
             assert configured == build.batch_role_name(stage, kind)
             assert f"arn:aws:iam::*:role/{configured}" in stage_policy["PassBatchRoles"]["Resource"]
+        # Environment images: the project the stage starts builds on, the repositories it makes
+        assert env["NIMBUS_CODEBUILD_PROJECT"] == settings.codebuild_project == build.image_project_name(stage)
+        assert stage_policy["ImageBuilds"]["Resource"] == (
+            f"arn:aws:codebuild:*:*:project/{settings.codebuild_project}")
+        assert fnmatch.fnmatchcase(f"arn:aws:ecr:*:*:repository/{image_build.repository_name('-ws--x-')}",
+                                   stage_policy["ImageRepositories"]["Resource"])
 
 
 def test_api_policy_lets_the_api_manage_scoring_functions_and_secrets():
@@ -211,6 +218,139 @@ def test_the_runner_role_may_write_its_logs_and_nothing_else():
     assert resources["BatchInstanceProfile"]["Properties"]["Roles"] == [{"Ref": "BatchInstanceRole"}]
 
 
+def test_api_policy_grants_exactly_the_image_build_calls():
+    statements = _statements_by_sid(_template()["Resources"]["ApiFunctionPolicy"]["Properties"]["PolicyDocument"])
+    assert statements["ImageBuilds"] == {
+        "Sid": "ImageBuilds", "Effect": "Allow", "Action": ["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
+        "Resource": {"Fn::Sub": "arn:${AWS::Partition}:codebuild:${AWS::Region}:${AWS::AccountId}"
+                                ":project/nimbus-${Stage}-images"}}
+    assert statements["ImageRepositories"] == {
+        "Sid": "ImageRepositories", "Effect": "Allow",
+        "Action": ["ecr:CreateRepository", "ecr:DescribeRepositories", "ecr:TagResource"],
+        "Resource": {"Fn::Sub": "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/nimbus-*"}}
+    # No other statement grants CodeBuild or ECR actions to the API
+    others = [a for sid, s in statements.items() if sid not in ("ImageBuilds", "ImageRepositories") for a in s["Action"]]
+    assert not [a for a in others if a.startswith(("codebuild:", "ecr:"))]
+    for stage in build.STAGES:
+        policy = _statements_by_sid(build.stage_policy(stage))
+        assert policy["ImageBuilds"]["Resource"] == f"arn:aws:codebuild:*:*:project/nimbus-{stage}-images"
+        assert policy["ImageRepositories"]["Resource"] == "arn:aws:ecr:*:*:repository/nimbus-*"
+
+
+def test_the_image_build_project_accepts_what_the_api_sends():
+    resources = _template()["Resources"]
+    project = resources["ImageBuildProject"]
+    assert project["Type"] == "AWS::CodeBuild::Project"
+    properties = project["Properties"]
+    assert properties["Name"] == {"Fn::Sub": "nimbus-${Stage}-images"}
+    assert properties["ServiceRole"] == {"Fn::GetAtt": ["ImageBuildRole", "Arn"]}
+    assert properties["Environment"]["Type"] == "LINUX_CONTAINER"
+    assert properties["Environment"]["Image"].startswith("aws/codebuild/standard:")
+    assert properties["Environment"]["PrivilegedMode"] is True
+    assert properties["Artifacts"] == {"Type": "NO_ARTIFACTS"}
+    assert properties["Source"]["Type"] == "NO_SOURCE" and properties["Source"]["BuildSpec"]
+    assert properties["LogsConfig"]["CloudWatchLogs"] == {"Status": "ENABLED", "GroupName": {"Ref": "ImageBuildLogGroup"}}
+    assert resources["ImageBuildLogGroup"]["Properties"]["LogGroupName"] == {
+        "Fn::Sub": "/aws/codebuild/nimbus-${Stage}-images"}
+    # The API brings the source (S3), the buildspec and privileged mode with every build
+    request = image_build.start_build_request("nimbus-dev-images", "nimbus-dev-artifacts",
+                                              "workspaces/team-1/environments/abc/context.zip", "version: 0.2\n")
+    assert request["projectName"] == build.image_project_name("dev")
+    assert request["sourceTypeOverride"] == "S3" and request["buildspecOverride"]
+    assert request["sourceLocationOverride"].startswith(build.bucket_name("dev") + "/")
+    assert request["artifactsOverride"] == {"type": properties["Artifacts"]["Type"]} == {"type": "NO_ARTIFACTS"}
+    assert request["privilegedModeOverride"] is True
+    assert set(request) == {"projectName", "sourceTypeOverride", "sourceLocationOverride", "buildspecOverride",
+                            "artifactsOverride", "privilegedModeOverride"}  # no role or image override: no PassRole
+
+
+def test_the_image_build_role_reads_contexts_writes_logs_and_pushes_only():
+    role = _template()["Resources"]["ImageBuildRole"]["Properties"]
+    assert role["RoleName"] == {"Fn::Sub": "nimbus-${Stage}-images-build"}
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "codebuild.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
+    assert "ManagedPolicyArns" not in role
+    (policy,) = role["Policies"]
+    statements = _statements_by_sid(policy["PolicyDocument"])
+    assert set(statements) == {"ReadContexts", "SourceBucket", "WriteBuildLogs", "RegistryLogin", "PushImages", "Logs"}
+    assert statements["ReadContexts"]["Action"] == ["s3:GetObject", "s3:GetObjectVersion"]
+    assert statements["ReadContexts"]["Resource"] == {
+        "Fn::Sub": "${ArtifactBucket.Arn}/workspaces/*/environments/*/context.zip"}
+    assert statements["SourceBucket"]["Action"] == ["s3:GetBucketLocation", "s3:GetBucketAcl"]
+    assert statements["WriteBuildLogs"]["Action"] == ["s3:PutObject"]
+    assert statements["WriteBuildLogs"]["Resource"] == {
+        "Fn::Sub": "${ArtifactBucket.Arn}/workspaces/*/environments/*/build.log"}
+    # ecr:GetAuthorizationToken has no resource-level permissions; it is the only action granted on "*"
+    assert statements["RegistryLogin"] == {"Sid": "RegistryLogin", "Effect": "Allow",
+                                           "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"}
+    assert set(statements["PushImages"]["Action"]) == {
+        "ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
+        "ecr:CompleteLayerUpload", "ecr:PutImage"}
+    assert statements["PushImages"]["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/nimbus-*"}
+    assert statements["Logs"]["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert all("/aws/codebuild/nimbus-${Stage}-images" in r["Fn::Sub"] for r in statements["Logs"]["Resource"])
+
+
+def test_image_builds_make_only_the_calls_and_keys_the_policies_grant(aws_env):
+    """The API's image build code under moto: every CodeBuild/ECR operation it calls is one the API policy
+    grants, every object the build reads or writes matches the build role's object patterns."""
+    import boto3
+
+    from chalicelib.api.deps import Services
+    from chalicelib.services.environments import definition_hash, normalize_definition
+    from chalicelib.services.identity import Principal
+
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text(encoding="utf-8"))
+    env = dict(config["stages"]["dev"]["environment_variables"], AWS_REGION="us-east-1")
+    settings = Settings.from_env(env)
+    boto3.client("dynamodb", region_name="us-east-1").create_table(**schema.dynamodb_table_definition(settings.table_name))
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=settings.bucket)
+    # moto's CloudFormation skips CodeBuild projects, and moto's create_project wants a source location
+    boto3.client("codebuild", region_name="us-east-1").create_project(
+        name=settings.codebuild_project, source={"type": "S3", "location": f"{settings.bucket}/none.zip"},
+        artifacts={"type": "NO_ARTIFACTS"}, serviceRole="arn:aws:iam::123456789012:role/nimbus-dev-images-build",
+        environment={"type": "LINUX_CONTAINER", "image": build.CODEBUILD_IMAGE, "computeType": "BUILD_GENERAL1_SMALL",
+                     "privilegedMode": True})
+    services = Services.from_settings(settings)
+    services.workspaces.create(Principal("admin", True, "t1"), "team")
+
+    calls: list[tuple[str, dict]] = []  # (IAM action, request parameters)
+    clients = {name: boto3.client(name, region_name="us-east-1") for name in ("codebuild", "ecr")}
+    for name, client in clients.items():
+        client.meta.events.register("provide-client-params", lambda params, model, _prefix=name, **_: calls.append(
+            (f"{_prefix}:{model.name}", dict(params))))
+    builds = image_build.ImageBuilds(services.ctx, **clients)
+    started = []
+    for pip in (["numpy==2.0.0"], ["pandas==2.2.0"]):  # the second finds the repository made by the first
+        definition = normalize_definition(None, pip, None, None)
+        started.append(builds.start("team", {"hash": definition_hash(definition), "definition": definition}))
+        builds.refresh("team", started[-1]["hash"])
+    assert all(item.get("build_id") for item in started), started
+
+    statements = _statements_by_sid(build.stage_policy("dev"))
+    granted = {*statements["ImageBuilds"]["Action"], *statements["ImageRepositories"]["Action"]}
+    called = {action for action, _ in calls}
+    assert called <= granted, set(called) - granted
+    assert {"codebuild:StartBuild", "codebuild:BatchGetBuilds", "ecr:CreateRepository",
+            "ecr:DescribeRepositories"} <= called
+    # Creating the repository with a tag is what needs ecr:TagResource
+    assert all(params.get("tags") for action, params in calls if action == "ecr:CreateRepository")
+    role = _statements_by_sid(_template()["Resources"]["ImageBuildRole"]["Properties"]["Policies"][0]["PolicyDocument"])
+    contexts = role["ReadContexts"]["Resource"]["Fn::Sub"].replace("${ArtifactBucket.Arn}/", "")
+    logs = role["WriteBuildLogs"]["Resource"]["Fn::Sub"].replace("${ArtifactBucket.Arn}/", "")
+    requests = [params for action, params in calls if action == "codebuild:StartBuild"]
+    assert len(requests) == 2 and all(r["projectName"] == build.image_project_name("dev") for r in requests)
+    for request in requests:
+        bucket, key = request["sourceLocationOverride"].split("/", 1)
+        assert bucket == settings.bucket and fnmatch.fnmatchcase(key, contexts), key
+        assert "serviceRoleOverride" not in request  # the project's own role: the API needs no iam:PassRole
+    for item in started:
+        assert fnmatch.fnmatchcase(item["log_key"], logs), item["log_key"]
+        repository = item["image_uri"].split("/", 1)[1].split(":")[0]
+        assert fnmatch.fnmatchcase(f"arn:aws:ecr:*:*:repository/{repository}", statements["ImageRepositories"]["Resource"])
+
+
 # --- cfn-lint ---------------------------------------------------------------------------------
 
 
@@ -233,6 +373,7 @@ def test_cfn_lint_catches_a_broken_template(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:Tried to parse AWS.{2}S3.{2}BucketPolicy:UserWarning")
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS.{2}CodeBuild.{2}Project:UserWarning")
 def test_template_deploys_into_moto(aws_env):
     import boto3
 
@@ -291,6 +432,16 @@ def test_template_deploys_into_moto(aws_env):
     scoring = _statements_by_sid(inline)
     assert scoring["ReadModels"]["Resource"] == "arn:aws:s3:::nimbus-dev-artifacts/workspaces/*/models/*"
     assert scoring["WriteTelemetry"]["Resource"] == outputs["TableArn"]
+
+    # The image build project's role and log group (moto's CloudFormation skips the CodeBuild project
+    # itself: the tests above check it on the template)
+    builder = iam.get_role(RoleName="nimbus-dev-images-build")["Role"]
+    assert builder["Arn"] == outputs["ImageBuildRoleArn"]
+    (trust,) = builder["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "codebuild.amazonaws.com"}
+    groups = boto3.client("logs", region_name="us-east-1").describe_log_groups(
+        logGroupNamePrefix="/aws/codebuild/")["logGroups"]
+    assert [g["logGroupName"] for g in groups] == [build.image_build_log_group("dev")]
 
 
 # --- chalice package + the merged template ----------------------------------------------------
