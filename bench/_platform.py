@@ -150,7 +150,14 @@ def server(command: list[str], *, ready: Callable[[], bool], log_path: Path, cwd
 
 @contextlib.contextmanager
 def nimbus_platform(keep: bool = False) -> Iterator[tuple[str, str]]:
-    """The local platform on a fresh NIMBUS_HOME and a port the system picks; yields (url, token).
+    """The local platform on a fresh NIMBUS_HOME and a port the system picks; yields (url, token)."""
+    with platform_with_home(keep) as (url, token, _):
+        yield url, token
+
+
+@contextlib.contextmanager
+def platform_with_home(keep: bool = False) -> Iterator[tuple[str, str, Path]]:
+    """nimbus_platform, also yielding its NIMBUS_HOME.
 
     `python -m chalicelib.local --port 0` binds before it writes $NIMBUS_HOME/credentials, so the URL
     in that file names the real port and nothing else can take it in between.
@@ -158,6 +165,7 @@ def nimbus_platform(keep: bool = False) -> Iterator[tuple[str, str]]:
     home = Path(tempfile.mkdtemp(prefix="nimbus-bench-"))
     credentials = home / "credentials"
     env = {**os.environ, "NIMBUS_HOME": str(home)}
+    env.pop("NIMBUS_ENVS_DIR", None)  # environments are built under this platform's home
     python = str(NIMBUS_PYTHON if NIMBUS_PYTHON.exists() else sys.executable)
     found: dict = {}
 
@@ -176,7 +184,7 @@ def nimbus_platform(keep: bool = False) -> Iterator[tuple[str, str]]:
     try:
         with server([python, "-m", "chalicelib.local", "--home", str(home), "--port", "0"], ready=ready,
                     log_path=home / "server.log", cwd=REPO, env=env, timeout=60, name="the Nimbus platform"):
-            yield found["url"], found["token"]
+            yield found["url"], found["token"], home
     finally:
         if not keep:
             shutil.rmtree(home, ignore_errors=True)

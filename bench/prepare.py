@@ -22,7 +22,6 @@ virtualenv it should. The figures are the last line of output, as one JSON objec
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -32,12 +31,11 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the SDK, installed or not
 
-from _platform import NIMBUS_PYTHON, REPO, emit, http_status, log, p50, percentile, ratio, rounded, server  # noqa: E402
+from _platform import emit, log, p50, percentile, platform_with_home, ratio, rounded  # noqa: E402
 
 RUNS = 10
 POLL_S = 0.02
@@ -54,35 +52,6 @@ SCRIPT = ('import sys\n'
 def epoch(iso: str) -> float:
     """The service's timestamps: ISO 8601 in UTC with milliseconds, e.g. 2024-06-01T12:00:00.123Z."""
     return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
-
-
-@contextlib.contextmanager
-def platform_with_home() -> Iterator[tuple[str, str, Path]]:
-    """_platform.nimbus_platform, also yielding NIMBUS_HOME: the environments are built in <home>/envs."""
-    home = Path(tempfile.mkdtemp(prefix="nimbus-bench-"))
-    credentials = home / "credentials"
-    env = {**os.environ, "NIMBUS_HOME": str(home)}
-    env.pop("NIMBUS_ENVS_DIR", None)  # the local worker passes <home>/envs to its runners anyway
-    python = str(NIMBUS_PYTHON if NIMBUS_PYTHON.exists() else sys.executable)
-    found: dict = {}
-
-    def ready() -> bool:
-        if not found:
-            try:
-                data = json.loads(credentials.read_text())
-            except (OSError, ValueError):
-                return False
-            if not data.get("url") or not data.get("token"):
-                return False
-            found.update(data)
-        return http_status(f"{found['url']}/v1/whoami", {"Authorization": f"Bearer {found['token']}"}) == 200
-
-    try:
-        with server([python, "-m", "chalicelib.local", "--home", str(home), "--port", "0"], ready=ready,
-                    log_path=home / "server.log", cwd=REPO, env=env, timeout=60, name="the Nimbus platform"):
-            yield found["url"], found["token"], home
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def follow(experiment, config, label: str) -> dict:
