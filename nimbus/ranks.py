@@ -52,7 +52,8 @@ class Placement:
 
     @property
     def main(self) -> bool:
-        """This runner starts rank 0 (on a Batch multi-node job: the node whose ./outputs is the run's)."""
+        """This runner starts rank 0. On a Batch multi-node job only this node reports the run's lifecycle
+        and uploads its ./outputs; a child node reports nothing but its own ranks' failure."""
         return 0 in self.nodes
 
     def env(self, rank: int) -> dict[str, str]:
@@ -80,6 +81,18 @@ def plan(config: Mapping[str, Any], env: Mapping[str, str], pick_port: Callable[
         return _batch_node(nodes, per_node, env)
     port = pick_port() if nodes * per_node > 1 else 0
     return Placement(nodes, per_node, tuple(range(nodes)), LOCAL_ADDR, port)
+
+
+def main_node(env: Mapping[str, str]) -> bool:
+    """Whether this runner holds rank 0, known before the run's config is read: every runner but the one
+    on a child node of a Batch multi-node job. Placement.main says the same once the run is planned; an
+    unreadable node index counts as the main node's, so the planning error is reported in full."""
+    if env.get("AWS_BATCH_JOB_NODE_INDEX") is None:
+        return True
+    try:
+        return _env_int(env, "AWS_BATCH_JOB_NODE_INDEX") == _env_int(env, "AWS_BATCH_JOB_MAIN_NODE_INDEX", 0)
+    except PlacementError:
+        return True
 
 
 def _batch_node(nodes: int, per_node: int, env: Mapping[str, str]) -> Placement:

@@ -5,7 +5,9 @@ NIMBUS_JOB_DIR (default: the current folder). See docs/execution.md, "The runner
 
 Exit codes: 0 when the run's outcome was reported, or the run ended elsewhere (canceled); 1 when the
 outcome could not be reported (the service stayed unreachable, or refused); 2 when the environment is
-incomplete; 143 when stopped by SIGTERM, leaving the run's status to whoever stopped the runner.
+incomplete; 143 when stopped by SIGTERM, leaving the run's status to whoever stopped the runner. On a
+child node of a Batch multi-node job, whose runner leaves the run's lifecycle to the main node's, a rank
+that fails makes it exit with that rank's code (128 + the signal for a killed rank).
 """
 from __future__ import annotations
 
@@ -141,7 +143,8 @@ class Runner:
         except AuthenticationError as err:
             note(f"the run token was refused ({err}): the run has ended, or the token is wrong")
             return EXIT_UNREPORTED
-        self._report("Preparing")
+        if ranks.main_node(os.environ):  # a Batch child node leaves the run's lifecycle to the main node
+            self._report("Preparing")
         try:
             config = details.get("run_config")
             if not isinstance(config, Mapping):
@@ -156,6 +159,8 @@ class Runner:
             return EXIT_REPORTED
         if self._stopping.is_set():
             return EXIT_STOPPED
+        if not placement.main:
+            return self._execute_child(argv, code_dir, config, handle, placement)
         self._report("Running")
         outcome = self._run_script(argv, code_dir, self._script_env(config, handle), placement)
         if self._stopping.is_set():
@@ -168,6 +173,21 @@ class Runner:
         else:
             self._report("Failed", _failure(_describe(config), outcome, problem))
         return EXIT_REPORTED
+
+    def _execute_child(self, argv: list[str], code_dir: Path, config: Mapping[str, Any], handle: EnvironmentHandle,
+                       placement: ranks.Placement) -> int:
+        """A child node of a Batch multi-node job runs its ranks and reports only their failure: the main
+        node reports the run's lifecycle, its standard metrics and its ./outputs."""
+        outcome = self._run_script(argv, code_dir, self._script_env(config, handle), placement)
+        if self._stopping.is_set():
+            return EXIT_STOPPED
+        if outcome.exit_code == 0:
+            return EXIT_REPORTED
+        try:
+            self._report("Failed", _failure(_describe(config), outcome, None, node=placement.nodes[0]))
+        except RunEnded:
+            pass  # the run ended first (the main node's report, a cancel): nothing for this node to add
+        return outcome.exit_code if outcome.exit_code > 0 else 128 - outcome.exit_code
 
     # --- the script -------------------------------------------------------------------------------
     def _run_script(self, argv: list[str], code_dir: Path, env: dict[str, str], placement: ranks.Placement) -> Outcome:
@@ -279,7 +299,7 @@ class Runner:
         return api_path("workspaces", self.settings.workspace, "runs", self.settings.run_id, *more)
 
 
-def _failure(name: str, outcome: Outcome, problem: str | None) -> dict:
+def _failure(name: str, outcome: Outcome, problem: str | None, node: int | None = None) -> dict:
     code = outcome.exit_code
     if code == 0:
         return {"message": f"uploading the outputs failed: {problem}"}
@@ -292,9 +312,13 @@ def _failure(name: str, outcome: Outcome, problem: str | None) -> dict:
         how = f"exited with code {code}"
     if outcome.rank is not None:
         name = f"{name} rank {outcome.rank}"
+    if node is not None:
+        name = f"{name} on node {node}"
     error = {"message": f"{name} {how}", "exit_code": code, "stderr_tail": outcome.stderr_tail}
     if outcome.rank is not None:
         error["rank"] = outcome.rank
+    if node is not None:
+        error["node"] = node
     if problem is not None:
         error["outputs_error"] = problem
     return error

@@ -140,3 +140,77 @@ def test_a_run_asking_for_more_batch_nodes_than_it_got_fails_in_preparation(tmp_
 
     assert api.status_names() == ["Preparing", "Failed"]
     assert "asks for 2 nodes but the Batch job has 3" in api.statuses[-1]["error"]["message"]
+
+
+@pytest.fixture
+def child_node(monkeypatch):
+    """This runner on the second node of a two-node Batch job: it holds ranks 2 and 3 of TWO_BY_TWO."""
+    monkeypatch.setenv("AWS_BATCH_JOB_NODE_INDEX", "1")
+    monkeypatch.setenv("AWS_BATCH_JOB_MAIN_NODE_INDEX", "0")
+    monkeypatch.setenv("AWS_BATCH_JOB_NUM_NODES", "2")
+    monkeypatch.setenv("AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS", "127.0.0.1")
+
+
+def test_a_child_node_runs_its_ranks_and_leaves_the_status_and_outputs_to_the_main_node(tmp_path, child_node):
+    script = (
+        "import os, sys\n"
+        "rank = int(os.environ['RANK'])\n"
+        "print(rank, os.environ['NODE_RANK'], os.environ['WORLD_SIZE'], os.environ['MASTER_ADDR'])\n"
+        "print(f'warning from {rank}', file=sys.stderr)\n"
+        "open(f'outputs/result-{rank}.txt', 'w').write('done')\n"
+    )
+    runner, api = make_runner(tmp_path, {"train.py": script}, {"script": "train.py", **TWO_BY_TWO})
+
+    assert runner.execute() == 0
+
+    assert api.statuses == []
+    assert api.uploads == {}
+    assert api.metrics == {}  # the run's standard metrics are the main node's to log
+    assert sorted(api.logs) == ["rank-2", "rank-3"]
+    for rank in (2, 3):
+        text = api.log_text(f"rank-{rank}")
+        assert f"{rank} 1 4 127.0.0.1\n" in text and f"warning from {rank}\n" in text
+    assert (tmp_path / "code" / "train.py").read_text() == script  # prepared all the same
+
+
+def test_a_failing_rank_on_a_child_node_fails_the_run_naming_the_rank_and_node(tmp_path, child_node):
+    script = (
+        "import os, sys\n"
+        "if os.environ['RANK'] == '3':\n"
+        "    print('rank 3 lost its data', file=sys.stderr)\n"
+        "    sys.exit(3)\n"
+    )
+    runner, api = make_runner(tmp_path, {"train.py": script}, {"script": "train.py", **TWO_BY_TWO})
+
+    assert runner.execute() == 3
+
+    assert api.status_names() == ["Failed"]
+    error = api.statuses[-1]["error"]
+    assert error["message"] == "train.py rank 3 on node 1 exited with code 3"
+    assert error["rank"] == 3 and error["node"] == 1 and error["exit_code"] == 3
+    assert error["stderr_tail"] == "rank 3 lost its data"
+    assert api.uploads == {}
+
+
+def test_a_child_node_whose_run_already_ended_reports_its_failing_rank_quietly(tmp_path, child_node):
+    script = "import os, sys\nsys.exit(5 if os.environ['RANK'] == '2' else 0)\n"
+    runner, api = make_runner(tmp_path, {"train.py": script}, {"script": "train.py", **TWO_BY_TWO})
+    api.details["status"] = "Completed"
+
+    def ended(method, path, body):
+        return ConflictError("run is Completed") if path.endswith("/status") else None
+
+    api.fail = ended
+
+    assert runner.execute() == 5
+
+    assert api.statuses == []
+    assert [path for method, path, body in api.calls if path.endswith("/status")]  # it tried, then let it be
+
+
+def test_only_a_batch_child_node_is_not_the_main_node():
+    assert ranks.main_node({})
+    assert ranks.main_node({"AWS_BATCH_JOB_NODE_INDEX": "0"})
+    assert ranks.main_node({"AWS_BATCH_JOB_NODE_INDEX": "2", "AWS_BATCH_JOB_MAIN_NODE_INDEX": "2"})
+    assert not ranks.main_node({"AWS_BATCH_JOB_NODE_INDEX": "1", "AWS_BATCH_JOB_MAIN_NODE_INDEX": "0"})
+    assert ranks.main_node({"AWS_BATCH_JOB_NODE_INDEX": "x"})  # planning fails, and is reported in full
