@@ -222,10 +222,14 @@ class Runs:
                 if error is not None:
                     changes["error"] = error
             update = Update(keys.run(run_id), set=changes, condition=attr_eq("status", current))
+            also: list = []
+            if status in TERMINAL and run.get("compute_target"):  # the target no longer counts it as active
+                also.append(Delete(keys.active_run(workspace, run["compute_target"], run_id)))
+            if current == "Queued" and run.get("compute_target"):  # off an instance target's queue (no-op otherwise)
+                also.append(Delete(keys.instance_queue_entry(workspace, run["compute_target"], run_id)))
             try:
-                if status in TERMINAL and run.get("compute_target"):  # the target no longer counts it as active
-                    active = keys.active_run(workspace, run["compute_target"], run_id)
-                    self.ctx.table.transact([update, Delete(active)])
+                if also:
+                    self.ctx.table.transact([update, *also])
                     return self.get(workspace, run_id)
                 return self.ctx.table.update(update)
             except ConditionFailed:

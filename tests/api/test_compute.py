@@ -6,9 +6,11 @@ import threading
 
 import pytest
 
-from chalicelib.compute.instance_queue import InstanceQueue
+from chalicelib.compute.instance_queue import LEASE_SECONDS, InstanceQueue
 from chalicelib.compute.router import ComputeRouter
 from chalicelib.errors import Invalid
+from chalicelib.services import keys
+from chalicelib.store.table import Update
 from tests.api.helpers import all_at_once
 from tests.api.test_submit import RecordingDispatcher
 
@@ -236,6 +238,64 @@ def test_claim_is_for_instance_targets_and_contributors(api, snapshot_id, provis
     token = user_token("rita")
     api.ok("POST", f"{WS}/members", {"user": "rita", "role": "reader"})
     assert api.call("POST", f"{COMPUTES}/box/claim", token=token)[0] == 403
+
+
+def _moving_clock(services) -> list[float]:
+    now = [services.ctx.clock()]
+    services.ctx.clock = lambda: now[0]
+    return now
+
+
+def test_a_leased_run_is_not_handed_to_a_second_agent(api, services, snapshot_id):
+    now = _moving_clock(services)
+    api.ok("POST", COMPUTES, {"name": "box", "type": "instance"})
+    first = submit(api, snapshot_id, "box")[1]
+    now[0] += 1  # run ids are time-ordered: the queue's order is the submissions'
+    second = submit(api, snapshot_id, "box")[1]
+    assert api.ok("POST", f"{COMPUTES}/box/claim")["run"]["id"] == first["id"]
+    # The first run stays queued, leased to the first agent: a second agent gets the next run, then nothing
+    now[0] += LEASE_SECONDS - 1
+    assert api.ok("POST", f"{COMPUTES}/box/claim")["run"]["id"] == second["id"]
+    assert api.call("POST", f"{COMPUTES}/box/claim") == (204, None)
+    assert api.ok("GET", f"{WS}/runs/{first['id']}")["status"] == "Queued"
+    assert [i["sk"] for i in services.ctx.table.query_all(_query("QUEUE#team#box"))] == [first["id"], second["id"]]
+
+
+def test_a_run_whose_lease_lapses_is_claimed_again_and_the_first_token_stops_working(api, services, snapshot_id):
+    # Given an agent that claimed a run and died before starting its runner
+    now = _moving_clock(services)
+    api.ok("POST", COMPUTES, {"name": "box", "type": "instance"})
+    run = submit(api, snapshot_id, "box")[1]
+    lost = api.ok("POST", f"{COMPUTES}/box/claim")
+    assert api.call("POST", f"{COMPUTES}/box/claim") == (204, None)
+
+    # When its lease lapses, then the next claim gets the same run with a fresh token
+    now[0] += LEASE_SECONDS + 1
+    again = api.ok("POST", f"{COMPUTES}/box/claim")
+    assert again["run"]["id"] == run["id"] and again["run"]["status"] == "Queued"
+    assert again["run_token"] != lost["run_token"]
+    assert api.call("POST", f"{COMPUTES}/box/claim") == (204, None)  # leased anew
+
+    # The first claim's runner, starting late, is refused; the second one's reports are taken
+    assert api.call("GET", f"{WS}/runs/{run['id']}", token=lost["run_token"])[0] == 401
+    path = f"{WS}/runs/{run['id']}/status"
+    assert api.call("POST", path, {"status": "Preparing"}, token=lost["run_token"])[0] == 401
+    assert api.ok("POST", path, {"status": "Preparing"}, token=again["run_token"])["status"] == "Preparing"
+
+    # Leaving Queued took it off the queue
+    assert list(services.ctx.table.query_all(_query("QUEUE#team#box"))) == []
+    now[0] += LEASE_SECONDS + 1
+    assert api.call("POST", f"{COMPUTES}/box/claim") == (204, None)
+
+
+def test_a_run_that_left_queued_is_removed_from_the_queue_at_the_next_claim(api, services, snapshot_id):
+    api.ok("POST", COMPUTES, {"name": "box", "type": "instance"})
+    first, second = (submit(api, snapshot_id, "box")[1] for _ in range(2))
+    # A run moved out of Queued without its report touching the queue (as before leases existed)
+    services.ctx.table.update(Update(keys.run(first["id"]), set={"status": "Failed"}))
+    assert [i["sk"] for i in services.ctx.table.query_all(_query("QUEUE#team#box"))] == [first["id"], second["id"]]
+    assert api.ok("POST", f"{COMPUTES}/box/claim")["run"]["id"] == second["id"]
+    assert [i["sk"] for i in services.ctx.table.query_all(_query("QUEUE#team#box"))] == [second["id"]]
 
 
 def test_each_queued_run_is_claimed_by_exactly_one_of_many_agents(api, snapshot_id):
