@@ -58,3 +58,14 @@ def api_client() -> ApiClient:
 
 def find_run(workspace_name: str | None, run_id: str) -> Run:
     return Run.get(connect(workspace_name), run_id)
+
+
+def key_values(pairs: tuple[str, ...], option: str) -> dict[str, str]:
+    """KEY=VALUE options (--tag, --var, …) as a mapping; a malformed one is refused naming the option."""
+    found = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint=option)
+        found[key] = value
+    return found

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import yaml
 
-from nimbus.cli.common import CommandError, connect, output_option, workspace_option
+from nimbus.cli.common import CommandError, connect, key_values, output_option, workspace_option
 from nimbus.cli.output import emit
 from nimbus.compute_target import ComputeTarget
 
@@ -100,11 +100,9 @@ def agent(compute_name: str, once: bool, concurrency: int | None, poll_seconds: 
 
 
 def _pairs(pairs: tuple[str, ...]) -> dict:
+    """--setting values are JSON when they parse as JSON (numbers, lists), else text."""
     settings = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--setting")
+    for key, text in key_values(pairs, "--setting").items():
         try:
             settings[key] = json.loads(text)
         except ValueError:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from nimbus.cli.common import connect, output_option, workspace_option
+from nimbus.cli.common import connect, key_values, output_option, workspace_option
 from nimbus.cli.output import emit, print_table
 from nimbus.environment import Environment
 
@@ -17,16 +17,6 @@ FIELDS = ["id", "name", "version", "hash", "python", "base_image", "variables", 
 @click.group()
 def environment() -> None:
     """Environments: pip requirements, Python version and variables, versioned and built once per definition."""
-
-
-def _variables(values: tuple[str, ...]) -> dict[str, str]:
-    pairs = {}
-    for text in values:
-        key, sep, value = text.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{text!r} is not KEY=VALUE", param_hint="--var")
-        pairs[key] = value
-    return pairs
 
 
 @environment.command("create")
@@ -48,7 +38,7 @@ def create(name: str, file_path: Path, python_version: str | None, variables: tu
     else:
         env = Environment.from_pip_requirements(name, file_path)
     env.python_version = python_version or env.python_version
-    env.environment_variables.update(_variables(variables))
+    env.environment_variables.update(key_values(variables, "--var"))
     env.base_image = base_image or env.base_image
     _emit_version(output, env.register(connect(workspace_name)))
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from nimbus.cli.common import connect, output_option, workspace_option
+from nimbus.cli.common import connect, key_values, output_option, workspace_option
 from nimbus.cli.output import emit, print_table
 from nimbus.model import Model
 
@@ -18,16 +18,6 @@ MODEL_FIELDS = ["id", "name", "version", "asset_path", "total_bytes", "descripti
 @click.group()
 def model() -> None:
     """Registered models: versioned files with tags, properties, lineage and aliases."""
-
-
-def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
-    pairs = {}
-    for text in values:
-        key, sep, value = text.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{text!r} is not KEY=VALUE", param_hint=option)
-        pairs[key] = value
-    return pairs
 
 
 def _ref(text: str, need_version: bool = False) -> tuple[str, str | None]:
@@ -59,7 +49,7 @@ def register(name: str, path: str, run_id: str | None, tag: tuple[str, ...], pro
     from nimbus.run import Run
 
     workspace = connect(workspace_name)
-    options = dict(tags=_pairs(tag, "--tag"), properties=_pairs(properties, "--property"), description=description,
+    options = dict(tags=key_values(tag, "--tag"), properties=key_values(properties, "--property"), description=description,
                    model_framework=framework, model_framework_version=framework_version)
     if run_id is not None:
         registered = Run(workspace, run_id).register_model(name, path, **options)

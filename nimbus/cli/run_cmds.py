@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from nimbus.cli.common import connect, find_run, output_option, workspace_option
+from nimbus.cli.common import connect, find_run, key_values, output_option, workspace_option
 from nimbus.cli.output import cell_text, emit
 from nimbus.experiment import Experiment
 from nimbus.progress import wanted
@@ -69,7 +69,7 @@ def submit(script: str | None, args: tuple[str, ...], source_dir: str | None, ru
     Options go before SCRIPT: everything after it is passed to the script as it is.
     """
     config = _submit_config(script, args, source_dir, run_config_file, compute)
-    submitted = Experiment(connect(workspace_name), experiment_name).submit(config, tags=_tags(tag))
+    submitted = Experiment(connect(workspace_name), experiment_name).submit(config, tags=key_values(tag, "--tag"))
     report_submitted(submitted, wait, output)
 
 
@@ -107,16 +107,6 @@ def _submit_config(script: str | None, args: tuple[str, ...], source_dir: str | 
         config.compute_target = compute
     config.validate()
     return config
-
-
-def _tags(pairs: tuple[str, ...]) -> dict[str, str]:
-    tags = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--tag")
-        tags[key] = value
-    return tags
 
 
 @run.command("show")
