@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from nimbus.client import api_path
+from nimbus.environment import Environment, reference
 from nimbus.exceptions import AuthenticationError, InvalidError, NimbusError
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class InferenceConfig:
     """
 
     def __init__(self, entry_script: str | os.PathLike, source_directory: str | os.PathLike | None = None,
-                 environment: str | None = None):
+                 environment: "str | Environment | None" = None):
         if not isinstance(entry_script, (str, os.PathLike)) or not os.fspath(entry_script):
             raise _invalid("entry_script", "must be a file path")
         if source_directory is None:
@@ -73,8 +74,9 @@ class InferenceConfig:
             source_directory, entry_script = script.parent, script.name
         elif not isinstance(source_directory, (str, os.PathLike)) or not os.fspath(source_directory):
             raise _invalid("source_directory", "must be a folder path")
+        environment = reference(environment)  # a registered Environment as 'name:version'
         if environment is not None and (not isinstance(environment, str) or not 0 < len(environment) <= 255):
-            raise _invalid("environment", "must be an environment name (1-255 characters) or None")
+            raise _invalid("environment", "must be a registered Environment, 'name[:version]' or None")
         self.source_directory = os.fspath(source_directory)
         self.entry_script = os.fspath(entry_script)
         self.environment = environment

@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 
 HOST_COMMAND = ("-m", "chalicelib.scoring.host")
+# In a deployment's folder when it scores in an environment: {"python": venv interpreter, "env": variables}.
+# Such a host starts fresh with that interpreter: the zygote holds the platform's own packages.
+INTERPRETER_FILE = "interpreter.json"
 ZYGOTE_COMMAND = ("-m", "chalicelib.scoring.zygote")
 
 
@@ -77,19 +80,25 @@ class HostSpawner:
 
     def spawn(self, folder: Path):
         """A running host process for `folder` (Popen or ForkedHost)."""
-        if self.prefork:
+        python, env = sys.executable, self.env
+        interpreter = folder / INTERPRETER_FILE
+        if interpreter.exists():
+            chosen = json.loads(interpreter.read_text())
+            python, env = chosen["python"], {**self.env, **chosen["env"]}
+        elif self.prefork:
             with self.lock:
                 answer = self._ask({"spawn": str(folder), "port": 0})
             if answer is not None:
                 return ForkedHost(int(answer["pid"]), folder)
         with open(folder / "host.log", "ab") as log:
-            return subprocess.Popen([sys.executable, *HOST_COMMAND, "--dir", str(folder), "--port", "0"],
-                                    cwd=folder, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
+            return subprocess.Popen([python, *HOST_COMMAND, "--dir", str(folder), "--port", "0"],
+                                    cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
 
     def learn(self, folder: Path) -> None:
-        """Preload, in the background, what a host that just started had to import."""
-        if not self.prefork:
+        """Preload, in the background, what a host that just started had to import (not an environment's:
+        the zygote could only import the platform's versions of them)."""
+        if not self.prefork or (folder / INTERPRETER_FILE).exists():
             return
         try:
             modules = json.loads((folder / "modules.json").read_text())["modules"]

@@ -25,8 +25,10 @@ from typing import Callable
 
 import psutil
 
-from chalicelib.hosting.host_spawner import ForkedHost, HostSpawner
-from chalicelib.hosting.port import DeploymentSpec, EndpointTarget, FunctionHost, HostState, ScoreResult
+from chalicelib.hosting.host_spawner import INTERPRETER_FILE, ForkedHost, HostSpawner
+from chalicelib.hosting.port import (
+    DeploymentEnvironment, DeploymentSpec, EndpointTarget, FunctionHost, HostState, ScoreResult,
+)
 from chalicelib.local.platform import write_private
 from chalicelib.store.local_blobs import LocalBlobs
 from chalicelib.store.table import Query, Table
@@ -83,6 +85,10 @@ class LocalHosts(FunctionHost):
         folder = self._folder(spec.workspace, spec.endpoint, spec.deployment) / f"r{spec.revision}"
         shutil.rmtree(folder, ignore_errors=True)  # a half-written attempt at this revision
         self._write_folder(folder, spec)
+        if spec.environment is not None:
+            error = self._prepare_environment(folder, spec.environment)
+            if error is not None:
+                return HostState("Failed", error, {**(previous or {}), "folder": str(folder)})
         host = _Host(spec.workspace, spec.endpoint, spec.deployment, spec.revision, folder)
         error = self._start(host)
         old = self.hosts.get(host.key)
@@ -233,6 +239,23 @@ class LocalHosts(FunctionHost):
             "workspace": spec.workspace, "endpoint": spec.endpoint, "deployment": spec.deployment,
             "revision": spec.revision, "entry_script": spec.entry_script, "timeout_s": config.timeout_s,
             "capture_rate": config.capture_rate, "capture_prefix": spec.capture_prefix, "keys_file": str(keys_file)}))
+
+    def _prepare_environment(self, folder: Path, environment: DeploymentEnvironment) -> str | None:
+        """The environment's virtualenv (built once, shared with runs), recorded in the folder as the
+        interpreter its host starts with; the error text when it cannot be built."""
+        from nimbus import environments
+
+        wanted, own = environment.definition.get("python"), environments.running_python()
+        if wanted and wanted != own:  # the host's own code runs in the venv, with the platform's packages
+            return (f"environment {environment.ref} asks for Python {wanted}; local scoring hosts run the "
+                    f"platform's Python {own}: use an environment with python {own!r}")
+        home = environments.envs_dir({**os.environ, "NIMBUS_HOME": str(self.home)})
+        try:
+            handle = environments.prepare(environment.definition, environment.hash, home)
+        except environments.EnvironmentBuildError as error:
+            return f"environment {environment.ref}: {error}"
+        (folder / INTERPRETER_FILE).write_text(json.dumps({"python": handle.python, "env": handle.env}))
+        return None
 
     def _fetch(self, key: str, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)

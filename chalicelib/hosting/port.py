@@ -41,6 +41,16 @@ class DeploymentConfig:
 
 
 @dataclass(frozen=True)
+class DeploymentEnvironment:
+    """The environment version a deployment scores in (chalicelib/services/environments.py)."""
+
+    ref: str  # 'name:version', pinned when the deployment was written
+    hash: str  # the definition's sha256: names its virtualenv locally, its image on AWS
+    definition: dict  # {python, pip, variables, base_image}
+    image_uri: str | None = None  # AWS: the environment's built image (the service checks it Succeeded)
+
+
+@dataclass(frozen=True)
 class DeploymentSpec:
     workspace: str
     endpoint: str
@@ -49,7 +59,7 @@ class DeploymentSpec:
     models: tuple[ModelFiles, ...]
     source: tuple[SourceFile, ...]
     entry_script: str  # a path among `source`
-    environment: str | None  # None: the platform's own interpreter (real environments come later)
+    environment: DeploymentEnvironment | None  # None: the platform's own interpreter and packages
     config: DeploymentConfig
     capture_prefix: str = ""  # blob prefix for captured requests (empty: capture off)
 

@@ -14,10 +14,11 @@ import secrets as secrets_module
 
 from chalicelib.errors import Conflict, Invalid, NotFound, Unauthorized, Unavailable
 from chalicelib.hosting.port import (
-    DeploymentConfig, DeploymentSpec, EndpointTarget, FunctionHost, HostState, ScoreResult, SourceFile,
+    DeploymentConfig, DeploymentEnvironment, DeploymentSpec, EndpointTarget, FunctionHost, HostState, ScoreResult, SourceFile,
 )
 from chalicelib.services import keys
 from chalicelib.services.common import Context, check_name
+from chalicelib.services.environments import Environments
 from chalicelib.services.identity import Principal
 from chalicelib.services.registry import Registry
 from chalicelib.services.snapshots import Snapshots
@@ -57,9 +58,6 @@ class Deployments:
         check_name(endpoint, NAME, "endpoint", NAME_RULE)
         check_name(name, NAME, "deployment", NAME_RULE)
         host = self._host()
-        if environment is not None:  # the hook is in the spec; building environments is not there yet
-            raise Invalid("environment must be null: scoring runs on the platform's own interpreter until "
-                          "environments can be defined", field="environment")
         if not 1 <= len(models) <= MAX_MODELS:
             raise Invalid(f"models must name 1-{MAX_MODELS} model versions", field="models")
         versions = {}
@@ -70,16 +68,17 @@ class Deployments:
                 raise type(error)(f"models[{index}]: {error.message}", field=f"models[{index}]") from None
             versions[f"{view['name']}:{view['version']}"] = view
         source = self._source(workspace, snapshot_id, entry_script)
+        scoring_environment, environment_item = self._environment(workspace, environment)
         with self._lease(workspace, endpoint, create=True, principal=principal):
             previous = self.ctx.table.get_item(keys.deployment(workspace, endpoint, name))
             revision = (previous or {}).get("revision", 0) + 1
             item = self._record(principal, workspace, endpoint, name, sorted(versions), snapshot_id, entry_script,
-                                environment, config, revision, previous)
-            self._write_deployment(workspace, endpoint, item, previous, versions)
+                                scoring_environment and scoring_environment.ref, config, revision, previous)
+            self._write_deployment(workspace, endpoint, item, previous, versions, environment_item)
             spec = DeploymentSpec(
                 workspace, endpoint, name, revision,
                 tuple(self.registry.model_files(workspace, view) for view in versions.values()),
-                source, entry_script, environment, config,
+                source, entry_script, scoring_environment, config,
                 capture_prefix=self._capture_prefix(workspace, endpoint) if config.capture_rate > 0 else "")
             try:
                 state = host.deploy(spec, (previous or {}).get("host"))
@@ -101,6 +100,16 @@ class Deployments:
             raise Invalid(f"entry_script {entry_script!r} is not in snapshot {snapshot_id[:12]}…", field="entry_script")
         return tuple(SourceFile(path, key, size) for path, key, size in files)
 
+    def _environment(self, workspace: str, ref: str | None) -> tuple[DeploymentEnvironment | None, dict | None]:
+        """The environment version `ref` names, pinned to 'name:version' (and on AWS, its built image)."""
+        if ref is None:
+            return None, None
+        environments = Environments(self.ctx)
+        item = environments.resolve(workspace, ref, field="environment")
+        image = environments.built_image(workspace, item, "environment") if self.ctx.settings.backend == "aws" else None
+        return DeploymentEnvironment(f"{item['name']}:{int(item['version'])}", item["hash"], item["definition"],
+                                     image), item
+
     def _record(self, principal, workspace, endpoint, name, models, snapshot_id, entry_script, environment, config,
                 revision, previous) -> dict:
         key = keys.deployment(workspace, endpoint, name)
@@ -114,8 +123,9 @@ class Deployments:
                 "updated": now, "updated_by": principal.user}
 
     def _write_deployment(self, workspace: str, endpoint: str, item: dict, previous: dict | None,
-                          versions: dict[str, dict]) -> None:
-        """The deployment, its endpoint's traffic entry and the model versions' usage, in one transaction."""
+                          versions: dict[str, dict], environment: dict | None) -> None:
+        """The deployment, its endpoint's traffic entry, the model versions' usage and its environment
+        version marked used (so its definition can no longer change), in one transaction."""
         usage_key = f"{endpoint}/{item['name']}"
         before = set((previous or {}).get("models", []))
         after = set(versions)
@@ -132,6 +142,9 @@ class Deployments:
         for ref in sorted(before - after):
             model, version = ref.rsplit(":", 1)
             operations += self.registry.release_operations(workspace, model, int(version), usage_key)
+        environment_at = len(operations)
+        if environment is not None:
+            operations += Environments(self.ctx).use_operations(workspace, environment)
         try:
             self.ctx.table.transact(operations)
         except ConditionFailed as failure:
@@ -139,6 +152,9 @@ class Deployments:
                 raise Conflict(f"deployment {item['name']!r} changed meanwhile; try again", field="deployment") from None
             if failure.index == 1:
                 raise NotFound(f"endpoint {endpoint!r} was deleted meanwhile", field="endpoint") from None
+            if failure.index is not None and failure.index >= environment_at:
+                raise Conflict(f"environment {item['environment']} was changed or deleted meanwhile; deploy again",
+                               field="environment") from None
             raise Conflict("a model version changed meanwhile (deleted?); check the models and try again",
                            field="models") from None
 

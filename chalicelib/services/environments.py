@@ -262,6 +262,20 @@ class Environments:
             found.append(build_view(item))
         return found
 
+    def built_image(self, workspace: str, item: dict, field: str) -> str:
+        """The version's container image (a Batch job or a Lambda function runs in it); Conflict naming
+        `field` until its build has Succeeded."""
+        from chalicelib.compute.image_build import ImageBuilds
+
+        if not self.ctx.settings.codebuild_project:
+            raise Invalid("this deployment of Nimbus builds no environment images (NIMBUS_CODEBUILD_PROJECT is not "
+                          "set): leave the environment out", field=field)
+        image = ImageBuilds(self.ctx).ready_image(workspace, item["hash"])
+        if image is None:
+            raise Conflict(f"environment {item['name']}:{item['version']} has no built image yet; try again when "
+                           "its build has Succeeded (`nimbus environment show` gives the build's state)", field=field)
+        return image
+
     def _start_image_build(self, workspace: str, item: dict) -> None:
         """On AWS with a CodeBuild project configured, a new definition's image starts building at once."""
         if self.ctx.settings.backend != "aws" or not self.ctx.settings.codebuild_project:

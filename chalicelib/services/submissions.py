@@ -13,7 +13,7 @@ from chalicelib.services import keys
 from chalicelib.services.common import Context, new_id
 from chalicelib.services.compute_settings import RESOURCES, check_resources
 from chalicelib.services.compute_targets import LOCAL, ComputeTargets
-from chalicelib.services.environments import environment_for
+from chalicelib.services.environments import Environments, environment_for
 from chalicelib.services.identity import Principal
 from chalicelib.services.runs import Runs
 from chalicelib.store.table import Check, ConditionFailed, Key, Operation, Put, attr_eq, item_absent
@@ -52,7 +52,8 @@ class Submissions:
         environment, environment_writes, run_config = environment_for(self.ctx, workspace, run_config)
         extra.extend(environment_writes)
         if environment is not None and target is not None and target["type"] == "batch":
-            environment = {**environment, "image_uri": _image_or_conflict(self.ctx, workspace, environment)}
+            image = Environments(self.ctx).built_image(workspace, environment, "run_config.environment")
+            environment = {**environment, "image_uri": image}
         spec = replace(job_spec(run_id, workspace, run_config, target), environment=environment)
         queued = self.dispatcher.queue_entry(spec)
         if queued is not None:
@@ -86,17 +87,6 @@ class Submissions:
     def _earlier(self, workspace: str, client_token: str) -> dict | None:
         record = self.ctx.table.get_item(submission_key(workspace, client_token))
         return Runs(self.ctx).get(workspace, record["run_id"]) if record else None
-
-
-def _image_or_conflict(ctx: Context, workspace: str, environment: dict) -> str:
-    """A Batch job runs the environment's container image, which must have been built."""
-    from chalicelib.compute.image_build import ImageBuilds
-
-    image = ImageBuilds(ctx).ready_image(workspace, environment["hash"])
-    if image is None:
-        raise Conflict(f"environment {environment['name']}:{environment['version']} has no built image yet; "
-                       "submit again when its build has Succeeded", field="run_config.environment")
-    return image
 
 
 def job_spec(run_id: str, workspace: str, run_config: dict, target: dict | None) -> JobSpec:

@@ -90,9 +90,9 @@ def snapshot(api, backend, services, files: dict[str, bytes]) -> str:
 
 
 def deploy(api, backend, services, name: str, model: str = "doubler:1", script: bytes = SCORE_PY,
-           endpoint: str = "calc", status=200, **config) -> dict:
+           endpoint: str = "calc", status=200, environment: str | None = None, **config) -> dict:
     body = {"models": [model], "snapshot_id": snapshot(api, backend, services, {"score.py": script}),
-            "entry_script": "score.py", "config": config}
+            "entry_script": "score.py", "config": config, "environment": environment}
     code, answer = api.call("PUT", f"{ENDPOINTS}/{endpoint}/deployments/{name}", body)
     assert code == status, answer
     return answer
@@ -363,3 +363,73 @@ def test_a_host_left_running_by_a_killed_platform_is_replaced(api, backend, host
         assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE
     finally:
         killed.spawner.close()
+
+
+# --- environments ---------------------------------------------------------------------------------
+ENVIRONMENT_PY = b'''import os, sys
+import nimbus_tiny
+
+def init():
+    pass
+
+def run(raw_data):
+    return {"greeting": nimbus_tiny.GREETING + os.environ["SUFFIX"], "prefix": sys.prefix, "pid": os.getpid()}
+'''
+
+
+def test_a_deployment_scores_in_its_environment_and_pins_it(api, backend, hosted, local, settings, tmp_path):
+    from tests.wheels import TINY_GREETING, build_tiny_wheel
+
+    # Given an environment whose package exists only as a local wheel, with a variable
+    wheels = build_tiny_wheel(tmp_path / "wheels").parent
+    tiny = api.ok("POST", f"{WS}/environments/tiny/versions",
+                  {"pip": ["--no-index", f"--find-links {wheels}", "nimbus-tiny==0.1"], "variables": {"SUFFIX": "!"}})
+
+    # When a deployment names it (by name: the latest version)
+    deployed = deploy(api, backend, hosted, "blue", script=ENVIRONMENT_PY, environment="tiny")
+
+    # Then it is pinned to the version, which can no longer change, and scores in the environment's venv
+    assert deployed["state"] == "Healthy" and deployed["environment"] == "tiny:1", deployed
+    assert api.ok("GET", f"{WS}/environments/tiny/versions/1")["used"] is True
+    code, error = api.call("PUT", f"{WS}/environments/tiny/versions/1", {"pip": []})
+    assert code == 409 and error["field"] == "version"
+    venv = settings.home / "envs" / tiny["hash"]
+    code, answer, _ = score(api, {})
+    assert code == 200 and answer["greeting"] == TINY_GREETING + "!" and answer["prefix"] == str(venv), answer
+
+    # And a host that dies comes back in the same environment
+    import os
+    import signal
+
+    os.kill(answer["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while (again := score(api, {}))[0] != 200 or again[1]["pid"] == answer["pid"]:
+        assert time.monotonic() < deadline, "the host did not come back"
+        time.sleep(0.2)
+    assert again[1]["prefix"] == str(venv)
+
+
+def test_a_deployment_whose_environment_cannot_be_built_fails_with_the_build_log(api, backend, hosted, local,
+                                                                                   tmp_path):
+    wheels = tmp_path / "empty-index"
+    wheels.mkdir()
+    api.ok("POST", f"{WS}/environments/broken/versions",
+           {"pip": ["--no-index", f"--find-links {wheels}", "nimbus-absent==1.0"]})
+    failed = deploy(api, backend, hosted, "blue", script=ENVIRONMENT_PY, environment="broken:1")
+    assert failed["state"] == "Failed" and "environment broken:1" in failed["error"], failed
+    assert "nimbus-absent" in failed["error"] and "build.log" in failed["error"]
+
+    api.ok("POST", f"{WS}/environments/old/versions", {"python": "3.9"})
+    other = deploy(api, backend, hosted, "green", script=ENVIRONMENT_PY, environment="old")
+    assert other["state"] == "Failed" and "Python 3.9" in other["error"], other
+
+
+def test_an_environment_on_a_stage_that_builds_no_images_is_refused_on_aws(api, backend, hosted):
+    if backend != "aws":
+        pytest.skip("locally the environment is built when the deployment starts")
+    api.ok("POST", f"{WS}/environments/tiny/versions", {"pip": ["numpy"]})
+    code, error = api.call("PUT", f"{ENDPOINTS}/calc/deployments/blue",
+                           {"models": ["doubler:1"], "snapshot_id": snapshot(api, backend, hosted, {"score.py": SCORE_PY}),
+                            "entry_script": "score.py", "environment": "tiny:1"})
+    assert code == 400 and error["field"] == "environment" and "NIMBUS_CODEBUILD_PROJECT" in error["message"], error
+    assert api.ok("GET", f"{WS}/environments/tiny/versions/1")["used"] is False

@@ -205,17 +205,26 @@ def test_cancel_terminates_the_recorded_job(account):
 
 
 def test_a_batch_run_takes_its_environments_built_image_or_is_refused(account):
+    import dataclasses
+
     from chalicelib.compute.image_build import IMAGE_BUILD_KIND
-    from chalicelib.errors import Conflict
+    from chalicelib.errors import Conflict, Invalid
     from chalicelib.services import keys
-    from chalicelib.services.submissions import _image_or_conflict
+    from chalicelib.services.environments import Environments
 
     environment = {"name": "sklearn", "version": 2, "hash": "ab" * 32}
+    ctx = account.services.ctx
+    with pytest.raises(Invalid) as refused:  # a stage without an image build project
+        Environments(ctx).built_image("team", environment, "run_config.environment")
+    assert refused.value.field == "run_config.environment" and "NIMBUS_CODEBUILD_PROJECT" in refused.value.message
+
+    building = Environments(dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings,
+                                                                                 codebuild_project="images")))
     with pytest.raises(Conflict) as refused:  # not built yet
-        _image_or_conflict(account.services.ctx, "team", environment)
+        building.built_image("team", environment, "run_config.environment")
     assert refused.value.field == "run_config.environment" and "sklearn:2" in refused.value.message
 
     key = keys.environment_build(environment["hash"], IMAGE_BUILD_KIND + "team")
-    account.services.ctx.table.put({"pk": key.pk, "sk": key.sk, "state": "Succeeded",
-                                    "image_uri": "123.dkr.ecr.us-east-1.amazonaws.com/nimbus-team:abab"})
-    assert _image_or_conflict(account.services.ctx, "team", environment).endswith("nimbus-team:abab")
+    ctx.table.put({"pk": key.pk, "sk": key.sk, "state": "Succeeded",
+                   "image_uri": "123.dkr.ecr.us-east-1.amazonaws.com/nimbus-team:abab"})
+    assert building.built_image("team", environment, "run_config.environment").endswith("nimbus-team:abab")

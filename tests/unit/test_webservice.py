@@ -67,10 +67,18 @@ def test_bad_inference_config_names_the_field(source, script, folder, field):
     assert error.value.field == field and str(error.value).startswith(field)
 
 
-def test_environment_must_be_a_name_or_none(source):
+def test_environment_is_a_registered_environment_a_name_or_none(source):
+    from nimbus import Environment
+
     with pytest.raises(InvalidError) as error:
         InferenceConfig("score.py", source_directory=source, environment="")
     assert error.value.field == "environment"
+    unregistered = Environment("tiny")
+    with pytest.raises(InvalidError) as error:
+        InferenceConfig("score.py", source_directory=source, environment=unregistered)
+    assert error.value.field == "environment" and "not registered" in str(error.value)
+    unregistered.version = 2  # as register() or Environment.get() leave it
+    assert InferenceConfig("score.py", source_directory=source, environment=unregistered).environment == "tiny:2"
 
 
 # --- DeploymentConfig -----------------------------------------------------------------------------------
