@@ -57,18 +57,20 @@ def list_runs(experiment_name: str, status: tuple[str, ...], tag: tuple[str, ...
 @click.option("-e", "--experiment", "experiment_name", required=True, help="The experiment the run joins.")
 @click.option("--compute", default=None, metavar="TARGET",
               help="The compute target to run on: local (the default) or one registered in the workspace.")
+@click.option("--environment", default=None, metavar="NAME[:VERSION]",
+              help="A registered environment to run in (default: the runner's own interpreter).")
 @click.option("--tag", multiple=True, metavar="KEY=VALUE", help="A tag for the run (repeatable).")
 @click.option("--wait", is_flag=True, help="Print the run's output until it ends; exit 0 only if it Completed.")
 @workspace_option
 @output_option
 def submit(script: str | None, args: tuple[str, ...], source_dir: str | None, run_config_file: str | None,
-           experiment_name: str, compute: str | None, tag: tuple[str, ...], wait: bool, workspace_name: str | None,
-           output: str) -> None:
+           experiment_name: str, compute: str | None, environment: str | None, tag: tuple[str, ...], wait: bool,
+           workspace_name: str | None, output: str) -> None:
     """Snapshot a folder and run SCRIPT [ARGS]... from it.
 
     Options go before SCRIPT: everything after it is passed to the script as it is.
     """
-    config = _submit_config(script, args, source_dir, run_config_file, compute)
+    config = _submit_config(script, args, source_dir, run_config_file, compute, environment)
     submitted = Experiment(connect(workspace_name), experiment_name).submit(config, tags=key_values(tag, "--tag"))
     report_submitted(submitted, wait, output)
 
@@ -94,7 +96,7 @@ def report_submitted(submitted, wait: bool, output: str) -> None:
 
 
 def _submit_config(script: str | None, args: tuple[str, ...], source_dir: str | None, run_config_file: str | None,
-                   compute: str | None) -> ScriptRunConfig:
+                   compute: str | None, environment: str | None = None) -> ScriptRunConfig:
     """The run configuration file's settings, if any, with the command line's on top."""
     if run_config_file is None and script is None:
         raise click.UsageError("give SCRIPT, or --run-config with a script or command in it")
@@ -105,6 +107,8 @@ def _submit_config(script: str | None, args: tuple[str, ...], source_dir: str | 
         config.source_directory = source_dir
     if compute is not None:
         config.compute_target = compute
+    if environment is not None:
+        config.environment = environment
     config.validate()
     return config
 

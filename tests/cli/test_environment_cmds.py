@@ -56,3 +56,15 @@ def _requirements(folder, text):
     path = folder / "requirements.txt"
     path.write_text(text)
     return path
+
+
+def test_run_submit_names_an_environment(nimbus, tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "train.py").write_text("print('hi')\n")
+    nimbus("environment", "create", "plain", "--file", str(_requirements(tmp_path, "")))
+    submitted = nimbus("run", "submit", "-e", "cli", "--source-dir", str(source), "--environment", "plain",
+                       "-o", "json", "train.py", json_output=True)
+    assert submitted["run_config"]["environment"] == "plain:1"
+    unknown = nimbus("run", "submit", "-e", "cli", "--source-dir", str(source), "--environment", "nope", "train.py")
+    assert unknown.exit_code == 1 and "environment nope:latest not found" in unknown.stderr
