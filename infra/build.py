@@ -94,14 +94,26 @@ BATCH_JOB_LOG_GROUP = "/aws/batch/job"  # where Batch's default awslogs driver w
 # What a scoring function itself may do.
 SCORING_MODEL_OBJECTS = "workspaces/*/models/*"  # registered model files (read at cold start)
 SCORING_CAPTURE_OBJECTS = "workspaces/*/captures/*"  # captured requests (`*` also spans folders)
+# Image functions download their source folder at cold start: the manifest the host writes per
+# deployment revision (lambda_package.SOURCE_MANIFEST_PREFIX, tested) and the snapshot contents it lists.
+SCORING_SOURCE_OBJECTS = ["lambda-sources/*", "workspaces/*/snapshots/content/*"]
 TELEMETRY_KEYS = ["TELE#*"]  # the only partition keys a scoring function writes
 # Environment images (chalicelib/compute/image_build.py): the API starts builds of the stage's CodeBuild
-# project and reads their state back, and makes each workspace's ECR repository, `nimbus-<ws>` (created
+# project and reads their state back, and makes each workspace's ECR repository, `<table>/<ws>` (created
 # with a tag, which needs ecr:TagResource). The build reads its context and writes its log under
 # <workspace blob_prefix>environments/<hash>/, and pushes to the workspace's repository.
 CODEBUILD_ACTIONS = ["codebuild:StartBuild", "codebuild:BatchGetBuilds"]
 IMAGE_REPOSITORY_ACTIONS = ["ecr:CreateRepository", "ecr:DescribeRepositories", "ecr:TagResource"]
-IMAGE_REPOSITORY_PREFIX = f"{APP_NAME}-"  # image_build.repository_name(workspace) (tested)
+# Deployments that name an environment are Lambda container-image functions on its image
+# (chalicelib/hosting/lambda_package.py). Whoever creates or updates such a function must be allowed to
+# read the image; Lambda then adds the statement letting its service pull from the repository, when the
+# repository's policy lacks it, which needs the repository policy actions.
+SCORING_IMAGE_ACTIONS = [
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+    "ecr:GetRepositoryPolicy",
+    "ecr:SetRepositoryPolicy",
+]
 IMAGE_CONTEXT_OBJECTS = "workspaces/*/environments/*/context.zip"
 IMAGE_LOG_OBJECTS = "workspaces/*/environments/*/build.log"
 ECR_PUSH_ACTIONS = [
@@ -144,6 +156,11 @@ def batch_prefix(stage: str) -> str:
 def batch_role_name(stage: str, kind: str) -> str:
     """`job` (the runner container), `execution` (Fargate pulls and logs), `instance` (EC2 hosts)."""
     return f"{APP_NAME}-{stage}-batch-{kind}"
+
+
+def image_repositories(stage: str) -> str:
+    """The stage's environment image repositories: image_build.repository_name(table, workspace) (tested)."""
+    return f"{table_name(stage)}/*"
 
 
 def runner_repository_name(stage: str) -> str:
@@ -189,6 +206,12 @@ def _image_statements(images: dict) -> list[dict]:
             "Sid": "ImageRepositories",
             "Effect": "Allow",
             "Action": IMAGE_REPOSITORY_ACTIONS,
+            "Resource": images["repositories"],
+        },
+        {
+            "Sid": "ScoringImages",
+            "Effect": "Allow",
+            "Action": SCORING_IMAGE_ACTIONS,
             "Resource": images["repositories"],
         },
     ]
@@ -371,8 +394,8 @@ def _bucket_policy() -> dict:
 
 
 def _scoring_role() -> dict:
-    """The execution role of every scoring function of the stage: read models, record telemetry and
-    captured requests, write its own logs."""
+    """The execution role of every scoring function of the stage: read models (and the source folders of
+    image functions), record telemetry and captured requests, write its own logs."""
     log_groups = (
         "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
         f":log-group:/aws/lambda/{scoring_function_prefix('${Stage}')}*"
@@ -403,6 +426,13 @@ def _scoring_role() -> dict:
                                 "Effect": "Allow",
                                 "Action": ["s3:GetObject"],
                                 "Resource": _sub(f"${{ArtifactBucket.Arn}}/{SCORING_MODEL_OBJECTS}"),
+                            },
+                            {
+                                "Sid": "ReadSources",
+                                "Effect": "Allow",
+                                "Action": ["s3:GetObject"],
+                                "Resource": [_sub(f"${{ArtifactBucket.Arn}}/{objects}")
+                                             for objects in SCORING_SOURCE_OBJECTS],
                             },
                             {
                                 "Sid": "WriteCaptures",
@@ -494,7 +524,7 @@ def _template_image_arns() -> dict:
         "project": _sub("arn:${AWS::Partition}:codebuild:${AWS::Region}:${AWS::AccountId}"
                         f":project/{image_project_name('${Stage}')}"),
         "repositories": _sub("arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}"
-                             f":repository/{IMAGE_REPOSITORY_PREFIX}*"),
+                             f":repository/{image_repositories('${Stage}')}"),
     }
 
 
@@ -574,7 +604,7 @@ def _image_build_resources() -> dict:
         return f"arn:${{AWS::Partition}}:{service}:${{AWS::Region}}:${{AWS::AccountId}}"
 
     log_group = f"{arn('logs')}:log-group:{image_build_log_group('${Stage}')}"
-    repositories = f"{arn('ecr')}:repository/{IMAGE_REPOSITORY_PREFIX}*"
+    repositories = f"{arn('ecr')}:repository/{image_repositories('${Stage}')}"
     return {
         "ImageBuildLogGroup": {
             "Type": "AWS::Logs::LogGroup",
@@ -733,7 +763,7 @@ def stage_policy(stage: str) -> dict:
             },
             images={
                 "project": f"arn:aws:codebuild:*:*:project/{image_project_name(stage)}",
-                "repositories": f"arn:aws:ecr:*:*:repository/{IMAGE_REPOSITORY_PREFIX}*",
+                "repositories": f"arn:aws:ecr:*:*:repository/{image_repositories(stage)}",
             },
         ),
     }

@@ -9,7 +9,14 @@ build's state back.
 
 The image carries the nimbus client (copied from this deployment, which packages `nimbus/`) so the
 runner, `python -m nimbus.runner`, runs inside it; NIMBUS_ENVIRONMENT_HASH tells that runner the image
-already is the environment, so it builds no virtualenv.
+already is the environment, so it builds no virtualenv. That stays the image's CMD (Batch jobs).
+
+The same image is the code of the Lambda functions of deployments that name the environment
+(chalicelib/hosting/lambda_package.py sets their ImageConfig): beside the client it holds the scoring
+runtime's sources (SCORING_RUNTIME, copied from this deployment like the zip functions' package) and, in
+a folder of their own (RUNTIME_DIR), the Lambda runtime interface client and the handler's dependencies,
+pinned as requirements.txt pins them. Both folders come after site-packages on sys.path, so the
+environment's own packages win over them.
 """
 from __future__ import annotations
 
@@ -28,21 +35,42 @@ from chalicelib.services import keys
 from chalicelib.services.common import Context
 from chalicelib.services.environments import IMAGE_BUILD_KIND
 from chalicelib.services.workspaces import Workspaces
-from chalicelib.store.table import ConditionFailed, Update, all_of, any_of, attr_eq, item_absent
+from chalicelib.store.table import (
+    ConditionFailed, Update, all_of, any_of, attr_absent, attr_eq, attr_lt, item_absent,
+)
 from nimbus.environments import CLIENT_REQUIREMENTS
 
 WORKDIR = "/opt/nimbus"
 REQUIREMENTS = "requirements.txt"
-CLIENT_DIR = "nimbus-client"  # in the context: the nimbus package's .py files
+CLIENT_DIR = "nimbus-client"  # in the context: the nimbus package's .py files, and the scoring runtime's
+RUNTIME_DIR = f"{WORKDIR}/runtime"  # in the image: what the scoring handler needs (pip --target)
+# The scoring handler (chalicelib.scoring.lambda_handler) and what it imports, lazily included: settings,
+# the table and blob adapters for telemetry and capture. Paths relative to the repository root.
+SCORING_RUNTIME = ("chalicelib/__init__.py", "chalicelib/errors.py", "chalicelib/settings.py",
+                   "chalicelib/scoring", "chalicelib/store")
+# The runtime interface client (Lambda's side of an image function), boto3 (S3 downloads, telemetry),
+# powertools (metrics) and orjson, pinned as requirements.txt pins them (a test compares).
+SCORING_REQUIREMENTS = ("awslambdaric>=3,<5", "boto3==1.44.5", "botocore==1.44.5", "aws-lambda-powertools==3.37.0",
+                        "orjson==3.13.0")
+# What an image holds beyond its definition (the client, the scoring runtime): the definition's hash does
+# not cover it, so a build records the format it made, and an image of an older format is built again
+# (under a tag of its own: the repositories' tags are immutable). 2: images also serve scoring functions.
+IMAGE_FORMAT = 2
 # CodeBuild's buildStatus → the build item's state.
 STATES = {"IN_PROGRESS": "Building", "SUCCEEDED": "Succeeded", "FAILED": "Failed", "FAULT": "Failed",
           "TIMED_OUT": "Failed", "STOPPED": "Failed"}
 
 
 # --- the plan (pure) --------------------------------------------------------------------------------
-def repository_name(workspace: str) -> str:
-    """ECR allows single '-' between letters and digits; workspace names may repeat or end with one."""
-    return "nimbus-" + re.sub(r"-+", "-", workspace).strip("-")
+def repository_name(table_name: str, workspace: str) -> str:
+    """`<table>/<workspace>`: the stage's table namespaces its repositories, so stages sharing an account
+    never share one (and IAM grants a stage `repository/<table>/*` only). ECR allows single '-' between
+    lowercase letters and digits; names may repeat or end with one."""
+    return f"{_ecr_component(table_name)}/{_ecr_component(workspace)}"
+
+
+def _ecr_component(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
 
 
 def requirements_text(definition: Mapping[str, Any]) -> str:
@@ -59,13 +87,20 @@ def dockerfile(definition: Mapping[str, Any], digest: str) -> str:
         lines += [f"COPY {REQUIREMENTS} {WORKDIR}/{REQUIREMENTS}",
                   "RUN " + json.dumps(["python", "-m", "pip", "install", "-r", f"{WORKDIR}/{REQUIREMENTS}"])]
     lines.append("RUN " + json.dumps(["python", "-m", "pip", "install", *CLIENT_REQUIREMENTS]))
+    # The scoring handler's own dependencies, apart: an environment pinning other versions keeps them.
+    lines.append("RUN " + json.dumps(["python", "-m", "pip", "install", "--target", RUNTIME_DIR,
+                                      *SCORING_REQUIREMENTS]))
     # After site-packages (a .pth), so the environment's own packages win over the client's folder.
     lines += [f"COPY {CLIENT_DIR} {WORKDIR}/client",
               "RUN " + json.dumps(["python", "-c", "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()"
-                                   f"['purelib'], 'nimbus-client.pth').write_text('{WORKDIR}/client\\n')"])]
+                                   f"['purelib'], 'nimbus-client.pth').write_text('{WORKDIR}/client\\n"
+                                   f"{RUNTIME_DIR}\\n')"]),
+              # Lambda's file system is read-only: compiled now, or at every cold start.
+              "RUN " + json.dumps(["python", "-m", "compileall", "-q", f"{WORKDIR}/client"])]
     for name, value in sorted((definition.get("variables") or {}).items()):
         if "\n" in value or "\r" in value:
-            lines.append(f"# {name} holds a line break: the runner sets it when a run starts")
+            lines.append(f"# {name} holds a line break: the runner sets it when a run starts, and a deployment's "
+                         "function configuration holds it")
         else:
             lines.append(f"ENV {name}={_quoted(value)}")
     lines += [f"ENV NIMBUS_ENVIRONMENT_HASH={digest}", 'CMD ["python", "-m", "nimbus.runner"]']
@@ -78,17 +113,34 @@ def _quoted(value: str) -> str:
 
 
 def client_files() -> list[tuple[str, Path]]:
-    """(archive name, local path) of the nimbus package's source files."""
+    """(archive name, local path) of the nimbus package's source files and the scoring runtime's."""
     spec = importlib.util.find_spec("nimbus")
     if spec is None or not spec.submodule_search_locations:
         raise NimbusError("the nimbus client is not packaged with this deployment")
     root = Path(next(iter(spec.submodule_search_locations)))
-    return [(f"{CLIENT_DIR}/nimbus/{path.relative_to(root).as_posix()}", path) for path in sorted(root.rglob("*.py"))
-            if "__pycache__" not in path.parts]
+    files = [(f"{CLIENT_DIR}/nimbus/{path.relative_to(root).as_posix()}", path) for path in sorted(root.rglob("*.py"))
+             if "__pycache__" not in path.parts]
+    return files + scoring_runtime_files()
+
+
+def scoring_runtime_files() -> list[tuple[str, Path]]:
+    """(archive name, local path) of SCORING_RUNTIME, read from the chalicelib package this code runs from."""
+    spec = importlib.util.find_spec("chalicelib")
+    if spec is None or not spec.submodule_search_locations:
+        raise NimbusError("the scoring runtime (chalicelib) is not packaged with this deployment")
+    base = Path(next(iter(spec.submodule_search_locations))).parent
+    files = []
+    for entry in SCORING_RUNTIME:
+        path = base / entry
+        found = sorted(p for p in path.rglob("*.py") if "__pycache__" not in p.parts) if path.is_dir() else [path]
+        if not found or not all(p.is_file() for p in found):
+            raise NimbusError(f"the scoring runtime is incomplete here: {entry} is missing")
+        files += [(f"{CLIENT_DIR}/{p.relative_to(base).as_posix()}", p) for p in found]
+    return files
 
 
 def build_context(definition: Mapping[str, Any], digest: str) -> bytes:
-    """The zip CodeBuild unpacks as its source: Dockerfile, requirements.txt and the client."""
+    """The zip CodeBuild unpacks as its source: Dockerfile, requirements.txt, the client and the scoring runtime."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("Dockerfile", dockerfile(definition, digest))
@@ -146,14 +198,15 @@ class ImageBuilds:
         digest = item["hash"]
         key = keys.environment_build(digest, IMAGE_BUILD_KIND + workspace)
         claim = {"pk": key.pk, "sk": key.sk, "entity": "environment_build", "workspace": workspace, "hash": digest,
-                 "state": "Building", "started": self.ctx.now()}
+                 "state": "Building", "format": IMAGE_FORMAT, "started": self.ctx.now()}
         try:
-            self.ctx.table.put(claim, any_of(item_absent(), attr_eq("state", "Failed")))
+            self.ctx.table.put(claim, any_of(item_absent(), attr_eq("state", "Failed"), attr_absent("format"),
+                                             attr_lt("format", IMAGE_FORMAT)))
         except ConditionFailed:
             return self.ctx.table.get_item(key)  # building or built by an identical definition
         prefix = f"{Workspaces(self.ctx).record(workspace)['blob_prefix']}environments/{digest}/"
         try:
-            image_uri = f"{self._repository_uri(workspace)}:{digest}"
+            image_uri = f"{self._repository_uri(workspace)}:{digest}-{IMAGE_FORMAT}"
             self.ctx.blobs.put_bytes(prefix + "context.zip", build_context(item["definition"], digest))
             spec = buildspec(image_uri, self.ctx.settings.bucket, prefix + "build.log")
             build = self.codebuild.start_build(**start_build_request(
@@ -184,13 +237,16 @@ class ImageBuilds:
         except ConditionFailed:
             return self.ctx.table.get_item(key)  # refreshed (or claimed again) meanwhile
 
-    def ready_image(self, workspace: str, digest: str) -> str | None:
-        """The image of a definition once its build Succeeded (for a job definition); None before."""
-        item = self.refresh(workspace, digest)
+    def ready_image(self, workspace: str, version: Mapping[str, Any]) -> str | None:
+        """The image of an environment version's definition once its build Succeeded; None before. An
+        image of an older format starts its rebuild."""
+        item = self.refresh(workspace, version["hash"])
+        if item is not None and item.get("state") == "Succeeded" and item.get("format", 1) < IMAGE_FORMAT:
+            item = self.start(workspace, version)
         return item.get("image_uri") if item is not None and item.get("state") == "Succeeded" else None
 
     def _repository_uri(self, workspace: str) -> str:
-        name = repository_name(workspace)
+        name = repository_name(self.ctx.settings.table_name, workspace)
         try:
             reply = self.ecr.create_repository(repositoryName=name, imageTagMutability="IMMUTABLE",
                                                tags=[{"Key": "nimbus:workspace", "Value": workspace}])

@@ -4,6 +4,10 @@ One function per endpoint, one published version per deployment revision, the al
 traffic. The deployments service deploys one deployment of an endpoint at a time; should two publishes
 still overlap, `_publish` notices (the function no longer holds what this deploy wrote, or its
 RevisionId moved) and raises Conflict rather than publishing a mixture.
+
+A deployment without an environment is a zip function (the package staged in the bucket); one with an
+environment runs the environment's image, its source folder listed by a manifest in the bucket that is
+kept as long as the version exists. An endpoint's function keeps the package type it was created with.
 """
 from __future__ import annotations
 
@@ -84,9 +88,18 @@ class LambdaHost(FunctionHost):
         return pkg.function_name(self.settings.table_name, workspace, endpoint)
 
     # --- deploy ------------------------------------------------------------------------------------
+    def check(self, spec: DeploymentSpec) -> None:
+        """The plan's own checks, and the endpoint function's package type (see _existing_function)."""
+        plan = pkg.plan_function(spec, table=self.settings.table_name, bucket=self.settings.bucket,
+                                 role_arn=self.role_arn())
+        self._existing_function(plan)
+
     def deploy(self, spec: DeploymentSpec, previous: dict | None) -> HostState:
         plan = pkg.plan_function(spec, table=self.settings.table_name, bucket=self.settings.bucket,
                                  role_arn=self.role_arn())
+        existing = self._existing_function(plan)
+        if plan.image_uri:
+            return self._deploy_image(spec, plan, existing, previous)
         if self._runtime is None:
             self._runtime = pkg.runtime_entries()
         archive = self.build_zip(pkg.package_manifest(spec, self._runtime))
@@ -95,7 +108,7 @@ class LambdaHost(FunctionHost):
         self.blobs.put_bytes(key, archive, content_type="application/zip")
         try:
             code = {"S3Bucket": self.settings.bucket, "S3Key": key}
-            failure = self._write_function(plan, code)
+            failure, _ = self._write_function(plan, code, existing)
             if failure:
                 return HostState("Failed", error=failure, details={"function_name": plan.function_name})
             version = self._publish(plan, sha256)
@@ -105,6 +118,51 @@ class LambdaHost(FunctionHost):
         self._apply_concurrency(plan)
         return HostState("Healthy", details={"function_name": plan.function_name, "function_version": version,
                                              "alias": pkg.ALIAS, "code_sha256": sha256})
+
+    def _deploy_image(self, spec: DeploymentSpec, plan: pkg.FunctionPlan, existing: dict | None,
+                      previous: dict | None) -> HostState:
+        """The environment's image as the function's code; the source manifest in the bucket for its handler.
+        The manifest of the version this one replaces goes once that version is deleted."""
+        details = {"function_name": plan.function_name, "package_type": pkg.IMAGE, "image_uri": plan.image_uri,
+                   "source_manifest": plan.source_manifest}
+        old = previous or {}
+        self.blobs.put_bytes(plan.source_manifest, pkg.source_manifest(spec), content_type="application/json")
+        version = None
+        try:
+            failure, sha256 = self._write_function(plan, plan.image_code(), existing)
+            if failure is None:
+                version = self._publish(plan, sha256)
+        finally:
+            if version is None and old.get("source_manifest") != plan.source_manifest:
+                self.blobs.delete(plan.source_manifest)  # no version of this revision needs it
+        if failure:
+            return HostState("Failed", error=failure, details=details)
+        replaced = self._route_new_version(plan, version, old.get("function_version"))
+        if replaced and old.get("source_manifest") not in (None, plan.source_manifest):
+            self.blobs.delete(old["source_manifest"])
+        self._apply_concurrency(plan)
+        return HostState("Healthy", details={**details, "function_version": version, "alias": pkg.ALIAS,
+                                             "code_sha256": sha256})
+
+    def _existing_function(self, plan: pkg.FunctionPlan) -> dict | None:
+        """The endpoint's function as it is, or None; Conflict when its package type is not the plan's:
+        Lambda cannot change it, and every deployment of the endpoint is a version of this one function."""
+        name = plan.function_name
+        try:
+            with _translated(f"reading function {name}"):
+                current = self.client.get_function_configuration(FunctionName=name)
+        except NotFound:
+            return None
+        held = current.get("PackageType") or pkg.ZIP
+        if held != plan.package_type:
+            wanted = ("runs in an environment (a container image function)" if plan.package_type == pkg.IMAGE
+                      else "names no environment (a zip function)")
+            present = "container image" if held == pkg.IMAGE else "zip"
+            raise Conflict(f"this deployment {wanted}, but the endpoint's scoring function {name} is a {present} "
+                           "function: Lambda cannot change a function's package type, and all deployments of an "
+                           "endpoint are versions of one function. Deploy it to another endpoint, or delete this "
+                           "endpoint first", field="environment")
+        return current
 
     def build_zip(self, entries: tuple[pkg.PackageEntry, ...]) -> bytes:
         buffer = io.BytesIO()
@@ -121,26 +179,25 @@ class LambdaHost(FunctionHost):
                 archive.writestr(info, data)
         return buffer.getvalue()
 
-    def _write_function(self, plan: pkg.FunctionPlan, code: dict) -> str | None:
-        """Create the function, or update its code then its configuration; the failure reason, if any."""
+    def _write_function(self, plan: pkg.FunctionPlan, code: dict, existing: dict | None) -> tuple[str | None, str]:
+        """Create the function, or update its code then its configuration: (the failure reason, if any, and
+        the CodeSha256 Lambda answered for the code written)."""
         name = plan.function_name
-        try:
-            with _translated(f"reading function {name}"):
-                self.client.get_function_configuration(FunctionName=name)
-        except NotFound:
+        if existing is None:
             with _translated(f"creating function {name}"):
-                self.client.create_function(**plan.create_function(code))
-            return self._wait_until_ready(name)
+                created = self.client.create_function(**plan.create_function(code))
+            return self._wait_until_ready(name), created.get("CodeSha256", "")
+        sha256 = existing.get("CodeSha256", "")
         failure = self._wait_until_ready(name)  # an earlier update may still be in progress
         if failure is None:
             with _translated(f"updating the code of {name}"):
-                self.client.update_function_code(**plan.update_function_code(code))
+                sha256 = self.client.update_function_code(**plan.update_function_code(code)).get("CodeSha256", "")
             failure = self._wait_until_ready(name)
         if failure is None:
             with _translated(f"updating the configuration of {name}"):
                 self.client.update_function_configuration(**plan.update_function_configuration())
             failure = self._wait_until_ready(name)
-        return failure
+        return failure, sha256
 
     def _wait_until_ready(self, name: str, qualifier: str | None = None) -> str | None:
         """Poll until the function (or version) is Active with its last update done; bounded."""
@@ -177,9 +234,10 @@ class LambdaHost(FunctionHost):
             raise Unavailable(failure)
         return version
 
-    def _route_new_version(self, plan: pkg.FunctionPlan, version: str, old: str | None) -> None:
+    def _route_new_version(self, plan: pkg.FunctionPlan, version: str, old: str | None) -> bool:
         """A new endpoint routes everything to its first deployment; an updated deployment keeps its
-        weight (its old version is swapped for the new one in the alias, then deleted)."""
+        weight (its old version is swapped for the new one in the alias, then deleted). True when an old
+        version was there and is gone now."""
         name = plan.function_name
         alias = self._find_alias(name)
         if alias is None:
@@ -196,7 +254,8 @@ class LambdaHost(FunctionHost):
                                              FunctionVersion=version if primary == old else primary,
                                              RoutingConfig={"AdditionalVersionWeights": weights})
         if old and old != version:
-            self._delete_version(name, old, still_routed_ok=True)
+            return self._delete_version(name, old, still_routed_ok=True)
+        return False
 
     def _apply_concurrency(self, plan: pkg.FunctionPlan) -> None:
         reserved = plan.put_function_concurrency()
@@ -241,14 +300,16 @@ class LambdaHost(FunctionHost):
 
     # --- removal -----------------------------------------------------------------------------------
     def remove(self, workspace: str, endpoint: str, deployment: str, details: dict) -> None:
-        version = (details or {}).get("function_version")
-        if not version:
-            return
-        name = self.function_name(workspace, endpoint)
-        alias = self._find_alias(name)
-        if alias is not None:
-            self._unroute(name, alias, version)
-        self._delete_version(name, version)
+        details = details or {}
+        version = details.get("function_version")
+        if version:
+            name = self.function_name(workspace, endpoint)
+            alias = self._find_alias(name)
+            if alias is not None:
+                self._unroute(name, alias, version)
+            self._delete_version(name, version)
+        if details.get("source_manifest"):
+            self.blobs.delete(details["source_manifest"])
 
     def _unroute(self, name: str, alias: dict, version: str) -> None:
         """Take `version` out of the alias so it can be deleted (Lambda refuses while an alias uses it)."""
@@ -276,8 +337,10 @@ class LambdaHost(FunctionHost):
                 self.client.delete_function(FunctionName=name)
         except NotFound:
             pass
+        self.blobs.delete_prefix(f"{pkg.SOURCE_MANIFEST_PREFIX}{name}/")  # image functions' source manifests
 
-    def _delete_version(self, name: str, version: str, *, still_routed_ok: bool = False) -> None:
+    def _delete_version(self, name: str, version: str, *, still_routed_ok: bool = False) -> bool:
+        """True when the version is gone (deleted now or before)."""
         try:
             with _translated(f"deleting version {version} of {name}"):
                 self.client.delete_function(FunctionName=name, Qualifier=version)
@@ -288,6 +351,8 @@ class LambdaHost(FunctionHost):
             # version left behind costs storage, not correctness.
             if not still_routed_ok:
                 raise
+            return False
+        return True
 
     def _find_alias(self, name: str) -> dict | None:
         try:

@@ -23,6 +23,15 @@ The package (zip):
   source/<path>                    the deployment's source folder (bytes from the blob store)
 Models are not packaged: their files stay in S3 (NIMBUS_MODEL_SOURCES) and the handler downloads them
 at cold start, which keeps packages small and lets deployments share one model copy.
+
+A deployment that names an environment runs in the environment's image instead (PackageType Image,
+built by chalicelib/compute/image_build.py with the runtime interface client and the scoring runtime
+inside): the image is shared by every deployment of that definition, so it cannot hold a deployment's
+source folder. The host writes a source manifest per deployment revision to the bucket
+(`source_manifest_key`, JSON {"files": [[path, blob key, size], ...]}) and the handler downloads the
+files it lists to IMAGE_SOURCE_DIR at cold start (NIMBUS_SOURCE_MANIFEST). A Lambda function cannot
+change its package type, and all deployments of an endpoint are versions of one function: the host
+refuses a deployment whose type differs from the endpoint's function.
 """
 from __future__ import annotations
 
@@ -42,6 +51,17 @@ HANDLER = "chalicelib.scoring.lambda_handler.handler"
 ALIAS = "live"
 TASK_ROOT = "/var/task"  # where Lambda unpacks a zip package
 SOURCE_DIR = "source"
+ZIP, IMAGE = "Zip", "Image"  # Lambda's PackageType values
+# Image functions: the runtime interface client runs the handler; /tmp is the only writable folder, so the
+# source folder is downloaded there and it is the working directory (as /var/task is for a zip package).
+IMAGE_ENTRYPOINT = ("python", "-m", "awslambdaric")
+IMAGE_WORKING_DIR = "/tmp"
+IMAGE_SOURCE_DIR = "/tmp/nimbus-source"
+SOURCE_MANIFEST_PREFIX = "lambda-sources/"  # + <function>/<deployment>/<revision>.json
+# Lambda sets these itself and refuses them in a function's configuration.
+LAMBDA_RESERVED_VARIABLES = re.compile(
+    r"_HANDLER|_X_AMZN_TRACE_ID|AWS_REGION|AWS_DEFAULT_REGION|AWS_EXECUTION_ENV|AWS_LAMBDA_\w*|AWS_ACCESS_KEY\w*"
+    r"|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|AWS_XRAY_\w*|LAMBDA_TASK_ROOT|LAMBDA_RUNTIME_DIR")
 # The handler enforces timeout_s itself (504) and downloads models at cold start: Lambda's own limit
 # leaves room for both.
 TIMEOUT_MARGIN_S = 30
@@ -159,10 +179,31 @@ def package_key(function: str, code_sha256: str) -> str:
     return f"lambda-packages/{function}/{code_sha256}.zip"
 
 
+def source_manifest_key(function: str, deployment: str, revision: int) -> str:
+    """Where an image function's source manifest is kept while its version exists."""
+    return f"{SOURCE_MANIFEST_PREFIX}{function}/{_safe(deployment)}/{revision}.json"
+
+
+def source_manifest(spec: DeploymentSpec) -> bytes:
+    """What an image function downloads at cold start: {"files": [[path, blob key, size], ...]}, sorted by
+    path; the entry script must be among them and the folder must fit where a zip package would."""
+    if spec.entry_script not in {f.path for f in spec.source}:
+        raise Invalid(f"entry script {spec.entry_script!r} is not in the source folder", field="entry_script")
+    files = sorted([_checked_source_path(f.path), f.blob_key, f.size] for f in spec.source)
+    total = sum(size for _, _, size in files)
+    if total > MAX_UNZIPPED_BYTES:
+        raise Invalid(f"the source folder is {total} bytes; a scoring function takes at most {MAX_UNZIPPED_BYTES}: "
+                      "keep large files out of the source folder (register them as models)", field="snapshot_id")
+    return json.dumps({"files": files}, separators=(",", ":")).encode("utf-8")
+
+
 # --- configuration --------------------------------------------------------------------------------
 
 
-def environment(spec: DeploymentSpec, *, table: str, bucket: str) -> dict[str, str]:
+def environment(spec: DeploymentSpec, *, table: str, bucket: str, source_manifest: str | None = None) -> dict[str, str]:
+    """The function's variables. An image function (`source_manifest`: its key in the bucket) downloads its
+    source folder to IMAGE_SOURCE_DIR; its environment's variables are ENV lines of the image, except those
+    holding a line break (a Dockerfile ENV cannot), which are passed here."""
     sources = [
         {"name": m.name, "version": m.version, "asset_path": m.asset_path, "bucket": bucket,
          "prefix": m.blob_prefix, "files": [[path, size] for path, size in m.files]}
@@ -176,7 +217,7 @@ def environment(spec: DeploymentSpec, *, table: str, bucket: str) -> dict[str, s
         "NIMBUS_ENDPOINT": spec.endpoint,
         "NIMBUS_DEPLOYMENT": spec.deployment,
         "NIMBUS_REVISION": str(spec.revision),
-        "NIMBUS_SOURCE_DIR": f"{TASK_ROOT}/{SOURCE_DIR}",
+        "NIMBUS_SOURCE_DIR": IMAGE_SOURCE_DIR if source_manifest else f"{TASK_ROOT}/{SOURCE_DIR}",
         "NIMBUS_ENTRY_SCRIPT": spec.entry_script,  # relative to NIMBUS_SOURCE_DIR
         "NIMBUS_TIMEOUT_S": str(spec.config.timeout_s),
         "NIMBUS_MODEL_SOURCES": json.dumps(sources, separators=(",", ":")),
@@ -185,12 +226,36 @@ def environment(spec: DeploymentSpec, *, table: str, bucket: str) -> dict[str, s
         "POWERTOOLS_SERVICE_NAME": "nimbus-scoring",
         "POWERTOOLS_METRICS_NAMESPACE": "Nimbus",
     }
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in variables.items())
+    if source_manifest:
+        variables["NIMBUS_SOURCE_MANIFEST"] = source_manifest  # a key in NIMBUS_BUCKET
+    passed = _unbakeable_variables(spec) if source_manifest else {}
+    variables.update(passed)
+    size = _size(variables)
     if size > MAX_ENVIRONMENT_BYTES:
+        if passed and size - _size(passed) <= MAX_ENVIRONMENT_BYTES:
+            raise Invalid(f"the deployment's settings take {size} bytes of environment variables, above Lambda's "
+                          f"{MAX_ENVIRONMENT_BYTES}, with {_size(passed)} bytes of environment variables holding line "
+                          f"breaks ({', '.join(sorted(passed))}), which the image cannot set: shorten them or keep "
+                          "them on one line", field="environment")
         raise Invalid(f"the deployment's settings take {size} bytes of environment variables, above Lambda's "
                       f"{MAX_ENVIRONMENT_BYTES}: mostly the model file list — register models with fewer files "
                       "(an archive or a folder of a few files)", field="models")
     return variables
+
+
+def _size(variables: dict[str, str]) -> int:
+    return sum(len(k.encode()) + len(v.encode()) for k, v in variables.items())
+
+
+def _unbakeable_variables(spec: DeploymentSpec) -> dict[str, str]:
+    """The environment's variables that the image could not set as ENV (see image_build.dockerfile)."""
+    variables = (spec.environment.definition.get("variables") or {}) if spec.environment else {}
+    passed = {name: value for name, value in variables.items() if "\n" in value or "\r" in value}
+    for name in sorted(passed):
+        if LAMBDA_RESERVED_VARIABLES.fullmatch(name):
+            raise Invalid(f"environment {spec.environment.ref}: variable {name} holds a line break, so it must be set "
+                          "on the function, and Lambda reserves that name", field="environment")
+    return passed
 
 
 def check_config(spec: DeploymentSpec) -> None:
@@ -218,6 +283,8 @@ def check_config(spec: DeploymentSpec) -> None:
 class FunctionPlan:
     """Every Lambda request of one deployment revision, as the exact keyword arguments boto3 takes.
 
+    A zip function (`image_uri` None) gets its code from the host's zip; an image function runs the
+    environment's image, with its source folder listed at `source_manifest` in the bucket.
     Reserved and provisioned concurrency belong to the function and to the alias, which are the endpoint's:
     the deployment deployed last sets them; None leaves them as they are.
     """
@@ -231,21 +298,37 @@ class FunctionPlan:
     tags: dict[str, str]
     reserved_concurrency: int | None
     provisioned_concurrency: int | None
+    image_uri: str | None = None
+    source_manifest: str | None = None  # bucket key (image functions)
+
+    @property
+    def package_type(self) -> str:
+        return IMAGE if self.image_uri else ZIP
+
+    def image_code(self) -> dict:
+        """The Code of an image function (a zip function's comes from the host's package)."""
+        if not self.image_uri:
+            raise NimbusError(f"function {self.function_name} is a zip function: it has no image")
+        return {"ImageUri": self.image_uri}
 
     def _configuration(self) -> dict:
-        return {
+        request = {
             "FunctionName": self.function_name,
             "Role": self.role_arn,
-            "Handler": HANDLER,
-            "Runtime": RUNTIME,
             "Timeout": self.timeout,
             "MemorySize": self.memory_size,
             "Description": self.description,
             "Environment": {"Variables": dict(self.environment)},
         }
+        if self.image_uri:
+            request["ImageConfig"] = {"EntryPoint": list(IMAGE_ENTRYPOINT), "Command": [HANDLER],
+                                      "WorkingDirectory": IMAGE_WORKING_DIR}
+        else:
+            request.update(Handler=HANDLER, Runtime=RUNTIME)
+        return request
 
     def create_function(self, code: dict) -> dict:
-        return {**self._configuration(), "Code": dict(code), "Publish": False, "PackageType": "Zip",
+        return {**self._configuration(), "Code": dict(code), "Publish": False, "PackageType": self.package_type,
                 "Tags": dict(self.tags)}
 
     def update_function_code(self, code: dict, revision_id: str | None = None) -> dict:
@@ -279,19 +362,30 @@ class FunctionPlan:
 
 
 def plan_function(spec: DeploymentSpec, *, table: str, bucket: str, role_arn: str) -> FunctionPlan:
+    """A zip function, or an image function on the environment's image when the deployment names one."""
     check_config(spec)
     if not role_arn:
         raise NimbusError("NIMBUS_SCORING_ROLE_ARN is not set: scoring functions need an execution role")
+    name = function_name(table, spec.workspace, spec.endpoint)
+    image_uri = manifest = None
+    if spec.environment is not None:
+        image_uri = spec.environment.image_uri
+        if not image_uri:
+            raise NimbusError(f"environment {spec.environment.ref} has no built image to run the deployment in",
+                              field="environment")
+        manifest = source_manifest_key(name, spec.deployment, spec.revision)
     return FunctionPlan(
-        function_name=function_name(table, spec.workspace, spec.endpoint),
+        function_name=name,
         role_arn=role_arn,
-        environment=environment(spec, table=table, bucket=bucket),
+        environment=environment(spec, table=table, bucket=bucket, source_manifest=manifest),
         timeout=spec.config.timeout_s + TIMEOUT_MARGIN_S,
         memory_size=spec.config.memory_mb,
         description=f"{spec.workspace}/{spec.endpoint}/{spec.deployment} revision {spec.revision}"[:256],
         tags={"nimbus:table": table, "nimbus:workspace": spec.workspace, "nimbus:endpoint": spec.endpoint},
         reserved_concurrency=reserved_concurrency(spec.config),
         provisioned_concurrency=provisioned_concurrency(spec.config),
+        image_uri=image_uri,
+        source_manifest=manifest,
     )
 
 

@@ -90,6 +90,9 @@ class ScoreResult:
 
 
 class FunctionHost(abc.ABC):
+    def check(self, spec: DeploymentSpec) -> None:
+        """Refuse (Invalid, Conflict) a spec this host cannot deploy, before the deployment is written."""
+
     @abc.abstractmethod
     def deploy(self, spec: DeploymentSpec, previous: dict | None) -> HostState:
         """Create or update the deployment's scoring function; `previous` is its last HostState.details."""

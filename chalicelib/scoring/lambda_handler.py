@@ -8,6 +8,10 @@ the function (the API's scoring route), never here. Answers are {"statusCode", "
 Environment:
     NIMBUS_ENTRY_SCRIPT          the entry script, relative to the source folder
     NIMBUS_SOURCE_DIR            the source folder (default: `source/` beside the package root)
+    NIMBUS_SOURCE_MANIFEST       a key in NIMBUS_BUCKET holding {"files": [[path, key, size], ...]}: the
+                                 source folder's files (keys in NIMBUS_BUCKET), downloaded to
+                                 NIMBUS_SOURCE_DIR on cold start (container image functions, whose
+                                 image is the environment's and holds no deployment's source)
     NIMBUS_MODEL_SOURCES         JSON [{"name", "version", "asset_path", "bucket", "prefix",
                                  "files": [[path, size], ...]}]: downloaded from S3 on cold start
                                  (unset: NIMBUS_MODEL_DIR is used as it is, models.json included)
@@ -18,7 +22,7 @@ Environment:
     NIMBUS_BACKEND, NIMBUS_TABLE, NIMBUS_BUCKET (chalicelib.settings)                 telemetry, capture
     POWERTOOLS_METRICS_DISABLED  no CloudWatch metrics (Requests, Errors, Latency in "Nimbus/Scoring")
 
-The cold start (first invocation) downloads the models and calls init(); when that fails, every
+The cold start (first invocation) downloads the source folder (image functions) and the models, and calls init(); when that fails, every
 request answers 503 DeploymentFailed. A run() past its timeout answers 504; since a Python thread
 cannot be stopped, the next invocation loads a fresh runtime (entry script re-imported, init() again)
 when the old run() still has not returned.
@@ -47,7 +51,21 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_DIR = "/tmp/nimbus-models"
 
 
-# --- cold start: models ----------------------------------------------------------------------------
+# --- cold start: source folder and models -----------------------------------------------------------
+def download_source(bucket: str, manifest_key: str, source_dir: Path, s3=None) -> None:
+    """Fetch the source files the manifest lists to `source_dir`; files already there with the right size
+    (a sandbox reusing /tmp, so the same function version) are not fetched again."""
+    s3 = s3 or _s3_client()
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
+    jobs = []
+    for path, key, size in manifest["files"]:
+        target = _inside(source_dir, path, "source file")
+        if not (target.is_file() and target.stat().st_size == int(size)):
+            jobs.append((bucket, key, target, int(size)))
+    source_dir.mkdir(parents=True, exist_ok=True)
+    _download_all(s3, jobs)
+
+
 def download_models(sources: list[dict], model_dir: Path, s3=None) -> None:
     """Fetch each model version's files to `<model_dir>/<name>/<version>/` and write models.json.
 
@@ -58,23 +76,27 @@ def download_models(sources: list[dict], model_dir: Path, s3=None) -> None:
     for source in sources:
         base = model_dir / str(source["name"]) / str(source["version"])
         for path, size in source.get("files") or []:
-            target = _inside(base, path)
+            target = _inside(base, path, "model file")
             if not (target.is_file() and target.stat().st_size == int(size)):
                 jobs.append((source["bucket"], source.get("prefix", "") + path, target, int(size)))
         index.setdefault(str(source["name"]), {})[str(source["version"])] = source["asset_path"]
     if jobs:
-        s3 = s3 or _s3_client()
-        if len(jobs) == 1:
-            _download(s3, *jobs[0])
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=min(16, len(jobs))) as pool:
-                list(pool.map(lambda job: _download(s3, *job), jobs))
+        _download_all(s3 or _s3_client(), jobs)
     model_dir.mkdir(parents=True, exist_ok=True)
     temp = model_dir / f".models.json.{os.getpid()}"
     temp.write_text(json.dumps(index))
     os.replace(temp, model_dir / "models.json")
+
+
+def _download_all(s3, jobs: list[tuple[str, str, Path, int]]) -> None:
+    """(bucket, key, target, size) jobs, in parallel when there are several."""
+    if len(jobs) == 1:
+        _download(s3, *jobs[0])
+    elif jobs:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(16, len(jobs))) as pool:
+            list(pool.map(lambda job: _download(s3, *job), jobs))
 
 
 def _download(s3, bucket: str, key: str, target: Path, size: int) -> None:
@@ -84,7 +106,7 @@ def _download(s3, bucket: str, key: str, target: Path, size: int) -> None:
     got = temp.stat().st_size
     if got != size:
         temp.unlink(missing_ok=True)
-        raise OSError(f"s3://{bucket}/{key} has {got} bytes, the model version lists {size}")
+        raise OSError(f"s3://{bucket}/{key} has {got} bytes, the deployment lists {size}")
     os.replace(temp, target)
 
 
@@ -97,10 +119,10 @@ def _s3_client():
     return boto3.client("s3", region_name=settings.region, endpoint_url=settings.s3_endpoint)
 
 
-def _inside(folder: Path, relative: str) -> Path:
+def _inside(folder: Path, relative: str, what: str) -> Path:
     target = (folder / relative).resolve()
     if not target.is_relative_to(folder.resolve()):
-        raise ValueError(f"model file {relative!r} leaves its folder")
+        raise ValueError(f"{what} {relative!r} leaves its folder")
     return target
 
 
@@ -133,6 +155,13 @@ class Sandbox:
             entry_script = self.env.get("NIMBUS_ENTRY_SCRIPT")
             if not entry_script:
                 raise ScoringInitError("NIMBUS_ENTRY_SCRIPT is not set: the function does not name its entry script")
+            manifest = self.env.get("NIMBUS_SOURCE_MANIFEST")
+            if manifest:
+                try:
+                    download_source(self.env.get("NIMBUS_BUCKET", ""), manifest, self.source_dir)
+                except Exception as err:  # noqa: BLE001 - any failure here fails the deployment
+                    raise ScoringInitError(f"source download failed: {type(err).__name__}: {err}",
+                                           traceback.format_exc()) from err
             sources = self.env.get("NIMBUS_MODEL_SOURCES")
             if sources:
                 try:

@@ -6,6 +6,7 @@ deployments of an endpoint are versions of one Lambda function.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -69,17 +70,18 @@ class Deployments:
             versions[f"{view['name']}:{view['version']}"] = view
         source = self._source(workspace, snapshot_id, entry_script)
         scoring_environment, environment_item = self._environment(workspace, environment)
+        spec = DeploymentSpec(
+            workspace, endpoint, name, 0, tuple(self.registry.model_files(workspace, view) for view in versions.values()),
+            source, entry_script, scoring_environment, config,
+            capture_prefix=self._capture_prefix(workspace, endpoint) if config.capture_rate > 0 else "")
+        host.check(spec)  # before anything is written, the endpoint included
         with self._lease(workspace, endpoint, create=True, principal=principal):
             previous = self.ctx.table.get_item(keys.deployment(workspace, endpoint, name))
             revision = (previous or {}).get("revision", 0) + 1
+            spec = dataclasses.replace(spec, revision=revision)
             item = self._record(principal, workspace, endpoint, name, sorted(versions), snapshot_id, entry_script,
                                 scoring_environment and scoring_environment.ref, config, revision, previous)
             self._write_deployment(workspace, endpoint, item, previous, versions, environment_item)
-            spec = DeploymentSpec(
-                workspace, endpoint, name, revision,
-                tuple(self.registry.model_files(workspace, view) for view in versions.values()),
-                source, entry_script, scoring_environment, config,
-                capture_prefix=self._capture_prefix(workspace, endpoint) if config.capture_rate > 0 else "")
             try:
                 state = host.deploy(spec, (previous or {}).get("host"))
             except Exception as error:  # noqa: BLE001 - the deployment records why, the caller is told

@@ -270,7 +270,7 @@ class Environments:
         if not self.ctx.settings.codebuild_project:
             raise Invalid("this deployment of Nimbus builds no environment images (NIMBUS_CODEBUILD_PROJECT is not "
                           "set): leave the environment out", field=field)
-        image = ImageBuilds(self.ctx).ready_image(workspace, item["hash"])
+        image = ImageBuilds(self.ctx).ready_image(workspace, item)
         if image is None:
             raise Conflict(f"environment {item['name']}:{item['version']} has no built image yet; try again when "
                            "its build has Succeeded (`nimbus environment show` gives the build's state)", field=field)

@@ -433,3 +433,39 @@ def test_an_environment_on_a_stage_that_builds_no_images_is_refused_on_aws(api, 
                             "entry_script": "score.py", "environment": "tiny:1"})
     assert code == 400 and error["field"] == "environment" and "NIMBUS_CODEBUILD_PROJECT" in error["message"], error
     assert api.ok("GET", f"{WS}/environments/tiny/versions/1")["used"] is False
+
+
+def test_on_aws_a_deployment_in_an_environment_is_an_image_function_and_package_types_do_not_mix(
+        api, backend, hosted, monkeypatch):
+    if backend != "aws":
+        pytest.skip("Lambda functions are AWS's")
+    import boto3
+
+    from chalicelib.compute.image_build import IMAGE_BUILD_KIND, IMAGE_FORMAT
+    from chalicelib.services import keys
+
+    # Given a stage that builds images, and an environment whose image has been built
+    monkeypatch.setattr(hosted.ctx, "settings", dataclasses.replace(hosted.ctx.settings, codebuild_project="images"))
+    tiny = api.ok("POST", f"{WS}/environments/tiny/versions", {"pip": ["numpy"]})
+    snap = snapshot(api, backend, hosted, {"score.py": SCORE_PY})
+    body = {"models": ["doubler:1"], "snapshot_id": snap, "entry_script": "score.py", "environment": "tiny"}
+    code, error = api.call("PUT", f"{ENDPOINTS}/calc/deployments/blue", body)
+    assert code == 409 and error["field"] == "environment" and "no built image" in error["message"], error
+    image = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/nimbus/ws:{tiny['hash']}-{IMAGE_FORMAT}"
+    key = keys.environment_build(tiny["hash"], IMAGE_BUILD_KIND + "ws")
+    hosted.ctx.table.put({"pk": key.pk, "sk": key.sk, "state": "Succeeded", "format": IMAGE_FORMAT,
+                          "image_uri": image})
+
+    # When a deployment names it, then Then its version of the endpoint's function runs the image
+    deployed = api.ok("PUT", f"{ENDPOINTS}/calc/deployments/blue", body)
+    assert deployed["state"] == "Healthy" and deployed["environment"] == "tiny:1", deployed
+    function = boto3.client("lambda", region_name="us-east-1").get_function(
+        FunctionName=deployed["host"]["function_name"])
+    assert function["Configuration"]["PackageType"] == "Image"
+    assert function["Code"]["ImageUri"] == image
+
+    # And a deployment without an environment cannot join that endpoint: 409, nothing written
+    code, error = api.call("PUT", f"{ENDPOINTS}/calc/deployments/green", {**body, "environment": None})
+    assert code == 409 and error["field"] == "environment" and "package type" in error["message"], error
+    assert api.call("GET", f"{ENDPOINTS}/calc/deployments/green")[0] == 404
+    assert [d["name"] for d in api.ok("GET", f"{ENDPOINTS}/calc")["deployments"]] == ["blue"]

@@ -146,8 +146,12 @@ def test_chalice_stage_policies_grant_what_the_managed_policy_grants():
         assert env["NIMBUS_CODEBUILD_PROJECT"] == settings.codebuild_project == build.image_project_name(stage)
         assert stage_policy["ImageBuilds"]["Resource"] == (
             f"arn:aws:codebuild:*:*:project/{settings.codebuild_project}")
-        assert fnmatch.fnmatchcase(f"arn:aws:ecr:*:*:repository/{image_build.repository_name('-ws--x-')}",
+        repository = image_build.repository_name(settings.table_name, '-ws--x-')
+        assert fnmatch.fnmatchcase(f"arn:aws:ecr:*:*:repository/{repository}",
                                    stage_policy["ImageRepositories"]["Resource"])
+        other = next(s for s in build.STAGES if s != stage)  # stages sharing an account share no repository
+        assert not fnmatch.fnmatchcase(f"arn:aws:ecr:*:*:repository/{image_build.repository_name(build.table_name(other), 'ws')}",
+                                       stage_policy["ImageRepositories"]["Resource"])
 
 
 def test_api_policy_lets_the_api_manage_scoring_functions_and_secrets():
@@ -227,14 +231,46 @@ def test_api_policy_grants_exactly_the_image_build_calls():
     assert statements["ImageRepositories"] == {
         "Sid": "ImageRepositories", "Effect": "Allow",
         "Action": ["ecr:CreateRepository", "ecr:DescribeRepositories", "ecr:TagResource"],
-        "Resource": {"Fn::Sub": "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/nimbus-*"}}
-    # No other statement grants CodeBuild or ECR actions to the API
-    others = [a for sid, s in statements.items() if sid not in ("ImageBuilds", "ImageRepositories") for a in s["Action"]]
+        "Resource": {"Fn::Sub": "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/nimbus-${Stage}/*"}}
+    # No other statement grants CodeBuild or ECR actions to the API (ScoringImages: the image functions' pull)
+    others = [a for sid, s in statements.items() if sid not in ("ImageBuilds", "ImageRepositories", "ScoringImages")
+              for a in s["Action"]]
     assert not [a for a in others if a.startswith(("codebuild:", "ecr:"))]
     for stage in build.STAGES:
         policy = _statements_by_sid(build.stage_policy(stage))
         assert policy["ImageBuilds"]["Resource"] == f"arn:aws:codebuild:*:*:project/nimbus-{stage}-images"
-        assert policy["ImageRepositories"]["Resource"] == "arn:aws:ecr:*:*:repository/nimbus-*"
+        assert policy["ImageRepositories"]["Resource"] == f"arn:aws:ecr:*:*:repository/nimbus-{stage}/*"
+
+
+def test_api_policy_lets_lambda_pull_the_environment_images_of_scoring_functions():
+    statements = _statements_by_sid(_template()["Resources"]["ApiFunctionPolicy"]["Properties"]["PolicyDocument"])
+    # Creating an image function needs read access to the image, and the repository policy actions with
+    # which Lambda grants its service the pull
+    assert statements["ScoringImages"] == {
+        "Sid": "ScoringImages", "Effect": "Allow",
+        "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:GetRepositoryPolicy",
+                   "ecr:SetRepositoryPolicy"],
+        "Resource": statements["ImageRepositories"]["Resource"]}
+    for stage in build.STAGES:
+        policy = _statements_by_sid(build.stage_policy(stage))
+        assert policy["ScoringImages"]["Resource"] == f"arn:aws:ecr:*:*:repository/{build.table_name(stage)}/*"
+        assert fnmatch.fnmatchcase(f"arn:aws:ecr:*:*:repository/{image_build.repository_name(build.table_name(stage), 'team')}",
+                                   policy["ScoringImages"]["Resource"])
+
+
+def test_scoring_role_reads_the_source_manifests_and_snapshot_contents_of_image_functions():
+    from chalicelib.services import snapshots
+
+    role = _template()["Resources"]["ScoringFunctionRole"]["Properties"]
+    statements = _statements_by_sid(role["Policies"][0]["PolicyDocument"])
+    assert statements["ReadSources"]["Action"] == ["s3:GetObject"]
+    patterns = [r["Fn::Sub"].replace("${ArtifactBucket.Arn}/", "") for r in statements["ReadSources"]["Resource"]]
+    # The keys the host writes and the manifest lists match them
+    key = lambda_package.source_manifest_key(lambda_package.function_name("nimbus-dev", "ws", "ep"), "blue", 3)
+    assert any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns), key
+    content = f"workspaces/ws-1/{snapshots.CONTENT}ab12"
+    assert any(fnmatch.fnmatchcase(content, pattern) for pattern in patterns), content
+    assert not any(fnmatch.fnmatchcase("workspaces/ws-1/runs/x/outputs/y", pattern) for pattern in patterns)
 
 
 def test_the_image_build_project_accepts_what_the_api_sends():
@@ -287,7 +323,7 @@ def test_the_image_build_role_reads_contexts_writes_logs_and_pushes_only():
         "ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
         "ecr:CompleteLayerUpload", "ecr:PutImage"}
     assert statements["PushImages"]["Resource"] == {
-        "Fn::Sub": "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/nimbus-*"}
+        "Fn::Sub": "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/nimbus-${Stage}/*"}
     assert statements["Logs"]["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
     assert all("/aws/codebuild/nimbus-${Stage}-images" in r["Fn::Sub"] for r in statements["Logs"]["Resource"])
 

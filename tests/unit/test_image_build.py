@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from chalicelib.compute import image_build
-from chalicelib.compute.image_build import ImageBuilds, build_context, buildspec, dockerfile
+from chalicelib.compute.image_build import IMAGE_FORMAT, ImageBuilds, build_context, buildspec, dockerfile
 from chalicelib.services.environments import definition_hash, normalize_definition
 from chalicelib.services import keys
 from chalicelib.services.identity import Principal
@@ -58,7 +58,8 @@ def test_the_buildspec_builds_pushes_and_keeps_the_log():
     assert "123456789012.dkr.ecr.us-east-1.amazonaws.com" in spec["phases"]["pre_build"]["commands"][0]
     assert f"docker build --tag {image} ." in commands[0] and f"docker push {image}" in commands[1]
     assert spec["phases"]["build"]["finally"] == ["aws s3 cp build.log s3://bucket/ws/environments/x/build.log || true"]
-    assert image_build.repository_name("a--b-") == "nimbus-a-b"
+    assert image_build.repository_name("nimbus-dev", "a--b-") == "nimbus-dev/a-b"
+    assert image_build.repository_name("Nimbus_Prod", "team") == "nimbus-prod/team"
 
 
 def test_the_dockerfile_pip_step_installs_its_requirements_file_for_real(tmp_path):
@@ -80,6 +81,56 @@ def test_the_dockerfile_pip_step_installs_its_requirements_file_for_real(tmp_pat
     # Then pip resolves the requirements file it names from the wheel folder, without any index
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Would install nimbus-tiny-0.1" in result.stdout
+
+
+def test_the_image_can_also_serve_as_a_lambda_function():
+    lines = dockerfile(normalize_definition(None, ["numpy==2.0.0"], None, None), "e" * 64).splitlines()
+    runtime = next(json.loads(line[4:]) for line in lines if line.startswith("RUN [") and "--target" in line)
+    assert runtime[:6] == ["python", "-m", "pip", "install", "--target", "/opt/nimbus/runtime"]
+    assert any(r.startswith("awslambdaric") for r in runtime[6:])  # the runtime interface client
+    assert {"boto3==1.44.5", "aws-lambda-powertools==3.37.0", "orjson==3.13.0"} <= set(runtime[6:])
+    # Both folders after site-packages: the handler's sources with the client, then its dependencies
+    pth = next(line for line in lines if "nimbus-client.pth" in line)
+    assert "/opt/nimbus/client\\\\n/opt/nimbus/runtime\\\\n" in pth
+    # The environment's own requirements come first; Batch still runs the runner
+    assert lines.index(next(line for line in lines if '"-r"' in line)) < lines.index("RUN " + json.dumps(runtime))
+    assert lines[-1] == 'CMD ["python", "-m", "nimbus.runner"]'
+
+
+def test_the_scoring_requirements_are_pinned_as_requirements_txt_pins_them():
+    pinned = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        requirement = line.split("#")[0].strip()
+        if "==" in requirement:
+            name, version = requirement.split("==")
+            pinned[name.lower()] = version
+    names = set()
+    for requirement in image_build.SCORING_REQUIREMENTS:
+        name = re.split(r"[<>=!~]", requirement)[0].lower()
+        names.add(name)
+        if name in pinned:
+            assert requirement == f"{name}=={pinned[name]}", requirement
+    assert {"awslambdaric", "boto3", "aws-lambda-powertools", "orjson"} <= names
+
+
+def test_the_scoring_handler_imports_from_the_copy_in_the_context(tmp_path):
+    # Given the build context unpacked: its client folder is what the image puts on sys.path
+    definition = normalize_definition(None, [], None, None)
+    with zipfile.ZipFile(io.BytesIO(build_context(definition, definition_hash(definition)))) as archive:
+        names = archive.namelist()
+        archive.extractall(tmp_path)
+    assert "nimbus-client/chalicelib/scoring/lambda_handler.py" in names
+    assert not [n for n in names if n.startswith("nimbus-client/chalicelib/api/")]  # the handler's part only
+    # When a fresh interpreter imports the handler and what it imports lazily, from that folder first
+    code = ("import chalicelib, chalicelib.scoring.lambda_handler as h, chalicelib.store.factory, "
+            "chalicelib.store.dynamo_table, chalicelib.store.s3_blobs, chalicelib.settings; "
+            "print(chalicelib.__file__); print(callable(h.handler))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                            env={"PYTHONPATH": str(tmp_path / "nimbus-client"), "PATH": "/usr/bin:/bin"})
+    # Then every module it needs is in the copy
+    assert result.returncode == 0, result.stderr
+    origin, is_callable = result.stdout.split()
+    assert Path(origin).is_relative_to(tmp_path / "nimbus-client") and is_callable == "True"
 
 
 # --- CodeBuild and ECR under moto -------------------------------------------------------------------
@@ -116,7 +167,8 @@ def test_a_new_definition_starts_one_image_build_shared_by_identical_ones(aws_se
 
     codebuild = boto3.client("codebuild", region_name="us-east-1")
     assert len(codebuild.list_builds_for_project(projectName="nimbus-envs")["ids"]) == 1
-    repository = boto3.client("ecr", region_name="us-east-1").describe_repositories(repositoryNames=["nimbus-team"])
+    repository = boto3.client("ecr", region_name="us-east-1").describe_repositories(
+        repositoryNames=["nimbus-test/team"])
     uri = repository["repositories"][0]["repositoryUri"]
     prefix = aws_services.workspaces.record("team")["blob_prefix"] + f"environments/{first['hash']}/"
     with zipfile.ZipFile(io.BytesIO(aws_services.ctx.blobs.get_bytes(prefix + "context.zip"))) as archive:
@@ -124,11 +176,35 @@ def test_a_new_definition_starts_one_image_build_shared_by_identical_ones(aws_se
 
     # moto finishes builds at once: reading the version refreshes the build's state
     build, = environments.get("team", "sklearn", "1")["builds"]
-    assert build["state"] == "Succeeded" and build["image_uri"] == f"{uri}:{first['hash']}"
+    assert build["state"] == "Succeeded" and build["image_uri"] == f"{uri}:{first['hash']}-{IMAGE_FORMAT}"
     assert build["log_key"] == prefix + "build.log" and build["kind"] == "image"
     assert environments.get("team", "twin", "latest")["builds"] == [build]
-    assert ImageBuilds(aws_services.ctx).ready_image("team", first["hash"]) == build["image_uri"]
-    assert ImageBuilds(aws_services.ctx).ready_image("elsewhere", first["hash"]) is None
+    version = aws_services.ctx.table.get_item(keys.environment_version("team", "sklearn", 1))
+    assert ImageBuilds(aws_services.ctx).ready_image("team", version) == build["image_uri"]
+    assert ImageBuilds(aws_services.ctx).ready_image("elsewhere", version) is None
+
+
+def test_an_image_of_an_older_format_is_built_again_under_a_tag_of_its_own(aws_services):
+    import boto3
+
+    aws_services.environments.create(ADMIN, "team", "sklearn", pip=["numpy==2.0.0"])
+    version = aws_services.ctx.table.get_item(keys.environment_version("team", "sklearn", 1))
+    builds = ImageBuilds(aws_services.ctx)
+    assert builds.ready_image("team", version)  # built (moto finishes at once)
+    # an image built before the format existed: a build item without it, tagged with the bare hash
+    key = keys.environment_build(version["hash"], "image#team")
+    old = aws_services.ctx.table.get_item(key)
+    aws_services.ctx.table.put({k: v for k, v in old.items() if k != "format"}
+                               | {"image_uri": old["image_uri"].rsplit("-", 1)[0]})
+
+    codebuild = boto3.client("codebuild", region_name="us-east-1")
+    before = len(codebuild.list_builds_for_project(projectName="nimbus-envs")["ids"])
+    # it is not served: a rebuild starts, and its image (a new tag) is served once it Succeeded
+    assert builds.ready_image("team", version) is None
+    assert len(codebuild.list_builds_for_project(projectName="nimbus-envs")["ids"]) == before + 1
+    rebuilt = builds.ready_image("team", version)
+    assert rebuilt.endswith(f":{version['hash']}-{IMAGE_FORMAT}")
+    assert aws_services.ctx.table.get_item(key)["format"] == IMAGE_FORMAT
 
 
 def test_a_build_that_cannot_start_is_failed_and_claimed_again_later(aws_services, monkeypatch):

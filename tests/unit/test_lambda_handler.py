@@ -148,3 +148,48 @@ def test_metrics_are_emitted_when_enabled(function_env, monkeypatch, capsys):
     assert {m["Name"] for m in directive["Metrics"]} == {"Requests", "Errors", "Latency"}
     assert emf["endpoint"] == "ep" and emf["deployment"] == "blue"
     assert emf["Requests"] == [1.0] and emf["Errors"] == [0.0] and emf["Latency"][0] > 0
+
+
+# --- a container image function: the source folder comes from the bucket too ----------------------
+@pytest.fixture
+def image_function_env(function_env, monkeypatch):
+    """As an image function runs: its image holds no source, the manifest in the bucket lists it."""
+    from tests.unit.scoring_helpers import ENTRY_SCRIPT
+
+    s3 = boto3.client("s3")
+    files = {"score.py": ENTRY_SCRIPT.encode(), "data/labels.json": b'["setosa", "versicolor", "virginica"]'}
+    listed = []
+    for index, (path, data) in enumerate(sorted(files.items())):
+        key = f"workspaces/ws/snapshots/content/{index:02d}"
+        s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+        listed.append([path, key, len(data)])
+    s3.put_object(Bucket=BUCKET, Key="lambda-sources/fn/blue/3.json", Body=json.dumps({"files": listed}))
+    monkeypatch.setenv("NIMBUS_SOURCE_MANIFEST", "lambda-sources/fn/blue/3.json")
+    monkeypatch.setenv("NIMBUS_SOURCE_DIR", str(function_env / "tmp-source"))  # nothing there yet
+    return function_env
+
+
+def test_an_image_function_fetches_its_source_then_scores(image_function_env):
+    response = lambda_handler.handler(v2_event(json.dumps({"data": [SETOSA, VIRGINICA]})), None)
+    assert response["statusCode"] == 200 and response["body"] == "[0,2]"
+    source = image_function_env / "tmp-source"
+    assert json.loads((source / "data" / "labels.json").read_text())[2] == "virginica"
+    assert (source / "score.py").read_text().startswith("\nimport json")
+    assert (image_function_env / "models" / "iris" / "3" / "model.pkl").read_bytes() == iris_model_bytes()
+    assert summary()["requests"] == 1
+
+
+def test_an_image_function_whose_source_cannot_be_fetched_fails_the_deployment(image_function_env, monkeypatch):
+    manifest = {"files": [["score.py", "workspaces/ws/snapshots/content/gone", 10]]}
+    boto3.client("s3").put_object(Bucket=BUCKET, Key="lambda-sources/fn/blue/4.json", Body=json.dumps(manifest))
+    monkeypatch.setenv("NIMBUS_SOURCE_MANIFEST", "lambda-sources/fn/blue/4.json")
+    response = lambda_handler.handler(v2_event("{}"), None)
+    assert response["statusCode"] == 503
+    assert json.loads(response["body"])["message"].startswith("source download failed: ")
+    # a manifest path leaving the folder is refused, not written
+    escaping = {"files": [["../outside.py", "workspaces/ws/snapshots/content/00", 10]]}
+    boto3.client("s3").put_object(Bucket=BUCKET, Key="lambda-sources/fn/blue/5.json", Body=json.dumps(escaping))
+    with pytest.raises(ValueError, match="leaves its folder"):
+        lambda_handler.download_source(BUCKET, "lambda-sources/fn/blue/5.json", image_function_env / "tmp-source",
+                                       boto3.client("s3"))
+    assert not (image_function_env / "outside.py").exists()

@@ -11,13 +11,17 @@ import io
 import json
 import time
 import zipfile
+from dataclasses import replace
+
 import pytest
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import Conflict, Invalid, NimbusError, Unavailable
 from chalicelib.hosting import lambda_package as pkg
 from chalicelib.hosting.lambda_host import LambdaHost, _translated, parse_response
-from chalicelib.hosting.port import DeploymentConfig, DeploymentSpec, EndpointTarget, ModelFiles, SourceFile
+from chalicelib.hosting.port import (
+    DeploymentConfig, DeploymentEnvironment, DeploymentSpec, EndpointTarget, ModelFiles, SourceFile,
+)
 from chalicelib.settings import Settings
 from chalicelib.store.factory import build_blobs
 
@@ -322,3 +326,131 @@ def test_aws_errors_become_domain_errors(code, error):
         with _translated("updating function f"):
             raise ClientError({"Error": {"Code": code, "Message": "m"}}, "UpdateFunctionCode")
     assert "updating function f" in caught.value.message
+
+
+# --- image functions: deployments that name an environment ----------------------------------------
+
+
+def pushed_image(tag: str) -> str:
+    """An image in moto's ECR, as the environment's build leaves it (moto's Lambda does not check it)."""
+    import boto3
+
+    ecr = boto3.client("ecr", region_name="us-east-1")
+    try:
+        ecr.create_repository(repositoryName="nimbus-team", imageTagMutability="IMMUTABLE")
+    except ecr.exceptions.RepositoryAlreadyExistsException:
+        pass
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {"digest": f"sha256:{tag}"}, "layers": []}
+    try:
+        ecr.put_image(repositoryName="nimbus-team", imageManifest=json.dumps(manifest), imageTag=tag)
+    except ecr.exceptions.ImageAlreadyExistsException:
+        pass
+    uri = ecr.describe_repositories(repositoryNames=["nimbus-team"])["repositories"][0]["repositoryUri"]
+    return f"{uri}:{tag}"
+
+
+def image_spec(deployment="blue", revision=1, tag="a" * 64, **config) -> DeploymentSpec:
+    definition = {"python": "3.11", "pip": ["scikit-learn"], "variables": {"KEY": "-----BEGIN-----\nx"},
+                  "base_image": "python:3.11-slim"}
+    environment = DeploymentEnvironment("sklearn:1", tag, definition, pushed_image(tag))
+    return replace(spec(deployment, revision, **config), environment=environment)
+
+
+def manifest_of(blobs, key: str) -> dict:
+    return json.loads(blobs.get_bytes(key))
+
+
+def test_an_image_deployment_creates_an_image_function_with_its_source_manifest(aws):
+    host, client, blobs = aws
+    state = host.deploy(image_spec(), None)
+
+    name = host.function_name("team", "iris")
+    details = state.details
+    assert state.state == "Healthy" and details["function_version"] == "1" and details["alias"] == "live"
+    assert details["package_type"] == "Image" and details["image_uri"] == image_spec().environment.image_uri
+    assert details["source_manifest"] == f"lambda-sources/{name}/blue/1.json"
+    config = client.get_function_configuration(FunctionName=name, Qualifier="1")
+    assert config["PackageType"] == "Image" and not config.get("Handler") and not config.get("Runtime")
+    assert config["ImageConfigResponse"]["ImageConfig"] == {
+        "EntryPoint": ["python", "-m", "awslambdaric"], "Command": ["chalicelib.scoring.lambda_handler.handler"],
+        "WorkingDirectory": "/tmp"}
+    variables = config["Environment"]["Variables"]
+    assert variables["NIMBUS_SOURCE_MANIFEST"] == details["source_manifest"]
+    assert variables["KEY"] == "-----BEGIN-----\nx"  # a line break: not an ENV line of the image
+    assert config["CodeSha256"] == details["code_sha256"]
+    assert client.get_function(FunctionName=name, Qualifier="1")["Code"]["ImageUri"] == details["image_uri"]
+    assert alias(client, host)["FunctionVersion"] == "1"
+    # The handler finds the source folder through the manifest; no zip was staged.
+    assert manifest_of(blobs, details["source_manifest"]) == {
+        "files": [["score.py", "workspaces/team-1/snapshots/content/aa", 52]]}
+    assert list(blobs.list_all("lambda-packages/")) == []
+
+
+def test_updating_an_image_deployment_swaps_image_version_and_manifest(aws):
+    host, client, blobs = aws
+    details = {"blue": host.deploy(image_spec("blue"), None).details,
+               "green": host.deploy(image_spec("green"), None).details}
+    host.set_traffic("team", "iris", {"blue": 80, "green": 20}, details)
+
+    updated = host.deploy(image_spec("blue", revision=2, tag="b" * 64), details["blue"]).details
+
+    name = host.function_name("team", "iris")
+    assert updated["function_version"] == "3"
+    current = alias(client, host)
+    assert (current["FunctionVersion"], current["RoutingConfig"]["AdditionalVersionWeights"]) == ("3", {"2": 0.2})
+    # (moto answers every version's Code with the function's latest image, so only the new one is checked)
+    assert client.get_function(FunctionName=name, Qualifier="3")["Code"]["ImageUri"].endswith(":" + "b" * 64)
+    assert versions(client, host) == ["2", "3"]
+    # The replaced version's manifest went with it; the others stay while their versions exist.
+    kept = sorted(b.key for b in blobs.list_all("lambda-sources/"))
+    assert kept == sorted([updated["source_manifest"], details["green"]["source_manifest"]])
+    assert updated["source_manifest"].endswith("/blue/2.json")
+
+    host.remove("team", "iris", "green", details["green"])
+    assert [b.key for b in blobs.list_all("lambda-sources/")] == [updated["source_manifest"]]
+    host.remove_endpoint("team", "iris")
+    assert list(blobs.list_all("lambda-sources/")) == []
+
+
+def test_an_endpoint_keeps_the_package_type_of_its_function(aws):
+    host, client, blobs = aws
+    host.deploy(spec("blue"), None)
+    # Given a zip function, an image deployment of the same endpoint is refused before anything is written
+    with pytest.raises(Conflict, match="cannot change a function's package type") as caught:
+        host.deploy(image_spec("green"), None)
+    assert caught.value.field == "environment" and "another endpoint" in caught.value.message
+    assert versions(client, host) == ["1"] and list(blobs.list_all("lambda-sources/")) == []
+    name = host.function_name("team", "iris")
+    assert client.get_function_configuration(FunctionName=name)["PackageType"] == "Zip"
+
+    # And the other way round on an endpoint whose function runs an image
+    image_host_spec = replace(image_spec("blue"), endpoint="images")
+    host.deploy(image_host_spec, None)
+    with pytest.raises(Conflict, match="zip function") as caught:
+        host.deploy(replace(spec("green"), endpoint="images"), None)
+    assert caught.value.field == "environment"
+
+
+def test_a_concurrent_change_before_publishing_an_image_is_a_conflict(aws):
+    host, client, _ = aws
+    host.deploy(image_spec("blue"), None)
+    other = pkg.plan_function(image_spec("green"), table="nimbus-test", bucket="nimbus-test", role_arn=host.role_arn())
+    sha = client.get_function_configuration(FunctionName=other.function_name)["CodeSha256"]
+    with pytest.raises(Conflict, match="another deployment"):
+        host._publish(other, sha)
+
+
+def test_an_image_deployment_that_fails_leaves_no_manifest(aws):
+    host, client, blobs = aws
+
+    class Failing(Recording):  # Lambda answers that the new code could not be used
+        def get_function_configuration(self, **request):
+            answer = self.client.get_function_configuration(**request)
+            return {**answer, "State": "Failed", "StateReason": "image not found"}
+
+    failing = LambdaHost(host.settings, blobs, lambda_client=Failing(client), poll_seconds=0)
+    state = failing.deploy(image_spec(), None)
+    assert state.state == "Failed" and "image not found" in state.error
+    assert list(blobs.list_all("lambda-sources/")) == []
+    failing.remove("team", "iris", "blue", state.details)  # no version: nothing else to remove

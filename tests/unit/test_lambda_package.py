@@ -9,9 +9,16 @@ import pytest
 
 from chalicelib.errors import Invalid, NimbusError
 from chalicelib.hosting import lambda_package as pkg
-from chalicelib.hosting.port import DeploymentConfig, DeploymentSpec, ModelFiles, SourceFile
+from chalicelib.hosting.port import DeploymentConfig, DeploymentEnvironment, DeploymentSpec, ModelFiles, SourceFile
 
 ROLE = "arn:aws:iam::123456789012:role/nimbus-test-scoring"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/nimbus-team:" + "c" * 64
+
+
+def environment(**variables) -> DeploymentEnvironment:
+    definition = {"python": "3.11", "pip": ["scikit-learn==1.5.0"], "variables": variables,
+                  "base_image": "python:3.11-slim"}
+    return DeploymentEnvironment("sklearn:2", "c" * 64, definition, IMAGE)
 
 
 def make_spec(**changes) -> DeploymentSpec:
@@ -217,3 +224,70 @@ def test_autoscale_bounds_become_concurrency_unless_given():
     assert (pkg.reserved_concurrency(bounded), pkg.provisioned_concurrency(bounded)) == (10, 2)
     explicit = DeploymentConfig(min_instances=2, max_instances=10, reserved_concurrency=50, provisioned_concurrency=5)
     assert (pkg.reserved_concurrency(explicit), pkg.provisioned_concurrency(explicit)) == (50, 5)
+
+
+# --- image functions (deployments that name an environment) ---------------------------------------
+
+
+def test_an_image_function_runs_the_environment_image_with_the_runtime_interface_client():
+    p = plan(environment=environment(GREETING="hello"))
+    name = pkg.function_name("nimbus-test", "team", "iris")
+    assert p.package_type == "Image" and p.image_code() == {"ImageUri": IMAGE}
+    assert p.source_manifest == f"lambda-sources/{name}/blue/3.json"
+    request = p.create_function(p.image_code())
+    env = request.pop("Environment")["Variables"]
+    assert request == {
+        "FunctionName": name, "Role": ROLE, "Timeout": 90, "MemorySize": 2048,
+        "Description": "team/iris/blue revision 3", "Code": {"ImageUri": IMAGE}, "Publish": False,
+        "PackageType": "Image",
+        "ImageConfig": {"EntryPoint": ["python", "-m", "awslambdaric"],
+                        "Command": ["chalicelib.scoring.lambda_handler.handler"], "WorkingDirectory": "/tmp"},
+        "Tags": {"nimbus:table": "nimbus-test", "nimbus:workspace": "team", "nimbus:endpoint": "iris"},
+    }
+    # The source folder comes from the manifest into /tmp; one-line variables are ENV lines of the image.
+    assert env["NIMBUS_SOURCE_MANIFEST"] == p.source_manifest and env["NIMBUS_SOURCE_DIR"] == "/tmp/nimbus-source"
+    assert env["NIMBUS_BUCKET"] == "nimbus-test-bucket" and "GREETING" not in env
+    assert p.update_function_code(p.image_code()) == {"FunctionName": name, "ImageUri": IMAGE, "Publish": False}
+    configuration = p.update_function_configuration()
+    assert configuration["ImageConfig"] == request["ImageConfig"]
+    assert not {"Handler", "Runtime", "Code", "PackageType"} & set(configuration)
+    # A deployment without an environment stays a zip function.
+    zipped = plan()
+    assert zipped.package_type == "Zip" and zipped.source_manifest is None
+    assert "NIMBUS_SOURCE_MANIFEST" not in zipped.environment and "ImageConfig" not in zipped.create_function({})
+    with pytest.raises(NimbusError):
+        zipped.image_code()
+
+
+def test_the_source_manifest_lists_path_blob_and_size_sorted():
+    manifest = json.loads(pkg.source_manifest(make_spec(environment=environment())))
+    assert manifest == {"files": [["lib/util.py", "workspaces/team-1/snapshots/content/bb", 40],
+                                  ["score.py", "workspaces/team-1/snapshots/content/aa", 120]]}
+    with pytest.raises(Invalid) as caught:
+        pkg.source_manifest(make_spec(entry_script="main.py"))
+    assert caught.value.field == "entry_script"
+    with pytest.raises(Invalid):
+        pkg.source_manifest(make_spec(source=(SourceFile("score.py", "k", 1), SourceFile("../up.py", "k2", 1))))
+    huge = make_spec(source=(SourceFile("score.py", "k", 1), SourceFile("data.bin", "k3", 250 * 1024 * 1024)))
+    with pytest.raises(Invalid, match="keep large files out"):
+        pkg.source_manifest(huge)
+
+
+def test_variables_with_line_breaks_are_passed_in_the_function_environment():
+    env = plan(environment=environment(PEM="-----BEGIN-----\nabc\n-----END-----", ONE="line")).environment
+    assert env["PEM"] == "-----BEGIN-----\nabc\n-----END-----" and "ONE" not in env
+    # ... within Lambda's 4 KB, or refused naming the environment
+    with pytest.raises(Invalid, match="line breaks") as caught:
+        plan(environment=environment(PEM="x\n" * 2000))
+    assert caught.value.field == "environment"
+    # ... and never under a name Lambda sets itself
+    with pytest.raises(Invalid, match="AWS_REGION") as caught:
+        plan(environment=environment(AWS_REGION="eu\nwest"))
+    assert caught.value.field == "environment"
+
+
+def test_an_environment_without_an_image_cannot_be_planned():
+    unbuilt = replace(environment(), image_uri=None)
+    with pytest.raises(NimbusError, match="no built image") as caught:
+        plan(environment=unbuilt)
+    assert caught.value.field == "environment"
