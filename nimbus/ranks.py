@@ -149,7 +149,7 @@ def start_script(argv: list[str], cwd: Path, env: dict[str, str], sender: Sender
 class RankGroup:
     """A script's ranks as one: started together, signalled together, and ended together when one fails.
 
-    It answers like a ScriptProcess (start, signal, wait, kill), so the runner treats a distributed
+    It answers like a ScriptProcess (start, signal, end, wait, kill), so the runner treats a distributed
     script as any other. Each rank is a ScriptProcess in its own process group, its output pumped to
     its own log stream.
     """
@@ -213,6 +213,11 @@ class RankGroup:
                 self.signal(signal.SIGKILL)
                 kill_at = now + self._kill_grace
         return self._outcome(failed)
+
+    def end(self) -> None:
+        """The run is no longer this runner's: every rank stops as ScriptProcess.end says."""
+        for process in list(self._ranks.values()):
+            process.end()
 
     def kill(self) -> None:
         for process in list(self._ranks.values()):

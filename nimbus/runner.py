@@ -1,11 +1,18 @@
 """The runner: executes one submitted run (`python -m nimbus.runner`) and reports it to the service.
 
 The worker starts it with NIMBUS_URL, NIMBUS_RUN_TOKEN, NIMBUS_WORKSPACE, NIMBUS_RUN_ID and optionally
-NIMBUS_JOB_DIR (default: the current folder). See docs/execution.md, "The runner".
+NIMBUS_JOB_DIR (default: the current folder); on AWS Batch, AWS_BATCH_JOB_ATTEMPT numbers the job's
+attempt. See docs/execution.md, "The runner".
 
-Exit codes: 0 when the run's outcome was reported, or the run ended elsewhere (canceled); 1 when the
-outcome could not be reported (the service stayed unreachable, or refused); 2 when the environment is
-incomplete; 143 when stopped by SIGTERM, leaving the run's status to whoever stopped the runner. On a
+Each runner process names itself (a random `runner_id`) in its reports and heartbeats, with its Batch
+attempt: the service holds the run for the runner whose Preparing it accepted, restarts the run for a
+later attempt's runner, and refuses (409) the others, which then stop the script and leave the run
+alone (docs/compute.md, "Retries and runner identity").
+
+Exit codes: 0 when the run's outcome was reported, or the run ended elsewhere (canceled), or another
+runner holds it; 1 when the outcome could not be reported (the service stayed unreachable, or refused);
+2 when the environment is incomplete; 143 when stopped by SIGTERM, leaving the run's status to whoever
+stopped the runner. On a
 child node of a Batch multi-node job, whose runner leaves the run's lifecycle to the main node's, a rank
 that fails makes it exit with that rank's code (128 + the signal for a killed rank).
 """
@@ -17,6 +24,7 @@ import shlex
 import signal
 import sys
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -49,6 +57,10 @@ class PreparationError(Exception):
     """The run cannot be started as submitted."""
 
 
+class Superseded(RunEnded):
+    """Another runner holds the run: a later Batch attempt, or an agent that claimed the run again."""
+
+
 @dataclass(frozen=True)
 class JobSettings:
     url: str
@@ -56,6 +68,7 @@ class JobSettings:
     workspace: str
     run_id: str
     job_dir: Path
+    attempt: int = 1  # the AWS Batch job's attempt (1-based); 1 elsewhere
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "JobSettings":
@@ -63,8 +76,11 @@ class JobSettings:
         missing = [name for name in REQUIRED_ENV if not env.get(name)]
         if missing:
             raise ConfigurationError(f"the runner needs {', '.join(missing)} in its environment")
+        attempt = env.get("AWS_BATCH_JOB_ATTEMPT") or "1"
+        if not (attempt.isascii() and attempt.isdigit() and int(attempt) >= 1):
+            raise ConfigurationError(f"AWS_BATCH_JOB_ATTEMPT must be a whole number of at least 1, not {attempt!r}")
         return cls(env["NIMBUS_URL"], env["NIMBUS_RUN_TOKEN"], env["NIMBUS_WORKSPACE"], env["NIMBUS_RUN_ID"],
-                   Path(env.get("NIMBUS_JOB_DIR") or os.getcwd()))
+                   Path(env.get("NIMBUS_JOB_DIR") or os.getcwd()), int(attempt))
 
     def script_env(self) -> dict[str, str]:
         """What Run.get_context() in the script needs to find this run."""
@@ -112,6 +128,10 @@ class Runner:
         self._stopping = threading.Event()
         self.heartbeat_s = HEARTBEAT_SECONDS
         self._script: ScriptProcess | ranks.RankGroup | None = None
+        self.runner_id = uuid.uuid4().hex  # this process, for the service to tell runners of one run apart
+        self._main = True  # reports the run's lifecycle (not a child node of a Batch multi-node job)
+        self._holds = False  # the service accepted this runner's Preparing
+        self._lost: RunEnded | None = None  # the run ended, or went to another runner, as a heartbeat learnt
 
     def stop(self) -> bool:
         """SIGTERM: passed on to the script's process group. False when no script was started yet."""
@@ -125,6 +145,9 @@ class Runner:
         try:
             with Heartbeat(self._beat, self.heartbeat_s):
                 return self._execute()
+        except Superseded as err:
+            note(f"another runner holds the run ({err}); stopping without reporting")
+            return EXIT_REPORTED
         except RunEnded:
             note("the run was ended elsewhere (canceled, or stopped by the service); stopping")
             return EXIT_REPORTED
@@ -143,8 +166,10 @@ class Runner:
         except AuthenticationError as err:
             note(f"the run token was refused ({err}): the run has ended, or the token is wrong")
             return EXIT_UNREPORTED
-        if ranks.main_node(os.environ):  # a Batch child node leaves the run's lifecycle to the main node
-            self._report("Preparing")
+        self._main = ranks.main_node(os.environ)
+        if self._main:  # a Batch child node leaves the run's lifecycle to the main node
+            self._report("Preparing")  # refused unless this runner may hold the run: see _refused
+            self._holds = True
         try:
             config = details.get("run_config")
             if not isinstance(config, Mapping):
@@ -159,6 +184,7 @@ class Runner:
             return EXIT_REPORTED
         if self._stopping.is_set():
             return EXIT_STOPPED
+        self._check_held()
         if not placement.main:
             return self._execute_child(argv, code_dir, config, handle, placement)
         self._report("Running")
@@ -200,7 +226,10 @@ class Runner:
             return Outcome(127, 0.0, 0.0, 0.0, f"cannot start {argv[0]}: {err.strerror or err}")
         if self._stopping.is_set():
             self._script.signal(signal.SIGTERM)
+        if self._lost is not None:  # lost while the script was starting
+            self._script.end()
         outcome = self._script.wait()
+        self._check_held()
         if outcome.run_ended:
             raise RunEnded()
         return outcome
@@ -214,38 +243,59 @@ class Runner:
         return env
 
     # --- talking to the service -------------------------------------------------------------------
+    def _identity(self) -> dict:
+        """What the service tells runners apart by: the Batch attempt, and this runner's id on the node that
+        reports the run's lifecycle (a child node reports with its attempt only)."""
+        return {"attempt": self.settings.attempt, **({"runner_id": self.runner_id} if self._main else {})}
+
     def _report(self, status: str, error: dict | None = None) -> None:
-        body = {"status": status} if error is None else {"status": status, "error": error}
+        self._check_held()
+        body = {"status": status, **self._identity(), **({} if error is None else {"error": error})}
         try:
-            # Safe to retry: the service accepts a terminal status repeated.
+            # Safe to retry: the service answers this runner's repeated report with the run as it is.
             self.run._update(self.client.post(self._path("status"), body, retry=True))
         except (AuthenticationError, ConflictError) as err:
-            if self._current_status(err) != status:
-                raise
-            # the run already has this status (a retried request went through): nothing to do
+            self._refused(err)
+            raise
 
     def _beat(self) -> None:
-        self.client.post(self._path("heartbeat"), retry=False)  # one try: the next beat is the retry
+        body = {"attempt": self.settings.attempt, **({"runner_id": self.runner_id} if self._holds else {})}
+        try:
+            self.client.post(self._path("heartbeat"), body, retry=False)  # one try: the next beat is the retry
+        except (AuthenticationError, ConflictError) as err:
+            try:
+                self._refused(err)
+            except RunEnded as lost:  # the script's work is moot: stop it, and report nothing more
+                self._lost = lost
+                if self._script is not None:
+                    self._script.end()
 
-    def _current_status(self, refusal: NimbusError) -> str:
-        """The run's status after a refusal; raises RunEnded when the refusal means the run is over."""
-        # A run token stops working once its run has ended, so a refusal of it means just that.
+    def _check_held(self) -> None:
+        if self._lost is not None:
+            raise self._lost
+
+    def _refused(self, refusal: NimbusError) -> None:
+        """After the service refused a request: raises RunEnded when the run is over, Superseded when
+        another runner or a later attempt holds it; returns when it is still this runner's."""
+        # A run token stops working once its run has ended (or its lease went to another agent).
         if isinstance(refusal, AuthenticationError):
             raise RunEnded() from refusal
         try:
-            status = self.client.get(self._path())["status"]
+            run = self.client.get(self._path())
         except AuthenticationError:
             raise RunEnded() from refusal
-        if status in TERMINAL:
+        if run["status"] in TERMINAL:
             raise RunEnded() from refusal
-        return status
+        attempt, holder = run.get("attempt") or 1, run.get("runner_id")
+        if attempt > self.settings.attempt or (self._main and holder is not None and holder != self.runner_id):
+            raise Superseded(f"attempt {attempt}, runner {holder}") from refusal
 
     def _reraise_unless_refused(self, err: BaseException) -> None:
         """Unreachable service or a run closed meanwhile: not the run's failure, so not reported as one."""
         if isinstance(err, ServiceUnavailableError):
             raise err
         if isinstance(err, (AuthenticationError, ConflictError)):
-            self._current_status(err)
+            self._refused(err)
 
     def _fetch_snapshot(self, snapshot_id: str | None) -> Path:
         if not snapshot_id:
@@ -268,7 +318,7 @@ class Runner:
                 # that chunk. A repeated chunk beats a lost one.
                 self.client.post(path, {"text": text}, retry=True)
             except (AuthenticationError, ConflictError) as err:
-                self._current_status(err)
+                self._refused(err)
                 raise
 
         return send

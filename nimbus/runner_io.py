@@ -234,6 +234,7 @@ class ScriptProcess:
         self._poll_seconds = poll_seconds
         self._peak_rss = 0
         self._waited = threading.Event()
+        self._ended = threading.Event()
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -252,6 +253,11 @@ class ScriptProcess:
         if self.process is not None:
             signal_group(self.process.pid, signum)
 
+    def end(self) -> None:
+        """The run is no longer this runner's (it ended, or another runner holds it): wait() stops the
+        script as when the service closes its logs (SIGTERM, then SIGKILL after KILL_GRACE)."""
+        self._ended.set()
+
     def wait(self) -> Outcome:
         ended_at = None
         while True:
@@ -260,7 +266,7 @@ class ScriptProcess:
                 break
             except subprocess.TimeoutExpired:
                 pass
-            if ended_at is None and any(p.ended.is_set() for p in self._pumps):
+            if ended_at is None and (self._ended.is_set() or any(p.ended.is_set() for p in self._pumps)):
                 ended_at = time.monotonic()  # the service closed the run: the script's work is moot
                 self.signal(signal.SIGTERM)
             elif ended_at is not None and time.monotonic() - ended_at > KILL_GRACE:

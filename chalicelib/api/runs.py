@@ -1,14 +1,31 @@
 """Runs: /v1/workspaces/{workspace}/runs[/{run_id}[/tags|/properties|/status|/heartbeat|/children]]."""
 from chalice import Blueprint
+from pydantic import Field
 
 from chalicelib.api.deps import services
-from chalicelib.api.models import AddProperties, ChangeStatus, CreateRun, UpdateTags
+from chalicelib.api.models import AddProperties, Body, ChangeStatus, CreateRun, UpdateTags
 from chalicelib.api.routing import endpoint, query_int, query_str
 from chalicelib.errors import Forbidden, Invalid
-from chalicelib.services.runs import run_view
+from chalicelib.services.runs import Reporter, run_view
 
 bp = Blueprint(__name__)
 RUN = "/v1/workspaces/{workspace}/runs/{run_id}"
+
+
+class RunnerIdentity(Body):
+    """Who reports, sent by the runner (docs/compute.md, "Retries and runner identity")."""
+
+    runner_id: str | None = Field(default=None, max_length=64)
+    attempt: int | None = None
+
+    def reporter(self) -> Reporter | None:
+        if self.runner_id is None and self.attempt is None:
+            return None
+        return Reporter(self.runner_id, self.attempt)
+
+
+class ReportStatus(ChangeStatus, RunnerIdentity):
+    pass
 
 
 @endpoint(bp, "/v1/workspaces/{workspace}/runs", ("POST",), body=CreateRun, role="contributor", status=201,
@@ -51,9 +68,9 @@ def add_properties(principal, request, workspace, run_id, body):
     return run_view(services().runs.add_properties(workspace, run_id, body.properties))
 
 
-@endpoint(bp, RUN + "/status", ("POST",), body=ChangeStatus, role="contributor", run_token=True)
+@endpoint(bp, RUN + "/status", ("POST",), body=ReportStatus, role="contributor", run_token=True)
 def change_status(principal, request, workspace, run_id, body):
-    run = services().runs.transition(workspace, run_id, body.status, body.error)
+    run = services().runs.transition(workspace, run_id, body.status, body.error, body.reporter())
     if body.status == "Canceled" and principal.run_id is None:
         services().submissions.cancel(workspace, run)
     return run_view(run)
@@ -66,10 +83,11 @@ def cancel_run(principal, request, workspace, run_id):
     return run_view(run)
 
 
-@endpoint(bp, RUN + "/heartbeat", ("POST",), role="contributor", run_token=True)
-def heartbeat(principal, request, workspace, run_id):
-    """The runner says it is alive (every 60 s); runs on AWS Batch whose heartbeats stop are failed."""
-    run = services().runs.heartbeat(workspace, run_id)
+@endpoint(bp, RUN + "/heartbeat", ("POST",), body=RunnerIdentity, role="contributor", run_token=True)
+def heartbeat(principal, request, workspace, run_id, body):
+    """The runner says it is alive (every 60 s); runs on AWS Batch whose heartbeats stop are failed. A
+    beat of a runner that no longer holds the run is refused (409): that runner stops."""
+    run = services().runs.heartbeat(workspace, run_id, body.reporter())
     return {"id": run["id"], "status": run["status"], "heartbeat": run["heartbeat"]}
 
 

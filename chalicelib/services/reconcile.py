@@ -4,11 +4,16 @@ The runner reports a run's progress itself. What it cannot report is its own dea
 before the runner starts (image pull, no capacity fitting the request, a timeout, the host going away),
 a container killed by the out-of-memory killer, a job deleted behind Nimbus's back. Two paths close that gap:
 
-- `on_job_event`: EventBridge's "Batch Job State Change" events. FAILED ends the run as Failed with
-  Batch's `statusReason`; other states change nothing (the runner reports them better).
+- `on_job_event`: EventBridge's "Batch Job State Change" events. FAILED (the job's last attempt ended)
+  ends the run as Failed with Batch's `statusReason`. An event of a job that Batch runs again after an
+  attempt ended (the host went away: RUNNABLE, STARTING, RUNNING with `attempts`) records how those
+  attempts ended in the run's `attempts`; the new attempt's runner restarts the run (services/runs.py).
+  Other states change nothing (the runner reports them better).
 - `sweep`: every few minutes, for the runs handed to Batch and not yet ended: a job Batch no longer
   knows, a failed job whose event was lost, a job that ended without the runner reporting, or a
-  running run whose runner stopped sending heartbeats ends as Failed, with the reason.
+  running run whose runner stopped sending heartbeats ends as Failed, with the reason. Heartbeats are
+  not expected of a job waiting for its next attempt, and their silence counts from the end of the
+  last attempt.
 
 Every change goes through Runs.transition, whose writes are conditional on the status read, so an
 event delivered twice, or an event racing the runner's own report, changes the run once at most.
@@ -22,7 +27,7 @@ from chalicelib.compute import batch
 from chalicelib.compute.batch_spec import run_of_job_name
 from chalicelib.errors import Conflict, NotFound
 from chalicelib.services import keys
-from chalicelib.services.common import Context, parse_iso
+from chalicelib.services.common import Context, iso, parse_iso
 from chalicelib.services.runs import TERMINAL, Runs
 from chalicelib.store.table import Query
 
@@ -33,6 +38,7 @@ EVENT_TYPE = "Batch Job State Change"
 HEARTBEAT_TIMEOUT_S = 600  # the runner beats every 60 s: ten missed beats mean it is gone
 ENDED_GRACE_S = 300  # a job that ended this long ago without the runner reporting is taken as failed
 VANISHED_GRACE_S = 60  # a job just submitted may not be listed yet
+WAITING = frozenset({"SUBMITTED", "PENDING", "RUNNABLE", "STARTING"})  # no container of the job runs
 
 
 def active_runs(ctx: Context, targets: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
@@ -67,9 +73,20 @@ class Reconciler:
         if found is None:
             return "ignored: not a Nimbus job"
         workspace, run = found
-        if detail["status"] != "FAILED":
-            return f"ignored: {detail['status']}"
-        return self._fail_for(workspace, run, detail)
+        if detail["status"] == "FAILED":
+            return self._fail_for(workspace, run, detail)
+        ends = _attempt_ends(detail) if detail["status"] in WAITING | {"RUNNING"} else {}
+        if ends and run["status"] not in TERMINAL:
+            try:
+                noted = self.runs.note_attempt_ends(workspace, run["id"], ends)
+            except (Conflict, NotFound):
+                noted = False
+            if noted:
+                last = ends[max(ends)]
+                logger.info("run %s: Batch attempt %d ended (%s); the job runs again", run["id"], max(ends),
+                            last.get("end_reason"))
+                return f"recorded: attempt {max(ends)} ended"
+        return f"ignored: {detail['status']}"
 
     def _run_of(self, detail: dict) -> tuple[str, dict] | None:
         tags = detail.get("tags") if isinstance(detail.get("tags"), dict) else {}
@@ -97,6 +114,8 @@ class Reconciler:
         exit_code = _exit_code(job)
         message = f"the Batch job failed: {reason}" + (f" (exit code {exit_code})" if exit_code is not None else "")
         error = {"message": message, "job_id": job["jobId"], "status_reason": reason, "exit_code": exit_code}
+        if isinstance(job.get("attempts"), list) and job["attempts"]:
+            error["attempts"] = len(job["attempts"])
         return self._end(workspace, run["id"], error)
 
     def _end(self, workspace: str, run_id: str, error: dict) -> str:
@@ -150,9 +169,13 @@ class Reconciler:
         if job.get("status") == "SUCCEEDED" and now - (job.get("stoppedAt") or 0) / 1000 > ENDED_GRACE_S:
             return {"message": "the Batch job ended without the runner reporting the run's outcome",
                     "job_id": job_id}
-        if run["status"] == "Running":
+        if run["status"] == "Running" and job.get("status") not in WAITING:
             last = run.get("heartbeat") or run.get("started") or run["created"]
-            if now - parse_iso(last) > HEARTBEAT_TIMEOUT_S:
+            silent_since = parse_iso(last)
+            ends = _attempt_ends(job)
+            if ends and ends[max(ends)]["ended"]:  # the runner of the attempt after it may not have beaten yet
+                silent_since = max(silent_since, parse_iso(ends[max(ends)]["ended"]))
+            if now - silent_since > HEARTBEAT_TIMEOUT_S:
                 return {"message": f"the runner stopped sending heartbeats (last at {last})", "job_id": job_id,
                         "stop_job": True}
         return None
@@ -174,6 +197,29 @@ def _job_detail(event) -> dict | None:
     if not all(isinstance(detail.get(name), str) and detail.get(name) for name in ("jobId", "status")):
         return None
     return detail
+
+
+def _attempt_ends(job: dict) -> dict[int, dict]:
+    """How the job's ended attempts ended, by attempt number (1-based): `ended` (ISO time), `end_reason`
+    (Batch's statusReason) and `exit_code`, from `attempts` of an event's detail or of describe_jobs."""
+    attempts = job.get("attempts") if isinstance(job.get("attempts"), list) else []
+    ends: dict[int, dict] = {}
+    for number, attempt in enumerate(attempts, start=1):
+        if not isinstance(attempt, dict):
+            continue
+        reason = attempt.get("statusReason")
+        container = attempt.get("container") if isinstance(attempt.get("container"), dict) else {}
+        code = container.get("exitCode")
+        ends[number] = {"ended": _iso_of_millis(attempt.get("stoppedAt")),
+                        "end_reason": str(reason)[:1000] if isinstance(reason, str) and reason else None,
+                        "exit_code": code if isinstance(code, int) and not isinstance(code, bool) else None}
+    return ends
+
+
+def _iso_of_millis(value) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 10**14:
+        return None
+    return iso(value / 1000)
 
 
 def _exit_code(job: dict) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from chalicelib.errors import Conflict, Invalid, NotFound
@@ -12,8 +13,8 @@ from chalicelib.services.common import Context, check_page_size, decode_page_tok
 from chalicelib.services.experiments import Experiments, check_experiment_name
 from chalicelib.services.identity import Principal
 from chalicelib.store.table import (
-    Check, ConditionFailed, Delete, Operation, Put, Query, Update, all_of, attr_absent_or_eq, attr_eq, attr_in, item_absent,
-    item_exists,
+    Check, Cond, ConditionFailed, Delete, Operation, Put, Query, Update, all_of, any_of, attr_absent, attr_absent_or_eq,
+    attr_eq, attr_in, attr_lt, item_absent, item_exists,
 )
 
 STATUSES = ("NotStarted", "Queued", "Preparing", "Running", "Finalizing", "Completed", "Failed", "Canceled")
@@ -34,6 +35,25 @@ CHILD_SUMMARY_LIMIT = 1000
 MAX_DEPTH = 100  # child runs nest at most this deep
 MAX_ERROR_BYTES = 32_000
 MAX_ERROR_DEPTH = 16  # DynamoDB nests documents at most 32 levels deep
+RUNNER_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+MAX_ATTEMPTS = 10  # AWS Batch runs a job at most 10 times
+
+
+@dataclass(frozen=True)
+class Reporter:
+    """Who sends a status report or a heartbeat: a runner process (`runner_id`, random per process) and the
+    AWS Batch attempt it runs in (`attempt`, 1-based; 1 off Batch). Either may be None: a user's report, a
+    child node of a multi-node job (attempt only), a runner that predates them."""
+
+    runner_id: str | None = None
+    attempt: int | None = None
+
+    def __post_init__(self):
+        if self.runner_id is not None and not (isinstance(self.runner_id, str) and RUNNER_ID.fullmatch(self.runner_id)):
+            raise Invalid("runner_id must be 8-64 letters, digits, '-' or '_'", field="runner_id")
+        if self.attempt is not None and (isinstance(self.attempt, bool) or not isinstance(self.attempt, int)
+                                         or not 1 <= self.attempt <= MAX_ATTEMPTS):
+            raise Invalid(f"attempt must be a whole number from 1 to {MAX_ATTEMPTS}", field="attempt")
 
 
 def check_entries(entries: dict[str, Any], field: str) -> dict[str, str]:
@@ -190,17 +210,30 @@ class Runs:
             taken = sorted(k for k, v in properties.items() if k in current and current[k] != v)
             raise Conflict(f"properties are write-once; already set: {', '.join(taken)}", field="properties") from None
 
-    def heartbeat(self, workspace: str, run_id: str) -> dict:
+    def heartbeat(self, workspace: str, run_id: str, reporter: Reporter | None = None) -> dict:
         """The runner is alive: `heartbeat` = now, while the run has not ended (services/reconcile.py
-        fails a Running run whose heartbeats stop)."""
-        self.get(workspace, run_id)
+        fails a Running run whose heartbeats stop) and, given a `reporter`, while no other runner or later
+        attempt holds the run (409 otherwise)."""
+        run = self.get(workspace, run_id)
+        if reporter is not None:
+            _check_holder(run, reporter)
+        condition = all_of(attr_in("status", ACTIVE), _reporter_condition(run, reporter))
         try:
             return self.ctx.table.update(Update(keys.run(run_id), set={"heartbeat": self.ctx.now()},
-                                                condition=attr_in("status", ACTIVE)))
+                                                condition=condition))
         except ConditionFailed:
-            raise Conflict(f"run {run_id} has ended") from None
+            run = self.get(workspace, run_id)
+            if run["status"] in TERMINAL:
+                raise Conflict(f"run {run_id} has ended") from None
+            _check_holder(run, reporter or Reporter())
+            raise Conflict(f"run {run_id} changed meanwhile; retry") from None
 
-    def transition(self, workspace: str, run_id: str, status: str, error: dict | None = None) -> dict:
+    def transition(self, workspace: str, run_id: str, status: str, error: dict | None = None,
+                   reporter: Reporter | None = None) -> dict:
+        """Moves the run along TRANSITIONS. A runner's report names its `reporter`: its Preparing makes it
+        the run's holder (`runner_id`, `attempt`, an entry in `attempts`), and its later reports are
+        refused (409) once another runner holds the run. A holder repeating its current status gets the run
+        back unchanged. The Preparing of a later Batch attempt than the holder's restarts an active run."""
         if status not in STATUSES:
             raise Invalid(f"status must be one of {', '.join(STATUSES)}", field="status")
         if error is not None:
@@ -210,7 +243,10 @@ class Runs:
             current = run["status"]
             if current == status and status in TERMINAL:
                 return run  # repeating a final report is harmless (runners retry)
-            if status not in TRANSITIONS.get(current, set()):
+            claim = _claim(run, status, reporter) if reporter is not None else None
+            if claim == "repeat":
+                return run  # the holder's own report again (its retried request had gone through)
+            if claim != "restart" and status not in TRANSITIONS.get(current, set()):
                 raise Conflict(f"run {run_id} cannot go from {current} to {status}", field="status")
             now = self.ctx.now()
             changes: dict = {"status": status}
@@ -221,7 +257,14 @@ class Runs:
                 changes["duration_s"] = round(parse_iso(now) - parse_iso(run.get("started") or run["created"]), 3)
                 if error is not None:
                     changes["error"] = error
-            update = Update(keys.run(run_id), set=changes, condition=attr_eq("status", current))
+            condition = all_of(attr_eq("status", current), _reporter_condition(run, reporter))
+            if claim is not None:  # "first" or "restart": this runner holds the run from now on
+                attempt = reporter.attempt or 1
+                changes.update({"runner_id": reporter.runner_id, "attempt": attempt, "heartbeat": now,
+                                "attempts": merge_attempt(run.get("attempts") or [], attempt,
+                                                          {"runner_id": reporter.runner_id, "started": now})})
+                condition = all_of(condition, _attempts_as_read(run))
+            update = Update(keys.run(run_id), set=changes, condition=condition)
             also: list = []
             if status in TERMINAL and run.get("compute_target"):  # the target no longer counts it as active
                 also.append(Delete(keys.active_run(workspace, run["compute_target"], run_id)))
@@ -232,6 +275,26 @@ class Runs:
                     self.ctx.table.transact([update, *also])
                     return self.get(workspace, run_id)
                 return self.ctx.table.update(update)
+            except ConditionFailed:
+                continue
+        raise Conflict(f"run {run_id} is changing too often; retry")
+
+    def note_attempt_ends(self, workspace: str, run_id: str, ends: dict[int, dict]) -> bool:
+        """Records how earlier Batch attempts of an active run ended (`{attempt: {"ended", "end_reason",
+        "exit_code"}}`) in its `attempts`; what an entry already holds stays. False when nothing changed."""
+        for _ in range(5):
+            run = self.get(workspace, run_id)
+            if run["status"] in TERMINAL:
+                return False
+            merged = run.get("attempts") or []
+            for number, fields in sorted(ends.items()):
+                merged = merge_attempt(merged, number, fields, keep=True)
+            if merged == (run.get("attempts") or []):
+                return False
+            try:
+                self.ctx.table.update(Update(keys.run(run_id), set={"attempts": merged}, condition=all_of(
+                    attr_in("status", ACTIVE), _attempts_as_read(run))))
+                return True
             except ConditionFailed:
                 continue
         raise Conflict(f"run {run_id} is changing too often; retry")
@@ -252,6 +315,64 @@ class Runs:
                            descending=descending, max_results=max_results, page_token=page_token)
 
 
+def _claim(run: dict, status: str, reporter: Reporter) -> str | None:
+    """What a runner's report means for who holds the run: "first" (its Preparing claims a run nobody
+    holds), "restart" (the Preparing of a later Batch attempt takes over an active run), "repeat" (the
+    holder's current status again) or None (an ordinary report). Raises Conflict when it may not report."""
+    _check_holder(run, reporter, status)
+    holder, current = run.get("runner_id"), run["status"]
+    if reporter.runner_id is None:
+        return None
+    if holder == reporter.runner_id:
+        return "repeat" if current == status and current not in TERMINAL else None
+    if status != "Preparing":
+        return None  # a run nobody holds (made before runners named themselves): reported as ever
+    return "first" if holder is None else "restart"
+
+
+def _check_holder(run: dict, reporter: Reporter, status: str | None = None) -> None:
+    """Refuses (409) a report or beat of an attempt older than the run's, or of a runner other than the
+    one holding the run, unless it is the Preparing of a later attempt while the run is active."""
+    holder, recorded = run.get("runner_id"), run.get("attempt")
+    if reporter.attempt is not None and recorded is not None and reporter.attempt < recorded:
+        raise Conflict(f"run {run['id']} is on attempt {recorded}: attempt {reporter.attempt} may no longer report it",
+                       field="attempt")
+    if reporter.runner_id is None or holder is None or holder == reporter.runner_id:
+        return
+    if status == "Preparing" and (reporter.attempt or 1) > (recorded or 1) and run["status"] not in TERMINAL:
+        return
+    raise Conflict(f"run {run['id']} is held by another runner (attempt {recorded or 1})", field="runner_id")
+
+
+def _reporter_condition(run: dict, reporter: Reporter | None) -> Cond | None:
+    """The holder and attempt as read still hold when the write lands: two reports cannot both win."""
+    if reporter is None:
+        return None
+    parts = []
+    if reporter.runner_id is not None:
+        parts.append(attr_eq("runner_id", run["runner_id"]) if run.get("runner_id") else attr_absent("runner_id"))
+    if reporter.attempt is not None:
+        parts.append(any_of(attr_absent("attempt"), attr_lt("attempt", reporter.attempt + 1)))
+    return all_of(*parts)
+
+
+def _attempts_as_read(run: dict) -> Cond:
+    return attr_eq("attempts", run["attempts"]) if run.get("attempts") is not None else attr_absent("attempts")
+
+
+def merge_attempt(attempts: list[dict], number: int, fields: dict, *, keep: bool = False) -> list[dict]:
+    """`attempts` (ordered by `attempt`) with `fields` set on attempt `number`'s entry, made when missing;
+    `keep` leaves the fields the entry already has. Attempts past MAX_ATTEMPTS are not recorded."""
+    if not 1 <= number <= MAX_ATTEMPTS:
+        return attempts
+    merged = {entry["attempt"]: dict(entry) for entry in attempts}
+    entry = merged.setdefault(number, {"attempt": number})
+    for name, value in fields.items():
+        if value is not None and not (keep and entry.get(name) is not None):
+            entry[name] = value
+    return [merged[n] for n in sorted(merged)]
+
+
 def _plausible_id(run_id: str) -> bool:
     return isinstance(run_id, str) and 0 < len(run_id) <= 64 and run_id.isalnum()
 
@@ -264,6 +385,8 @@ def run_summary(item: dict) -> dict:
 def run_view(item: dict, children: dict[str, int] | None = None) -> dict:
     view = run_summary(item)
     view.update({k: item.get(k) for k in ("properties", "error", "root_id", "depth", "metric_types", "snapshot_id",
-                                          "run_config", "git", "ci", "compute_target", "job")})
+                                          "run_config", "git", "ci", "compute_target", "job", "attempt",
+                                          "runner_id")})
+    view["attempts"] = item.get("attempts") or []
     view["children"] = children or {}
     return view

@@ -190,6 +190,8 @@ def test_a_failing_rank_on_a_child_node_fails_the_run_naming_the_rank_and_node(t
     assert error["rank"] == 3 and error["node"] == 1 and error["exit_code"] == 3
     assert error["stderr_tail"] == "rank 3 lost its data"
     assert api.uploads == {}
+    # A child node never holds the run: it reports with its Batch attempt only, not as the main node's runner
+    assert api.statuses[-1]["attempt"] == 1 and "runner_id" not in api.statuses[-1]
 
 
 def test_a_child_node_whose_run_already_ended_reports_its_failing_rank_quietly(tmp_path, child_node):

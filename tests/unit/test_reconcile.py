@@ -13,6 +13,7 @@ from chalicelib.compute.dispatcher import JobSpec
 from chalicelib.services import keys
 from chalicelib.services.common import Context, iso
 from chalicelib.services.reconcile import Reconciler, active_runs
+from chalicelib.services.runs import Reporter
 from chalicelib.store.factory import build_blobs, build_table
 from chalicelib.store.table import Update
 from tests.unit.batch_helpers import make_account
@@ -187,3 +188,101 @@ def test_a_job_that_ended_without_its_runner_reporting_fails_the_run(aws_env):
     assert reconciler.sweep(time.time() + 600) == {"checked": 1, "failed": 1}
     assert account.services.runs.get("team", run["id"])["error"]["message"] == (
         "the Batch job ended without the runner reporting the run's outcome")
+
+
+# --- retried attempts -------------------------------------------------------------------------------
+
+HOST_GONE = "Host EC2 (instance i-0abc) terminated."
+ENDED_AT_MS = 1_793_500_000_000
+
+
+def ended_attempt(stopped_ms: int = ENDED_AT_MS, reason: str = HOST_GONE, exit_code: int | None = None) -> dict:
+    """An entry of a job detail's `attempts`, as Batch describes an attempt that ended."""
+    container = {"containerInstanceArn": "arn:aws:ecs:us-east-1:123456789012:container-instance/c1",
+                 "taskArn": "arn:aws:ecs:us-east-1:123456789012:task/t1", "logStreamName": "nimbus/default/t1",
+                 "networkInterfaces": []}
+    if exit_code is not None:
+        container["exitCode"] = exit_code
+    return {"container": container, "startedAt": stopped_ms - 60_000, "stoppedAt": stopped_ms, "statusReason": reason}
+
+
+def held_run(world, attempt: int = 1, runner_id: str = "runner-aaaaaaaa") -> dict:
+    run = world.run_with_job("Queued")
+    world.services.runs.transition("team", run["id"], "Preparing", reporter=Reporter(runner_id, attempt))
+    world.services.runs.transition("team", run["id"], "Running", reporter=Reporter(runner_id, attempt))
+    return world.run(run["id"])
+
+
+@pytest.mark.parametrize("status", ["RUNNABLE", "STARTING", "RUNNING"])
+def test_a_job_run_again_after_its_host_went_away_keeps_the_run_and_records_why(world, status):
+    # Given a run whose attempt 1 holds it
+    run = held_run(world)
+
+    # When Batch runs the job again after the host of attempt 1 went away
+    again = event(run, status=status, statusReason=None, container={}, attempts=[ended_attempt()])
+    assert world.reconciler().on_job_event(again) == "recorded: attempt 1 ended"
+
+    # Then the run goes on, with the end of attempt 1 in its attempts; the same event again changes nothing
+    kept = world.run(run["id"])
+    assert kept["status"] == "Running" and kept["error"] is None
+    assert kept["attempts"] == [{"attempt": 1, "runner_id": "runner-aaaaaaaa", "started": run["attempts"][0]["started"],
+                                 "ended": iso(ENDED_AT_MS / 1000), "end_reason": HOST_GONE}]
+    assert world.reconciler().on_job_event(again) == f"ignored: {status}"
+    assert world.run(run["id"]) == kept
+
+    # and attempt 2's runner restarts the run, its entry beside attempt 1's
+    restarted = world.services.runs.transition("team", run["id"], "Preparing",
+                                               reporter=Reporter("runner-bbbbbbbb", 2))
+    assert restarted["status"] == "Preparing" and restarted["attempt"] == 2
+    assert [a.get("end_reason") for a in restarted["attempts"]] == [HOST_GONE, None]
+
+
+def test_an_attempt_recorded_by_its_runner_after_the_event_keeps_the_end_of_the_earlier_one(world):
+    # Attempt 1 ended before its runner reported anything; the event arrives before attempt 2's runner does
+    run = world.run_with_job("Queued")
+    event_first = event(run, status="RUNNABLE", attempts=[ended_attempt(exit_code=137)])
+    assert world.reconciler().on_job_event(event_first) == "recorded: attempt 1 ended"
+    assert world.run(run["id"])["status"] == "Queued"
+
+    world.services.runs.transition("team", run["id"], "Preparing", reporter=Reporter("runner-bbbbbbbb", 2))
+    attempts = world.run(run["id"])["attempts"]
+    assert [a["attempt"] for a in attempts] == [1, 2]
+    assert attempts[0]["exit_code"] == 137 and attempts[0]["end_reason"] == HOST_GONE
+    assert attempts[1]["runner_id"] == "runner-bbbbbbbb" and "end_reason" not in attempts[1]
+
+
+def test_a_failed_job_after_its_last_attempt_fails_the_run_with_batch_reason(world):
+    run = held_run(world)
+    reconciler = world.reconciler()
+    reconciler.on_job_event(event(run, status="RUNNABLE", attempts=[ended_attempt()]))
+    world.services.runs.transition("team", run["id"], "Preparing", reporter=Reporter("runner-bbbbbbbb", 2))
+
+    last = event(run, statusReason=HOST_GONE, container={},
+                 attempts=[ended_attempt(), ended_attempt(ENDED_AT_MS + 600_000)])
+    assert reconciler.on_job_event(last) == "failed"
+    failed = world.run(run["id"])
+    assert failed["status"] == "Failed" and failed["error"]["message"] == f"the Batch job failed: {HOST_GONE}"
+    assert failed["error"]["attempts"] == 2
+    assert reconciler.on_job_event(event(run, status="RUNNABLE", attempts=[ended_attempt()])) == "ignored: RUNNABLE"
+
+
+def test_the_sweep_waits_for_the_next_attempt_instead_of_failing_a_silent_run(world):
+    # Given runs whose runner went silent 11 minutes ago, when their attempt's host went away
+    now = time.time()
+    silent = iso(now - 11 * 60)
+    waiting = world.run_with_job("Running", heartbeat=silent)
+    starting = world.run_with_job("Running", job_id="job-2", heartbeat=silent)
+    lately = world.run_with_job("Running", job_id="job-3", heartbeat=silent)
+    long_ago = world.run_with_job("Running", job_id="job-4", heartbeat=silent)
+    ended = {JOB_ID: ("RUNNABLE", now - 11 * 60), "job-2": ("STARTING", now - 11 * 60),
+             "job-3": ("RUNNING", now - 60), "job-4": ("RUNNING", now - 11 * 60)}
+    world.batch.describe_jobs = lambda jobs: {"jobs": [
+        {"jobId": j, "status": ended[j][0], "attempts": [ended_attempt(int(ended[j][1] * 1000))]} for j in jobs]}
+
+    # When the sweep looks: Batch is waiting for, or just started, the next attempt of the first three
+    assert world.reconciler().sweep(now) == {"checked": 4, "failed": 1}
+
+    # Then only the run whose next attempt has been running silently for 11 minutes failed
+    assert [world.run(r["id"])["status"] for r in (waiting, starting, lately)] == ["Running"] * 3
+    assert world.run(long_ago["id"])["error"]["message"].startswith("the runner stopped sending heartbeats")
+    assert world.stopped == [{"jobId": "job-4", "reason": world.run(long_ago["id"])["error"]["message"]}]

@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from nimbus.exceptions import (
-    AuthenticationError, ConflictError, NotFoundError, ServiceUnavailableError,
+    AuthenticationError, ConfigurationError, ConflictError, NotFoundError, ServiceUnavailableError,
 )
-from nimbus.runner import EXIT_STOPPED, JobSettings, Runner, build_command, main
+from nimbus.runner import EXIT_STOPPED, EXIT_UNREPORTED, JobSettings, Runner, build_command, main
 from nimbus.runner_io import MAX_APPEND, LogPump
 
 WS = "team"
@@ -30,6 +30,7 @@ class FakeApi:
         self.lock = threading.Lock()
         self.calls: list[tuple[str, str, dict | None]] = []
         self.statuses: list[dict] = []
+        self.beats: list[dict] = []
         self.logs: dict[str, list[str]] = {}
         self.uploads: dict[str, bytes] = {}
         self.metrics: dict[str, list] = {}
@@ -69,6 +70,10 @@ class FakeApi:
                 self.statuses.append(body)
                 self.details["status"] = body["status"]
             return dict(self.details)
+        if path == run + "/heartbeat":
+            with self.lock:
+                self.beats.append(body)
+            return {"id": self.run_id, "status": self.details["status"], "heartbeat": "2026-11-01T00:00:00.000Z"}
         if path.startswith(run + "/logs/"):
             assert 0 < len(body["text"]) <= MAX_APPEND
             with self.lock:
@@ -97,12 +102,12 @@ def fake_extract(files, target_dir, client):
         target.write_text(item["content"])
 
 
-def make_runner(tmp_path, files: dict[str, str], run_config: dict | None, **details):
+def make_runner(tmp_path, files: dict[str, str], run_config: dict | None, attempt: int = 1, **details):
     run_id = uuid.uuid4().hex  # metrics are buffered per process by run: keep tests apart
     if run_config is not None:
         details["run_config"] = run_config
     api = FakeApi(run_id, {"snapshot_id": "snap1", **details}, files)
-    settings = JobSettings("http://fake.invalid", "nmb_runtoken", WS, run_id, tmp_path)
+    settings = JobSettings("http://fake.invalid", "nmb_runtoken", WS, run_id, tmp_path, attempt)
     return Runner(settings, api, extract=fake_extract, echo=False), api
 
 
@@ -276,3 +281,71 @@ def test_main_needs_the_job_environment(monkeypatch, capsys):
 @pytest.mark.parametrize("config", [{"script": "s.py", "arguments": ["a b"]}, {"command": "python s.py 'a b'"}])
 def test_build_command_keeps_arguments_whole(config):
     assert build_command(config, "/env/python") == ["/env/python", "s.py", "a b"]
+
+
+# --- runner identity --------------------------------------------------------------------------------
+def test_reports_and_beats_name_this_runner_and_its_batch_attempt(tmp_path):
+    runner, api = make_runner(tmp_path, {"t.py": "import time; time.sleep(0.6)"}, {"script": "t.py"}, attempt=3)
+    runner.heartbeat_s = 0.05
+
+    assert runner.execute() == 0
+
+    assert api.status_names() == ["Preparing", "Running", "Finalizing", "Completed"]
+    assert {(s["runner_id"], s["attempt"]) for s in api.statuses} == {(runner.runner_id, 3)}
+    assert api.beats and all(b["attempt"] == 3 and b.get("runner_id") in (None, runner.runner_id) for b in api.beats)
+    assert api.beats[-1]["runner_id"] == runner.runner_id  # once the run is its own
+    other, _ = make_runner(tmp_path, {}, None)
+    assert other.runner_id != runner.runner_id
+
+
+@pytest.mark.parametrize("holder, attempt, exit_code", [
+    ("runner-other", 1, 0),  # another runner of this attempt holds the run: it is that runner's
+    (None, 2, 0),  # a later attempt holds it
+    (None, None, EXIT_UNREPORTED),  # nobody holds it, yet it was refused: this runner cannot run it either
+])
+def test_a_refused_first_preparing_never_runs_the_script_nor_touches_the_run(tmp_path, holder, attempt, exit_code):
+    runner, api = make_runner(tmp_path, {"t.py": "open('ran', 'w')"}, {"script": "t.py"})
+    api.details.update(status="Running", runner_id=holder, attempt=attempt)
+    api.fail = lambda method, path, body: (ConflictError("run is held by another runner")
+                                           if path.endswith("/status") else None)
+
+    assert runner.execute() == exit_code
+
+    assert [body["status"] for method, path, body in api.calls if path.endswith("/status")] == ["Preparing"]
+    assert not any("/snapshots/" in path or "/logs/" in path for method, path, body in api.calls)
+    assert not (tmp_path / "code" / "ran").exists()
+
+
+@pytest.mark.parametrize("refusal", [ConflictError("run is on attempt 2"), AuthenticationError("token revoked")])
+def test_a_refused_beat_stops_the_script_and_the_runner_reports_nothing_more(tmp_path, refusal):
+    # Given a script that runs for long
+    script = "import time\nprint('started', flush=True)\ntime.sleep(60)\n"
+    runner, api = make_runner(tmp_path, {"slow.py": script}, {"script": "slow.py"})
+    runner.heartbeat_s = 0.1
+
+    # When, once it runs, the service refuses the beats: a later attempt took the run over, or (an agent's
+    # lease that lapsed) the run's token was handed to another runner
+    def taken_over(method, path, body):
+        if path.endswith("/heartbeat") and "Running" in api.status_names():
+            api.details.update(attempt=2, runner_id="runner-other")
+            return refusal
+        return None
+
+    api.fail = taken_over
+    started = time.monotonic()
+
+    # Then the script is stopped and the runner leaves the run as it is
+    assert runner.execute() == 0
+    assert time.monotonic() - started < 8
+    assert runner._script.process.poll() is not None
+    assert api.status_names() == ["Preparing", "Running"]
+    assert api.uploads == {} and api.metrics == {}
+
+
+def test_the_batch_attempt_comes_from_the_job_environment():
+    env = {"NIMBUS_URL": "http://x", "NIMBUS_RUN_TOKEN": "t", "NIMBUS_WORKSPACE": "w", "NIMBUS_RUN_ID": "r"}
+    assert JobSettings.from_env(env).attempt == 1
+    assert JobSettings.from_env({**env, "AWS_BATCH_JOB_ATTEMPT": "2"}).attempt == 2
+    for bad in ("0", "two", "-1", "²"):
+        with pytest.raises(ConfigurationError, match="AWS_BATCH_JOB_ATTEMPT"):
+            JobSettings.from_env({**env, "AWS_BATCH_JOB_ATTEMPT": bad})
