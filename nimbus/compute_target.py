@@ -5,15 +5,34 @@
     ws = Workspace()
     box = ComputeTarget.create(ws, "gpu-box", "instance", {"max_concurrent_runs": 2})
     # on the machine: nimbus agent --compute gpu-box
+    cluster = ComputeTarget.create(ws, "cpu", "batch", {"provisioning": "FARGATE", "subnets": [...],
+                                                        "security_group_ids": [...]})  # waits until it is ready
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+import time
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from nimbus.client import api_path
+from nimbus.exceptions import NimbusError
 
 if TYPE_CHECKING:
     from nimbus.workspace import Workspace
+
+CREATE_TIMEOUT_S = 30 * 60.0  # the service itself fails a cluster still being created after 30 minutes
+POLL_SECONDS = 5.0
+
+
+class ComputeTargetFailed(NimbusError):
+    """The target's creation failed; `message` is the service's reason (AWS Batch's, for a cluster)."""
+
+    code = "ComputeTargetFailed"
+
+
+class ComputeTargetTimeout(NimbusError, TimeoutError):
+    """The target was still being created when the wait ended; it goes on without the caller."""
+
+    code = "Timeout"
 
 
 class ComputeTarget:
@@ -25,13 +44,38 @@ class ComputeTarget:
         self._details = details
 
     @classmethod
-    def create(cls, workspace: "Workspace", name: str, type: str, settings: Mapping[str, Any] | None = None) -> \
+    def create(cls, workspace: "Workspace", name: str, type: str, settings: Mapping[str, Any] | None = None, *,
+               wait: bool = True, timeout_s: float = CREATE_TIMEOUT_S, poll_seconds: float = POLL_SECONDS) -> \
             "ComputeTarget":
-        """Registers a target: `batch` (the service creates or attaches an AWS Batch queue, and answers once
-        it exists) or `instance`. Raises InvalidError naming a bad setting, ConflictError if the name is taken."""
+        """Registers a target: `batch` (the service creates an AWS Batch cluster, which takes minutes, or
+        attaches an existing queue) or `instance`. Waits until the target is usable (`wait=False`: returns
+        while it is still `Creating`; see wait_for_completion). Raises InvalidError naming a bad setting,
+        ConflictError if the name is taken, ComputeTargetFailed with the reason when the cluster could not
+        be made, ComputeTargetTimeout when it is not ready within `timeout_s`."""
         details = workspace.client.post(api_path("workspaces", workspace.name, "computes"),
                                         {"name": name, "type": type, "settings": dict(settings or {})})
-        return cls(workspace, name, details=details)
+        target = cls(workspace, name, details=details)
+        if wait:
+            target.wait_for_completion(timeout_s=timeout_s, poll_seconds=poll_seconds)
+        return target
+
+    def wait_for_completion(self, timeout_s: float = CREATE_TIMEOUT_S, poll_seconds: float = POLL_SECONDS, *,
+                            sleep: Callable[[float], None] = time.sleep) -> dict:
+        """Blocks while the target is `Creating`; returns its details once Succeeded. Raises
+        ComputeTargetFailed (with the service's reason) or ComputeTargetTimeout."""
+        deadline = time.monotonic() + timeout_s
+        details = self._details if self._details is not None else self.refresh()
+        while details["state"] == "Creating":
+            if time.monotonic() >= deadline:
+                raise ComputeTargetTimeout(f"compute target {self.name!r} is still being created after "
+                                           f"{timeout_s:g} s; see `nimbus compute show {self.name}`")
+            sleep(poll_seconds)
+            details = self.refresh()  # each read also takes the creation a step further
+        if details["state"] == "Failed":
+            reason = (details.get("error") or {}).get("message") or "no reason given"
+            raise ComputeTargetFailed(f"compute target {self.name!r} could not be created: {reason}",
+                                      details=details)
+        return details
 
     @classmethod
     def list(cls, workspace: "Workspace") -> list["ComputeTarget"]:
@@ -64,7 +108,8 @@ class ComputeTarget:
 
     @property
     def state(self) -> str:
-        """Creating, Succeeded, Failed or Deleting (read fresh each time: it changes)."""
+        """Creating, Succeeded, Failed or Deleting (read fresh each time: it changes; reading it also takes a
+        creation under way a step further)."""
         return self.refresh()["state"]
 
     @property
@@ -73,8 +118,8 @@ class ComputeTarget:
         return self.refresh()["active_runs"]
 
     def delete(self) -> None:
-        """Deletes the target (and the Batch resources the service created for it); ConflictError while
-        runs on it have not ended."""
+        """Deletes the target (and the Batch resources the service created for it, also while it is still
+        being created); ConflictError while runs on it have not ended."""
         self.workspace.client.request("DELETE", self._path())
 
     def _path(self) -> str:

@@ -29,9 +29,12 @@ def batch_job_state_change(event) -> dict:
     return {"outcome": outcome}
 
 
-@bp.schedule(Rate(5, unit=Rate.MINUTES), name="batch_sweep", description="Fails runs whose Batch job or runner is gone")
+@bp.schedule(Rate(5, unit=Rate.MINUTES), name="batch_sweep",
+             description="Fails runs whose Batch job or runner is gone; advances batch targets being created")
 def batch_sweep(event) -> dict:
     ctx = services().ctx
+    targets = services().compute_targets.sweep()  # first: a failure of the run sweep must not hold creations up
+    logger.info("compute target sweep", extra=targets)
     counts = reconciler().sweep(ctx.clock())
     logger.info("batch sweep", extra=counts)
     return counts

@@ -3,7 +3,7 @@ from chalice import Blueprint, Response
 
 from chalicelib.api.deps import services
 from chalicelib.api.models import CreateCompute
-from chalicelib.api.routing import endpoint
+from chalicelib.api.routing import endpoint, json_response
 from chalicelib.errors import Invalid
 from chalicelib.services.runs import run_view
 
@@ -13,7 +13,10 @@ COMPUTES = "/v1/workspaces/{workspace}/computes"
 
 @endpoint(bp, COMPUTES, ("POST",), body=CreateCompute, role="contributor", status=201)
 def create_compute(principal, request, workspace, body):
-    return services().compute_targets.create(principal, workspace, body.name, body.type, body.settings)
+    """201 with the target when it is usable now; 202 while the cluster Nimbus makes is on its way (`state`
+    Creating: GET the target until it is Succeeded or Failed)."""
+    target = services().compute_targets.create(principal, workspace, body.name, body.type, body.settings)
+    return json_response(target, 202) if target["state"] == "Creating" else target
 
 
 @endpoint(bp, COMPUTES, role="reader")
@@ -34,12 +37,14 @@ def delete_compute(principal, request, workspace, name):
 
 @endpoint(bp, COMPUTES + "/{name}/claim", ("POST",), role="contributor")
 def claim_run(principal, request, workspace, name):
-    """For agents of instance targets: the oldest queued run and a token for it, or 204 when none."""
+    """For agents of instance targets: the oldest queued run and a token for it, or 204 when none (or when
+    the target's max_concurrent_runs are leased or running already)."""
     target = services().compute_targets.record(workspace, name)
     if target["type"] != "instance":
         raise Invalid(f"compute target {name!r} is of type {target['type']}: only instance targets hand runs "
                       "to agents", field="name")
-    claimed = services().instance_queue.claim(workspace, name)
+    limit = (target.get("settings") or {}).get("max_concurrent_runs")
+    claimed = services().instance_queue.claim(workspace, name, limit)
     if claimed is None:
         return Response(body="", status_code=204)
     run, token = claimed

@@ -53,7 +53,7 @@ class Services:
 
     @property
     def submissions(self) -> Submissions:
-        return Submissions(self.ctx, self.dispatcher)
+        return Submissions(self.ctx, self.dispatcher, self.provisioner)
 
     @property
     def compute_targets(self) -> ComputeTargets:

@@ -30,7 +30,10 @@ def delete_workspace(principal, request, workspace):
         services().workspaces.authorize(principal, workspace, "owner")
         for item in services().deployments.list_endpoints(workspace)["endpoints"]:
             services().deployments.delete_endpoint(workspace, item["name"])
-    return services().workspaces.delete(principal, workspace, force=force)
+    # Compute targets go with it: their runs are canceled (their jobs stopped) and the Batch resources Nimbus
+    # made are deleted through the provisioner (docs/compute.md).
+    return services().workspaces.delete(principal, workspace, force=force, targets=services().compute_targets,
+                                        stop_run=services().submissions.cancel)
 
 
 @endpoint(bp, "/v1/workspaces/{workspace}/members", ("POST",), body=AddMember, status=201)

@@ -12,7 +12,7 @@ from chalicelib.errors import Conflict, Invalid
 from chalicelib.services import keys
 from chalicelib.services.common import Context, new_id
 from chalicelib.services.compute_settings import RESOURCES, check_resources
-from chalicelib.services.compute_targets import LOCAL, ComputeTargets
+from chalicelib.services.compute_targets import LOCAL, ComputeTargets, Provisioner
 from chalicelib.services.environments import Environments, environment_for
 from chalicelib.services.identity import Principal
 from chalicelib.services.runs import Runs
@@ -24,9 +24,10 @@ def submission_key(workspace: str, client_token: str) -> Key:
 
 
 class Submissions:
-    def __init__(self, ctx: Context, dispatcher: Dispatcher | None):
+    def __init__(self, ctx: Context, dispatcher: Dispatcher | None, provisioner: Provisioner | None = None):
         self.ctx = ctx
         self.dispatcher = dispatcher
+        self.provisioner = provisioner  # moves a target still being created along (ComputeTargets.usable)
 
     def submit(self, principal: Principal, workspace: str, experiment: str | None, *, snapshot_id: str,
                run_config: dict, git: dict | None = None, ci: dict | None = None, client_token: str | None = None,
@@ -40,7 +41,7 @@ class Submissions:
                 return earlier, False
         if self.dispatcher is None:
             raise Invalid("this deployment runs no submitted jobs", field="run_config.compute")
-        target = ComputeTargets(self.ctx).usable(workspace, run_config.get("compute") or LOCAL)
+        target = ComputeTargets(self.ctx, self.provisioner).usable(workspace, run_config.get("compute") or LOCAL)
         if self.ctx.table.get(keys.workspace_pk(workspace), f"SNAPSHOT#{snapshot_id}") is None:
             raise Invalid(f"snapshot {snapshot_id} not found in workspace {workspace!r}; upload it first",
                           field="snapshot_id")
@@ -69,7 +70,7 @@ class Submissions:
             earlier = self._earlier(workspace, client_token) if client_token else None
             if earlier is not None:  # a concurrent submit with the same token won
                 return earlier, False
-            ComputeTargets(self.ctx).usable(workspace, spec.compute)  # raises when the target is going away
+            ComputeTargets(self.ctx, self.provisioner).usable(workspace, spec.compute)  # raises when the target is going away
             raise Conflict("the run could not be queued: its compute target changed meanwhile; retry") from None
         self.dispatcher.submit(spec)
         return run, True

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import TYPE_CHECKING, Callable
 
 from chalicelib.errors import Conflict, Forbidden, Invalid, NotFound
 from chalicelib.services import keys
@@ -10,6 +11,9 @@ from chalicelib.services.identity import Identity, Principal
 from chalicelib.store.table import (
     Check, ConditionFailed, Delete, Key, Put, Query, Update, attr_eq, attr_gt, item_absent, item_exists,
 )
+
+if TYPE_CHECKING:
+    from chalicelib.services.compute_targets import ComputeTargets
 
 ROLES = ("reader", "contributor", "owner")
 # Partitions a workspace holds besides its members; any of them blocks a plain delete.
@@ -64,12 +68,27 @@ class Workspaces:
         memberships = self.ctx.table.query_all(Query(keys.tokens_of_index_pk(principal.user), index="gsi1", sk_prefix="WS#"))
         return [{"name": m["workspace"], "role": m["role"]} for m in memberships]
 
-    def delete(self, principal: Principal, name: str, force: bool = False) -> dict:
+    def delete(self, principal: Principal, name: str, force: bool = False, targets: "ComputeTargets | None" = None,
+               stop_run: Callable[[str, dict], object] | None = None) -> dict:
+        """Deletes an empty workspace; with `force`, everything in it. A forced delete first ends the
+        workspace's active runs (canceled; `stop_run(workspace, run)` stops each one's job) and deletes its
+        compute targets with the AWS Batch resources Nimbus made for them, through `targets` (whose
+        provisioner does it: without one, a target with such resources refuses the delete rather than
+        leaving them behind). A failure there leaves the workspace in place, to be deleted again."""
         self.authorize(principal, name, "owner")
         if not force:
             for prefix in _CONTENT_PREFIXES:
                 if self.ctx.table.query(Query(keys.workspace_pk(name), sk_prefix=prefix, limit=1)).items:
                     raise Conflict(f"workspace {name!r} is not empty; delete with force to remove everything in it")
+        removed_targets = 0
+        if force:
+            from chalicelib.services.compute_targets import LOCAL, ComputeTargets
+
+            def end_runs(run_ids: list[str]) -> None:
+                self._end_runs(name, run_ids, stop_run)
+
+            end_runs([i["sk"] for i in self.ctx.table.query_all(Query(keys.active_runs_pk(name, LOCAL)))])
+            removed_targets = (targets or ComputeTargets(self.ctx)).delete_all(name, end_runs)
         record = self.record(name)
         # The META item goes first, conditionally: a concurrent delete or re-create cannot interleave.
         self.ctx.table.delete(record["pk"], record["sk"], attr_eq("id", record["id"]))
@@ -77,7 +96,19 @@ class Workspaces:
         members = list(self.ctx.table.query_all(Query(keys.workspace_pk(name))))
         self.ctx.table.batch_delete([Key(i["pk"], i["sk"]) for i in members])
         blobs = self.ctx.blobs.delete_prefix(record["blob_prefix"])
-        return {"name": name, "deleted": True, "runs": removed_runs, "blobs": blobs}
+        return {"name": name, "deleted": True, "runs": removed_runs, "blobs": blobs, "compute_targets": removed_targets}
+
+    def _end_runs(self, name: str, run_ids: list[str], stop_run: Callable[[str, dict], object] | None) -> None:
+        from chalicelib.services.runs import Runs
+
+        runs = Runs(self.ctx)
+        for run_id in run_ids:
+            try:
+                run = runs.transition(name, run_id, "Canceled", {"message": f"workspace {name!r} was deleted"})
+            except (Conflict, NotFound):
+                continue  # it ended meanwhile
+            if stop_run is not None:
+                stop_run(name, run)
 
     def _delete_runs(self, name: str) -> int:
         count = 0

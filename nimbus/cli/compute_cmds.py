@@ -10,7 +10,7 @@ import yaml
 
 from nimbus.cli.common import CommandError, connect, key_values, output_option, workspace_option
 from nimbus.cli.output import emit
-from nimbus.compute_target import ComputeTarget
+from nimbus.compute_target import CREATE_TIMEOUT_S, POLL_SECONDS, ComputeTarget
 
 COLUMNS = [("NAME", "name"), ("TYPE", "type"), ("STATE", "state"), ("SETTINGS", "settings")]
 FIELDS = ["name", "type", "state", "active_runs", "settings", "resources", "error", "created", "created_by"]
@@ -30,13 +30,23 @@ def compute() -> None:
                    "else taken as text. These win over --settings-file.")
 @click.option("--settings-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="A JSON or YAML file holding the settings object.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until a batch cluster is ready (or has failed); --no-wait answers while it is Creating.")
+@click.option("--timeout-seconds", type=click.FloatRange(1, 24 * 3600), default=CREATE_TIMEOUT_S, show_default=True,
+              help="How long to wait for the cluster.")
+@click.option("--poll-seconds", type=click.FloatRange(0.05, 600), default=POLL_SECONDS, show_default=True,
+              help="How often to look while waiting.")
 @workspace_option
 @output_option
-def create(name: str, kind: str, pairs: tuple[str, ...], settings_file: Path | None, workspace_name: str | None,
-           output: str) -> None:
-    """Create compute target NAME (a batch target answers once its queue exists)."""
+def create(name: str, kind: str, pairs: tuple[str, ...], settings_file: Path | None, wait: bool,
+           timeout_seconds: float, poll_seconds: float, workspace_name: str | None, output: str) -> None:
+    """Create compute target NAME. A batch cluster takes minutes to make: this waits until it is
+    Succeeded (failure: its reason, exit status 1), unless --no-wait."""
     settings = {**_settings_file(settings_file), **_pairs(pairs)}
-    target = ComputeTarget.create(connect(workspace_name), name, kind, settings)
+    target = ComputeTarget.create(connect(workspace_name), name, kind, settings, wait=False)
+    if wait and target.details["state"] == "Creating":
+        click.echo(f"compute target {name!r} is being created; waiting (up to {timeout_seconds:g} s)", err=True)
+        target.wait_for_completion(timeout_s=timeout_seconds, poll_seconds=poll_seconds)
     emit(output, target.details, keys=[f for f in FIELDS if f != "active_runs"])
 
 
@@ -71,7 +81,7 @@ def delete(name: str, workspace_name: str | None, output: str) -> None:
 @click.option("--compute", "compute_name", required=True, metavar="NAME", help="The instance target to serve.")
 @click.option("--once", is_flag=True, help="Run what is queued now, then exit once those runs have ended.")
 @click.option("--concurrency", type=click.IntRange(1, 1024), default=None,
-              help="Runs at once (default: the target's max_concurrent_runs).")
+              help="Runs at once (default: the target's max_concurrent_runs, which the service enforces across agents).")
 @click.option("--poll-seconds", type=click.FloatRange(0.05, 3600), default=5.0, show_default=True,
               help="How often an idle agent asks for queued runs.")
 @click.option("--grace-seconds", type=click.FloatRange(0, 86400), default=60.0, show_default=True,

@@ -8,37 +8,17 @@ import pytest
 
 from chalicelib.compute.instance_queue import LEASE_SECONDS, InstanceQueue
 from chalicelib.compute.router import ComputeRouter
-from chalicelib.errors import Invalid
 from chalicelib.services import keys
 from chalicelib.store.table import Update
 from tests.api.helpers import all_at_once
 from tests.api.test_submit import RecordingDispatcher
+from tests.unit.fake_provisioner import StagedProvisioner
 
 WS = "/v1/workspaces/team"
 COMPUTES = f"{WS}/computes"
 QUEUE_ARN = "arn:aws:batch:us-east-1:123456789012:job-queue/shared"
 CLUSTER = {"provisioning": "EC2", "max_vcpus": 8, "max_job_vcpus": 2, "subnets": ["subnet-0123456789abcdef0"],
            "security_group_ids": ["sg-0123456789abcdef0"]}
-
-
-class RecordingProvisioner:
-    """The provisioner port's test double: AWS Batch itself is exercised by the batch module's own tests."""
-
-    def __init__(self):
-        self.created: list[tuple[str, str, dict]] = []
-        self.deleted: list[dict] = []
-        self.refuse: str | None = None
-
-    def create(self, workspace: str, name: str, settings: dict) -> dict:
-        if self.refuse:
-            raise Invalid(self.refuse, field="settings.subnets")
-        self.created.append((workspace, name, settings))
-        if "job_queue_arn" in settings:
-            return {"job_queue_arn": settings["job_queue_arn"], "created": False}
-        return {"compute_environment_arn": f"arn:ce/{name}", "job_queue_arn": f"arn:jq/{name}", "created": True}
-
-    def delete(self, resources: dict) -> None:
-        self.deleted.append(resources)
 
 
 @pytest.fixture
@@ -51,7 +31,7 @@ def local_jobs(services):
 
 @pytest.fixture
 def provisioner(services):
-    services.provisioner = RecordingProvisioner()
+    services.provisioner = StagedProvisioner()
     return services.provisioner
 
 
@@ -108,7 +88,7 @@ def test_an_instance_target_is_created_listed_shown_and_deleted(api, snapshot_id
 def test_bad_input_is_refused_naming_the_field(api, snapshot_id, provisioner, body, field):
     status, answer = api.call("POST", COMPUTES, body)
     assert (status, answer.get("field")) == (400, field), answer
-    assert provisioner.created == []
+    assert provisioner.started == []
     assert [c["name"] for c in api.ok("GET", COMPUTES)["computes"]] == ["local"]
 
 
@@ -140,16 +120,23 @@ def test_batch_needs_a_provisioner(api, snapshot_id, services):
 
 
 def test_a_batch_target_records_what_was_provisioned_and_deletes_only_that(api, snapshot_id, provisioner):
-    made = api.ok("POST", COMPUTES, {"name": "cluster", "type": "batch", "settings": CLUSTER}, status=201)
-    assert made["state"] == "Succeeded" and made["resources"]["created"] is True
+    status, made = api.call("POST", COMPUTES, {"name": "cluster", "type": "batch", "settings": CLUSTER})
+    assert status == 202 and made["state"] == "Creating" and made["step"] == "compute_environment"
     assert made["settings"] == {**CLUSTER, "instance_types": ["optimal"], "min_vcpus": 0, "vcpus": 1,
                                 "memory_mb": 2048, "gpus": 0}
-    attached = api.ok("POST", COMPUTES, {"name": "shared", "type": "batch", "settings": {"job_queue_arn": QUEUE_ARN}})
+    assert provisioner.queues == []  # the request only asked for the compute environment
+    shown = api.ok("GET", f"{COMPUTES}/cluster")  # reading it takes it as far as it goes: here, to the end
+    assert shown["state"] == "Succeeded" and "step" not in shown
+    assert shown["resources"] == {"compute_environment_arn": "arn:ce/cluster", "name": "cluster", "created": True,
+                                  "job_queue_arn": "arn:jq/cluster"}
+    status, attached = api.call("POST", COMPUTES, {"name": "shared", "type": "batch",
+                                                    "settings": {"job_queue_arn": QUEUE_ARN}})
+    assert status == 201 and attached["state"] == "Succeeded"
     assert attached["resources"] == {"job_queue_arn": QUEUE_ARN, "created": False}
 
     api.ok("DELETE", f"{COMPUTES}/shared")
     api.ok("DELETE", f"{COMPUTES}/cluster")
-    assert provisioner.deleted == [made["resources"]]
+    assert provisioner.deleted == [shown["resources"]]
 
 
 def test_a_failed_provisioning_leaves_a_failed_target_whose_name_can_be_reused(api, snapshot_id, provisioner):
@@ -162,7 +149,8 @@ def test_a_failed_provisioning_leaves_a_failed_target_whose_name_can_be_reused(a
     assert status == 400 and body["field"] == "run_config.compute" and "Failed" in body["message"]
 
     provisioner.refuse = None
-    assert api.ok("POST", COMPUTES, {"name": "cluster", "type": "batch", "settings": CLUSTER})["state"] == "Succeeded"
+    assert api.call("POST", COMPUTES, {"name": "cluster", "type": "batch", "settings": CLUSTER})[0] == 202
+    assert api.ok("GET", f"{COMPUTES}/cluster")["state"] == "Succeeded"
 
 
 def test_submissions_name_a_known_target_and_stay_within_its_limits(api, services, snapshot_id, provisioner):
@@ -175,7 +163,8 @@ def test_submissions_name_a_known_target_and_stay_within_its_limits(api, service
     status, body = submit(api, snapshot_id, "theirs")
     assert status == 400 and body["field"] == "run_config.compute"
 
-    api.ok("POST", COMPUTES, {"name": "cluster", "type": "batch", "settings": CLUSTER})
+    api.ok("POST", COMPUTES, {"name": "cluster", "type": "batch", "settings": CLUSTER}, status=202)
+    api.ok("GET", f"{COMPUTES}/cluster")
     status, body = submit(api, snapshot_id, "cluster", resources={"vcpus": 4})
     assert status == 400 and body["field"] == "run_config.resources.vcpus" and "max_job_vcpus" in body["message"]
     # Without a batch dispatcher here, a valid request names the target as what cannot run
@@ -229,7 +218,7 @@ def test_claim_hands_out_the_oldest_run_with_a_token_for_it(api, snapshot_id, se
 
 
 def test_claim_is_for_instance_targets_and_contributors(api, snapshot_id, provisioner, user_token):
-    api.ok("POST", COMPUTES, {"name": "cluster", "type": "batch", "settings": CLUSTER})
+    api.ok("POST", COMPUTES, {"name": "cluster", "type": "batch", "settings": CLUSTER}, status=202)
     for name in ("cluster", "local"):
         status, body = api.call("POST", f"{COMPUTES}/{name}/claim")
         assert status == 400 and body["field"] == "name"
@@ -248,7 +237,7 @@ def _moving_clock(services) -> list[float]:
 
 def test_a_leased_run_is_not_handed_to_a_second_agent(api, services, snapshot_id):
     now = _moving_clock(services)
-    api.ok("POST", COMPUTES, {"name": "box", "type": "instance"})
+    api.ok("POST", COMPUTES, {"name": "box", "type": "instance", "settings": {"max_concurrent_runs": 2}})
     first = submit(api, snapshot_id, "box")[1]
     now[0] += 1  # run ids are time-ordered: the queue's order is the submissions'
     second = submit(api, snapshot_id, "box")[1]
@@ -300,7 +289,7 @@ def test_a_run_that_left_queued_is_removed_from_the_queue_at_the_next_claim(api,
 
 def test_each_queued_run_is_claimed_by_exactly_one_of_many_agents(api, snapshot_id):
     # Given three queued runs and ten agents claiming at once
-    api.ok("POST", COMPUTES, {"name": "box", "type": "instance"})
+    api.ok("POST", COMPUTES, {"name": "box", "type": "instance", "settings": {"max_concurrent_runs": 3}})
     queued = sorted(submit(api, snapshot_id, "box")[1]["id"] for _ in range(3))
     claims, lock = [], threading.Lock()
 

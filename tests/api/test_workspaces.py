@@ -395,3 +395,68 @@ def test_two_owners_removing_each_other_at_once_leave_one_owner(services):
     members = services.ctx.table.query_all(Query("WS#duo", sk_prefix="MEMBER#"))
     assert [m["role"] for m in members] == ["owner"]
     assert outcomes == ["refused", "removed"]
+
+
+# --- a forced delete takes the workspace's compute with it ---------------------------------------
+def test_a_forced_delete_cancels_runs_and_deletes_the_batch_resources_nimbus_made(api, services):
+    from chalicelib.compute.instance_queue import InstanceQueue, slots_pk
+    from chalicelib.compute.router import ComputeRouter
+    from chalicelib.services.compute_targets import PENDING_PK
+    import hashlib
+
+    from tests.api.test_compute import CLUSTER, QUEUE_ARN
+    from tests.api.test_submit import RecordingDispatcher
+    from tests.unit.fake_provisioner import StagedProvisioner
+
+    # Given a workspace with a made cluster, one still being made, an attached queue, and an instance
+    # target with a leased run and a queued one
+    local = RecordingDispatcher()
+    services.dispatcher = ComputeRouter({"local": local, "instance": InstanceQueue(services.ctx)})
+    services.provisioner = provisioner = StagedProvisioner()
+    api.ok("POST", WS, {"name": "team"})
+    content = b"print('hello')\n"
+    digest = hashlib.sha256(content).hexdigest()
+    services.ctx.blobs.put_bytes(f"{services.workspaces.record('team')['blob_prefix']}snapshots/content/{digest}", content)
+    snapshot = api.ok("POST", f"{WS}/team/snapshots", {"files": [{"path": "train.py", "digest": digest,
+                                                                   "size": len(content)}]})["id"]
+    computes = f"{WS}/team/computes"
+    api.ok("POST", computes, {"name": "cluster", "type": "batch", "settings": CLUSTER}, status=202)
+    made = api.ok("GET", f"{computes}/cluster")["resources"]
+    starting = api.ok("POST", computes, {"name": "starting", "type": "batch", "settings": CLUSTER}, status=202)
+    api.ok("POST", computes, {"name": "shared", "type": "batch", "settings": {"job_queue_arn": QUEUE_ARN}})
+    api.ok("POST", computes, {"name": "box", "type": "instance", "settings": {"max_concurrent_runs": 2}})
+    config = {"script": "train.py", "compute": "box"}
+    runs = [api.ok("POST", f"{WS}/team/runs", {"experiment": "exp", "snapshot_id": snapshot, "run_config": config})
+            for _ in range(2)]
+    claimed = api.ok("POST", f"{computes}/box/claim")
+    local_run = api.ok("POST", f"{WS}/team/runs", {"experiment": "exp", "snapshot_id": snapshot,
+                                                   "run_config": {"script": "train.py"}})
+
+    # When the owner deletes it with force
+    result = api.ok("DELETE", f"{WS}/team?force=true")
+
+    # Then the resources Nimbus made are deleted (not the attached queue), the runs were canceled (the
+    # local one's job stopped), and nothing of the targets is left in the table
+    assert result["deleted"] is True and result["compute_targets"] == 4 and result["runs"] == 3
+    assert sorted(provisioner.deleted, key=str) == sorted([made, starting["resources"]], key=str)
+    assert local.canceled == [local_run["id"]]
+    assert api.call("GET", f"{WS}/team/runs/{claimed['run']['id']}", token=claimed["run_token"])[0] in (401, 404)
+    for pk in (slots_pk("team", "box"), keys.active_runs_pk("team", "box"), keys.instance_queue_pk("team", "box"),
+               PENDING_PK, keys.workspace_pk("team")):
+        assert list(services.ctx.table.query_all(Query(pk))) == [], pk
+    assert all(api.call("GET", f"{WS}/team/runs/{r['id']}")[0] == 404 for r in runs)
+
+
+def test_a_forced_delete_that_cannot_delete_batch_resources_leaves_the_workspace(api, services):
+    from tests.api.test_compute import CLUSTER
+    from tests.unit.fake_provisioner import StagedProvisioner
+
+    api.ok("POST", WS, {"name": "team"})
+    services.provisioner = StagedProvisioner()
+    api.ok("POST", f"{WS}/team/computes", {"name": "cluster", "type": "batch", "settings": CLUSTER}, status=202)
+    services.provisioner = None  # this deployment cannot reach AWS Batch
+
+    status, body = api.call("DELETE", f"{WS}/team?force=true")
+    assert status == 400 and "cannot be deleted from here" in body["message"]
+    assert api.ok("GET", f"{WS}/team/computes/cluster")["state"] == "Creating"  # left as it was
+    assert api.ok("GET", f"{WS}/team")["name"] == "team"

@@ -59,3 +59,28 @@ def test_the_agent_serves_instance_targets_only_and_stops_when_once_finds_nothin
     result = nimbus("agent", "--compute", "box", "--once", "--jobs-dir", str(tmp_path / "jobs"))
     assert result.exit_code == 0, result.stderr
     assert "agent stopped after 0 run(s)" in result.stderr
+
+
+def test_create_waits_for_a_cluster_and_reports_its_failure(nimbus, platform):
+    from tests.unit.fake_provisioner import StagedProvisioner
+
+    platform.services.provisioner = provisioner = StagedProvisioner(waits=1)
+    try:
+        network = ["--setting", "provisioning=FARGATE", "--setting", 'subnets=["subnet-0123456789abcdef0"]',
+                   "--setting", 'security_group_ids=["sg-0123456789abcdef0"]']
+        made = nimbus("compute", "create", "cluster", "--type", "batch", *network, "--poll-seconds", "0.05",
+                      "-o", "json", json_output=True)
+        assert made["state"] == "Succeeded" and made["resources"]["job_queue_arn"] == "arn:jq/cluster"
+
+        started = nimbus("compute", "create", "later", "--type", "batch", *network, "--no-wait", "-o", "json",
+                         json_output=True)
+        assert started["state"] == "Creating"
+
+        provisioner.fail_with = "subnet-0123456789abcdef0 is not in a VPC"
+        result = nimbus("compute", "create", "broken", "--type", "batch", *network, "--poll-seconds", "0.05")
+        assert result.exit_code == 1
+        assert "being created; waiting" in result.stderr
+        assert "could not be created: the compute environment is INVALID: subnet-0123456789abcdef0 is not in a VPC" \
+            in result.stderr
+    finally:
+        platform.services.provisioner = None

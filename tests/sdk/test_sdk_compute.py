@@ -35,3 +35,37 @@ def test_a_target_with_a_queued_run_is_kept_until_the_run_ends(workspace, tmp_pa
     assert run.id in str(caught.value)
     run.cancel()
     box.delete()
+
+
+CLUSTER = {"provisioning": "FARGATE", "max_vcpus": 8, "subnets": ["subnet-0123456789abcdef0"],
+           "security_group_ids": ["sg-0123456789abcdef0"]}
+
+
+@pytest.fixture
+def provisioner(platform):
+    from tests.unit.fake_provisioner import StagedProvisioner
+
+    platform.services.provisioner = StagedProvisioner(waits=2)
+    yield platform.services.provisioner
+    platform.services.provisioner = None
+
+
+def test_create_waits_until_the_cluster_is_ready(workspace, provisioner):
+    cluster = ComputeTarget.create(workspace, "cluster", "batch", CLUSTER, poll_seconds=0.01)
+    assert cluster.details["state"] == "Succeeded" and cluster.details["resources"]["job_queue_arn"]
+    assert provisioner.queues == ["cluster"]
+
+
+def test_create_without_waiting_and_a_failure_with_its_reason(workspace, provisioner):
+    from nimbus.compute_target import ComputeTargetFailed, ComputeTargetTimeout
+
+    cluster = ComputeTarget.create(workspace, "cluster", "batch", CLUSTER, wait=False)
+    assert cluster.details["state"] == "Creating"
+    with pytest.raises(ComputeTargetTimeout):
+        cluster.wait_for_completion(timeout_s=0, poll_seconds=0)
+    provisioner.fail_with = "no capacity for these subnets"
+    with pytest.raises(ComputeTargetFailed) as failed:
+        cluster.wait_for_completion(poll_seconds=0.01)
+    assert "no capacity for these subnets" in failed.value.message and failed.value.details["state"] == "Failed"
+    with pytest.raises(ComputeTargetFailed):
+        ComputeTarget.create(workspace, "other", "batch", CLUSTER, poll_seconds=0.01)

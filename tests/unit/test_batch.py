@@ -83,6 +83,56 @@ def test_an_ec2_environment_without_an_instance_profile_is_refused_before_any_ca
     assert account.batch.describe_compute_environments()["computeEnvironments"] == []
 
 
+def test_the_steps_start_wait_make_the_queue_once_and_take_everything_down(account):
+    steps = provisioner(account)
+    started = steps.start("team", "gpu", account.network("FARGATE"))
+    assert started["created"] is True and started["name"] == "nimbus-test-team-gpu" and "job_queue_arn" not in started
+    assert steps.find_started("team", "gpu") == {**started, "platform": "FARGATE"}
+    assert steps.find_started("team", "other") is None
+    assert steps.status(started) == ("ready", None)
+
+    queue = steps.create_queue("team", "gpu", started)
+    assert steps.create_queue("team", "gpu", started) == queue  # an answer lost: the same queue, not a second
+    assert len(account.batch.describe_job_queues()["jobQueues"]) == 1
+    made = {**started, "job_queue_arn": queue}
+    assert steps.status(made) == ("ready", None)
+
+    # A queue made but never recorded is found by its name when the rest is taken down
+    assert steps.dismantle(started) is True
+    assert account.batch.describe_job_queues()["jobQueues"] == []
+    assert account.batch.describe_compute_environments()["computeEnvironments"] == []
+    assert steps.status(made)[0] == "failed" and "disappeared" in steps.status(made)[1]
+
+
+def test_status_waits_while_batch_works_and_reports_its_reason(account):
+    steps = provisioner(account)
+    started = steps.start("team", "gpu", account.network())
+    real = account.batch.describe_compute_environments
+    shown = {"status": "CREATING"}
+
+    def described(**kwargs):
+        answer = real(**kwargs)
+        for environment in answer["computeEnvironments"]:
+            environment.update(shown)
+        return answer
+
+    account.batch.describe_compute_environments = described
+    assert steps.status(started) == ("waiting", None)
+    shown.update(status="INVALID", statusReason="CLIENT_ERROR - subnet-1 does not exist")
+    assert steps.status(started) == ("failed", "the compute environment is INVALID: CLIENT_ERROR - subnet-1 does not exist")
+
+    # Taking it down never waits: while Batch is busy with it, nothing is asked and False is answered
+    shown.update(status="UPDATING")
+    calls = []
+    account.batch.update_compute_environment = lambda **kwargs: calls.append(kwargs)
+    assert steps.dismantle(started) is False and calls == []
+    shown.update(status="INVALID")
+    account.batch.update_compute_environment = lambda **kwargs: (calls.append(kwargs), shown.update(
+        status="UPDATING", state="DISABLED"))[0] or {}
+    assert steps.dismantle(started) is False
+    assert calls == [{"computeEnvironment": started["compute_environment_arn"], "state": "DISABLED"}]
+
+
 # --- submitting -----------------------------------------------------------------------------------
 
 
@@ -207,12 +257,12 @@ def test_cancel_terminates_the_recorded_job(account):
 def test_a_batch_run_takes_its_environments_built_image_or_is_refused(account):
     import dataclasses
 
-    from chalicelib.compute.image_build import IMAGE_BUILD_KIND
+    from chalicelib.compute.image_build import IMAGE_BUILD_KIND, IMAGE_FORMAT
     from chalicelib.errors import Conflict, Invalid
     from chalicelib.services import keys
     from chalicelib.services.environments import Environments
 
-    environment = {"name": "sklearn", "version": 2, "hash": "ab" * 32}
+    environment = {"name": "sklearn", "version": 2, "hash": "ab" * 32, "definition": {"pip": []}}
     ctx = account.services.ctx
     with pytest.raises(Invalid) as refused:  # a stage without an image build project
         Environments(ctx).built_image("team", environment, "run_config.environment")
@@ -225,6 +275,6 @@ def test_a_batch_run_takes_its_environments_built_image_or_is_refused(account):
     assert refused.value.field == "run_config.environment" and "sklearn:2" in refused.value.message
 
     key = keys.environment_build(environment["hash"], IMAGE_BUILD_KIND + "team")
-    ctx.table.put({"pk": key.pk, "sk": key.sk, "state": "Succeeded",
-                   "image_uri": "123.dkr.ecr.us-east-1.amazonaws.com/nimbus-team:abab"})
-    assert building.built_image("team", environment, "run_config.environment").endswith("nimbus-team:abab")
+    ctx.table.put({"pk": key.pk, "sk": key.sk, "state": "Succeeded", "format": IMAGE_FORMAT,
+                   "image_uri": "123.dkr.ecr.us-east-1.amazonaws.com/nimbus/team:abab-2"})
+    assert building.built_image("team", environment, "run_config.environment").endswith("nimbus/team:abab-2")
