@@ -117,10 +117,27 @@ class ComputeTarget:
         """How many of its runs have not ended (read fresh each time)."""
         return self.refresh()["active_runs"]
 
-    def delete(self) -> None:
+    def delete(self, wait: bool = True, timeout_s: float = CREATE_TIMEOUT_S, poll_seconds: float = POLL_SECONDS, *,
+               sleep: Callable[[float], None] = time.sleep) -> bool:
         """Deletes the target (and the Batch resources the service created for it, also while it is still
-        being created); ConflictError while runs on it have not ended."""
-        self.workspace.client.request("DELETE", self._path())
+        being created); ConflictError while runs on it have not ended. Batch takes minutes to take a
+        cluster down: with `wait` this returns once the target is gone (ComputeTargetTimeout after
+        `timeout_s`); without, True if it is gone already, False while it is still `Deleting`."""
+        from nimbus.exceptions import NotFoundError
+
+        reply = self.workspace.client.request("DELETE", self._path())
+        if (reply or {}).get("deleted", True) or not wait:
+            return bool((reply or {}).get("deleted", True))
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.refresh()  # each read also takes the deletion a step further
+            except NotFoundError:
+                return True
+            if time.monotonic() >= deadline:
+                raise ComputeTargetTimeout(f"compute target {self.name!r} is still being deleted after "
+                                           f"{timeout_s:g} s; see `nimbus compute show {self.name}`")
+            sleep(poll_seconds)
 
     def _path(self) -> str:
         return api_path("workspaces", self.workspace.name, "computes", self.name)

@@ -31,8 +31,11 @@ def show_compute(principal, request, workspace, name):
 
 @endpoint(bp, COMPUTES + "/{name}", ("DELETE",), role="contributor")
 def delete_compute(principal, request, workspace, name):
-    services().compute_targets.delete(workspace, name)
-    return {"name": name, "deleted": True}
+    """200 once the target is gone; 202 while Batch is still taking down the cluster Nimbus made (the target
+    shows `Deleting` until then, and disappears by itself)."""
+    if services().compute_targets.delete(workspace, name):
+        return {"name": name, "deleted": True}
+    return json_response({"name": name, "deleted": False, "state": "Deleting"}, 202)
 
 
 @endpoint(bp, COMPUTES + "/{name}/claim", ("POST",), role="contributor")

@@ -63,9 +63,6 @@ class Provisioner(Protocol):
     def dismantle(self, resources: dict) -> bool:
         """Takes down what was made as far as it goes without waiting; True once nothing is left."""
 
-    def delete(self, resources: dict) -> None:
-        """Takes down what was made, waiting for each part."""
-
 
 def pending_key(workspace: str, name: str) -> Key:
     return Key(PENDING_PK, f"{workspace}#{name}")
@@ -147,6 +144,8 @@ class ComputeTargets:
                 return self._advance(workspace, item)
             if item.get("state") == "Failed" and item.get("cleanup"):
                 return self._clean_up(workspace, item)
+            if item.get("state") == "Deleting" and item.get("cleanup"):
+                return self._finish_delete(workspace, item) or {**item, "state": "Deleted"}
         except NimbusError as error:  # Batch busy or unreachable: the next look takes the step
             log.warning("compute target %s/%s not advanced: %s", workspace, item["name"], error.message)
         return item
@@ -278,9 +277,16 @@ class ComputeTargets:
         for entry in list(self.ctx.table.query_all(Query(PENDING_PK))):
             counts["checked"] += 1
             item = self.find(entry["workspace"], entry["name"])
-            if item is not None:
+            if item is None and entry.get("resources"):  # deleted with its workspace: the entry is all that is left
+                try:
+                    if not self.provisioner.dismantle(entry["resources"]):
+                        continue
+                except NimbusError as error:
+                    log.warning("compute target %s not taken down yet: %s", entry["sk"], error.message)
+                    continue
+            elif item is not None:
                 item = self.refresh(entry["workspace"], item)
-            if item is None or not (item["state"] == "Creating" or item.get("cleanup")):
+            if item is None or item["state"] == "Deleted" or not (item["state"] == "Creating" or item.get("cleanup")):
                 self.ctx.table.delete(entry["pk"], entry["sk"])
                 counts["settled"] += 1
         return counts
@@ -304,7 +310,13 @@ class ComputeTargets:
     def get(self, workspace: str, name: str) -> dict:
         """The target's view with `active_runs`, its count of runs that have not ended; a creation under way
         is taken a step further first."""
-        view = dict(_LOCAL_VIEW) if name == LOCAL else target_view(self.refresh(workspace, self.record(workspace, name)))
+        if name == LOCAL:
+            view = dict(_LOCAL_VIEW)
+        else:
+            item = self.refresh(workspace, self.record(workspace, name))
+            if item["state"] == "Deleted":  # this look finished its deletion
+                raise NotFound(f"compute target {name!r} not found in workspace {workspace!r}")
+            view = target_view(item)
         return {**view, "active_runs": self._active_count(workspace, name)}
 
     def list(self, workspace: str) -> list[dict]:
@@ -328,8 +340,9 @@ class ComputeTargets:
         return sum(1 for _ in self.ctx.table.query_all(Query(keys.active_runs_pk(workspace, name))))
 
     # --- delete ---------------------------------------------------------------------------------
-    def delete(self, workspace: str, name: str, stop_runs: Callable[[list[str]], None] | None = None) -> None:
-        """Deletes the target and what Nimbus made for it. Active runs refuse it (409), unless `stop_runs`
+    def delete(self, workspace: str, name: str, stop_runs: Callable[[list[str]], None] | None = None) -> bool:
+        """Deletes the target and what Nimbus made for it; False while Batch is still taking that down (the
+        target stays `Deleting`, and `refresh`/`sweep` go on). Active runs refuse it (409), unless `stop_runs`
         is given: it is called with their ids, once no new run can reach the target, and must end them."""
         if name == LOCAL:
             raise Invalid("compute target 'local' is built in and cannot be deleted", field="name")
@@ -361,24 +374,49 @@ class ComputeTargets:
                 self._restore(key, state)
                 raise Invalid("AWS Batch is not configured on this deployment: the target's queue and compute "
                               "environment cannot be deleted from here", field="name")
+            # Taking a cluster down takes minutes: as far as it goes now, and the rest by later looks. The
+            # pending entry carries the resources, so a workspace deleted meanwhile does not lose them.
+            pending = pending_key(workspace, name)
+            self.ctx.table.transact([
+                Update(key, set={"resources": resources, "cleanup": True}, condition=attr_eq("state", "Deleting")),
+                Put({"pk": pending.pk, "sk": pending.sk, "entity": "compute_pending", "workspace": workspace,
+                     "name": name, "created": self.ctx.now(), "resources": resources})])
             try:
-                self.provisioner.delete(resources)
-            except Exception:
-                self._restore(key, state)
-                raise
+                if not self.provisioner.dismantle(resources):
+                    return False
+            except NimbusError as error:  # Batch busy or unreachable: the next look goes on
+                log.warning("compute target %s/%s not taken down yet: %s", workspace, name, error.message)
+                return False
+        self._remove(workspace, name, item["type"])
+        return True
+
+    def _remove(self, workspace: str, name: str, kind: str) -> None:
+        key = keys.compute_target(workspace, name)
         self.ctx.table.delete(key.pk, key.sk, attr_eq("state", "Deleting"))
         self._settled(workspace, name)
-        if item["type"] == "instance":
+        if kind == "instance":
             from chalicelib.compute.instance_queue import slot_keys
 
             self.ctx.table.batch_delete(slot_keys(self.ctx, workspace, name))
 
+    def _finish_delete(self, workspace: str, item: dict) -> dict | None:
+        """A Deleting target's cluster taken down a step further; None once it is gone with its item."""
+        if not self.provisioner.dismantle(item.get("resources") or {}):
+            return item
+        try:
+            self._remove(workspace, item["name"], item["type"])
+        except ConditionFailed:
+            return self.ctx.table.get_item(keys.compute_target(workspace, item["name"]))
+        return None
+
     def delete_all(self, workspace: str, stop_runs: Callable[[list[str]], None]) -> int:
         """Every stored target of the workspace, with what Nimbus made for it; their active runs are ended
-        by `stop_runs` first (a forced workspace delete). Returns how many were deleted."""
+        by `stop_runs` first (a forced workspace delete). Returns how many were deleted (a cluster Batch is
+        still taking down is finished by the sweep, from its pending entry)."""
         stored = list(self.ctx.table.query_all(Query(keys.workspace_pk(workspace), sk_prefix=keys.COMPUTE_PREFIX)))
         for item in stored:
-            self.delete(workspace, item["name"], stop_runs)
+            if item["state"] != "Deleting":
+                self.delete(workspace, item["name"], stop_runs)
         return len(stored)
 
     def _restore(self, key, state: str) -> None:

@@ -21,6 +21,22 @@ def compute() -> None:
     """Compute targets: where submitted runs execute (local, batch, instance)."""
 
 
+def waiting(until: str):
+    """--wait/--no-wait, --timeout-seconds and --poll-seconds: a batch cluster takes minutes to come and go."""
+    def add(command):
+        for option in reversed([
+            click.option("--wait/--no-wait", default=True, show_default=True,
+                         help=f"Wait until a batch cluster is {until}."),
+            click.option("--timeout-seconds", type=click.FloatRange(1, 24 * 3600), default=CREATE_TIMEOUT_S,
+                         show_default=True, help="How long to wait for the cluster."),
+            click.option("--poll-seconds", type=click.FloatRange(0.01, 600), default=POLL_SECONDS, show_default=True,
+                         help="How often to look while waiting."),
+        ]):
+            command = option(command)
+        return command
+    return add
+
+
 @compute.command("create")
 @click.argument("name")
 @click.option("--type", "kind", type=click.Choice(["batch", "instance"]), required=True,
@@ -30,12 +46,7 @@ def compute() -> None:
                    "else taken as text. These win over --settings-file.")
 @click.option("--settings-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="A JSON or YAML file holding the settings object.")
-@click.option("--wait/--no-wait", default=True, show_default=True,
-              help="Wait until a batch cluster is ready (or has failed); --no-wait answers while it is Creating.")
-@click.option("--timeout-seconds", type=click.FloatRange(1, 24 * 3600), default=CREATE_TIMEOUT_S, show_default=True,
-              help="How long to wait for the cluster.")
-@click.option("--poll-seconds", type=click.FloatRange(0.05, 600), default=POLL_SECONDS, show_default=True,
-              help="How often to look while waiting.")
+@waiting("ready (or has failed); --no-wait answers while it is Creating")
 @workspace_option
 @output_option
 def create(name: str, kind: str, pairs: tuple[str, ...], settings_file: Path | None, wait: bool,
@@ -69,12 +80,16 @@ def show(name: str, workspace_name: str | None, output: str) -> None:
 
 @compute.command("delete")
 @click.argument("name")
+@waiting("taken down; --no-wait answers while it is Deleting")
 @workspace_option
 @output_option
-def delete(name: str, workspace_name: str | None, output: str) -> None:
+def delete(name: str, wait: bool, timeout_seconds: float, poll_seconds: float, workspace_name: str | None,
+           output: str) -> None:
     """Delete compute target NAME (refused while runs on it have not ended)."""
-    ComputeTarget(connect(workspace_name), name).delete()
-    emit(output, {"name": name, "deleted": True})
+    deleted = ComputeTarget(connect(workspace_name), name).delete(wait=wait, timeout_s=timeout_seconds,
+                                                                  poll_seconds=poll_seconds)
+    emit(output, {"name": name, "deleted": deleted} if deleted else {"name": name, "deleted": False,
+                                                                     "state": "Deleting"})
 
 
 @click.command("agent")

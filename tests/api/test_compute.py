@@ -136,7 +136,7 @@ def test_a_batch_target_records_what_was_provisioned_and_deletes_only_that(api, 
 
     api.ok("DELETE", f"{COMPUTES}/shared")
     api.ok("DELETE", f"{COMPUTES}/cluster")
-    assert provisioner.deleted == [shown["resources"]]
+    assert provisioner.dismantled == [shown["resources"]]
 
 
 def test_a_failed_provisioning_leaves_a_failed_target_whose_name_can_be_reused(api, snapshot_id, provisioner):

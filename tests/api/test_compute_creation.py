@@ -139,7 +139,7 @@ def test_an_interrupted_start_is_adopted_or_failed(api, services, provisioner, c
 def test_a_target_being_created_can_be_deleted(api, services, provisioner, clock):
     made = create(api)
     api.ok("DELETE", f"{COMPUTES}/cluster")
-    assert provisioner.deleted == [made["resources"]]
+    assert provisioner.dismantled == [made["resources"]]
     assert api.call("GET", f"{COMPUTES}/cluster")[0] == 404 and pending(services) == []
 
     # One whose start is not recorded yet waits for its request; later, what it made is found and deleted
@@ -150,7 +150,7 @@ def test_a_target_being_created_can_be_deleted(api, services, provisioner, clock
     clock[0] += START_GRACE_S + 1
     provisioner.orphan = {"compute_environment_arn": "arn:ce/cluster", "name": "cluster", "created": True}
     api.ok("DELETE", f"{COMPUTES}/cluster")
-    assert provisioner.deleted[-1] == provisioner.orphan
+    assert provisioner.dismantled[-1] == provisioner.orphan
 
 
 def test_without_a_provisioner_reads_change_nothing(api, services, provisioner):
@@ -158,3 +158,36 @@ def test_without_a_provisioner_reads_change_nothing(api, services, provisioner):
     services.provisioner = None
     assert api.ok("GET", f"{COMPUTES}/cluster")["state"] == "Creating"
     assert ComputeTargets(services.ctx).sweep() == {"checked": 0, "settled": 0}
+
+
+def test_a_cluster_batch_takes_a_while_to_take_down_is_deleted_by_later_looks(api, services, provisioner):
+    # Given a made cluster whose teardown takes three rounds
+    create(api)
+    api.ok("GET", f"{COMPUTES}/cluster")
+    api.ok("GET", f"{COMPUTES}/cluster")
+    made = api.ok("GET", f"{COMPUTES}/cluster")
+    assert made["state"] == "Succeeded"
+    provisioner.dismantle_rounds = 3
+
+    # When it is deleted, then the request answers at once: 202 while Batch takes it down
+    status, body = api.call("DELETE", f"{COMPUTES}/cluster")
+    assert (status, body) == (202, {"name": "cluster", "deleted": False, "state": "Deleting"})
+    assert api.ok("GET", f"{COMPUTES}/cluster")["state"] == "Deleting"  # the second round
+    status, body = api.call("POST", COMPUTES, {"name": "cluster", "type": "batch", "settings": CLUSTER})
+    assert status == 409 and body["field"] == "name"
+    # And the next look (a read or the sweep) that finds it gone removes the target
+    assert ComputeTargets(services.ctx, provisioner).sweep() == {"checked": 1, "settled": 1}
+    assert api.call("GET", f"{COMPUTES}/cluster")[0] == 404 and pending(services) == []
+    assert provisioner.dismantled == [made["resources"]] * 3
+
+
+def test_a_workspace_deleted_while_its_cluster_is_taken_down_leaves_the_sweep_to_finish(api, services, provisioner):
+    create(api)
+    for _ in range(3):
+        made = api.ok("GET", f"{COMPUTES}/cluster")
+    provisioner.dismantle_rounds = 2
+    assert api.ok("DELETE", "/v1/workspaces/team?force=true")["compute_targets"] == 1
+    assert api.call("GET", COMPUTES)[0] == 404 and pending(services) == ["team#cluster"]
+
+    assert ComputeTargets(services.ctx, provisioner).sweep() == {"checked": 1, "settled": 1}
+    assert pending(services) == [] and provisioner.dismantled == [made["resources"]] * 2

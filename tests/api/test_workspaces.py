@@ -438,7 +438,7 @@ def test_a_forced_delete_cancels_runs_and_deletes_the_batch_resources_nimbus_mad
     # Then the resources Nimbus made are deleted (not the attached queue), the runs were canceled (the
     # local one's job stopped), and nothing of the targets is left in the table
     assert result["deleted"] is True and result["compute_targets"] == 4 and result["runs"] == 3
-    assert sorted(provisioner.deleted, key=str) == sorted([made, starting["resources"]], key=str)
+    assert sorted(provisioner.dismantled, key=str) == sorted([made, starting["resources"]], key=str)
     assert local.canceled == [local_run["id"]]
     assert api.call("GET", f"{WS}/team/runs/{claimed['run']['id']}", token=claimed["run_token"])[0] in (401, 404)
     for pk in (slots_pk("team", "box"), keys.active_runs_pk("team", "box"), keys.instance_queue_pk("team", "box"),

@@ -56,6 +56,25 @@ def test_create_waits_until_the_cluster_is_ready(workspace, provisioner):
     assert provisioner.queues == ["cluster"]
 
 
+def test_delete_waits_until_batch_has_taken_the_cluster_down(workspace, provisioner):
+    from nimbus.compute_target import ComputeTargetTimeout
+    from nimbus.exceptions import NotFoundError
+
+    cluster = ComputeTarget.create(workspace, "cluster", "batch", CLUSTER, poll_seconds=0.01)
+    provisioner.dismantle_rounds = 3
+    assert cluster.delete(wait=False) is False and cluster.state == "Deleting"  # rounds 1 and 2
+    other = ComputeTarget.create(workspace, "other", "batch", CLUSTER, poll_seconds=0.01)
+    provisioner.dismantle_rounds = 100
+    with pytest.raises(ComputeTargetTimeout):
+        other.delete(timeout_s=0, poll_seconds=0)
+    provisioner.dismantle_rounds = 0
+    assert other.delete(poll_seconds=0.01) is True  # already Deleting: the wait finishes it
+    with pytest.raises(NotFoundError):
+        other.refresh()
+    with pytest.raises(NotFoundError):
+        cluster.refresh()
+
+
 def test_create_without_waiting_and_a_failure_with_its_reason(workspace, provisioner):
     from nimbus.compute_target import ComputeTargetFailed, ComputeTargetTimeout
 

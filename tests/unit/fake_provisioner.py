@@ -22,7 +22,6 @@ class StagedProvisioner:
         self.started: list[tuple[str, str, dict]] = []
         self.queues: list[str] = []
         self.dismantled: list[dict] = []
-        self.deleted: list[dict] = []
         self.looks: Counter = Counter()
         self._lock = threading.Lock()
 
@@ -55,6 +54,3 @@ class StagedProvisioner:
     def dismantle(self, resources: dict) -> bool:
         self.dismantled.append(resources)
         return len(self.dismantled) >= self.dismantle_rounds
-
-    def delete(self, resources: dict) -> None:
-        self.deleted.append(resources)
