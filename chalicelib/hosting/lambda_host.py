@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError, ConnectionError as BotoConnectionEr
 
 from chalicelib.errors import Conflict, Invalid, NimbusError, NotFound, Unavailable
 from chalicelib.hosting import lambda_package as pkg
+from chalicelib.hosting.lambda_invoke import deployment_of, error_result, parse_response, score_event
 from chalicelib.hosting.port import DeploymentSpec, EndpointTarget, FunctionHost, HostState, ScoreResult
 from chalicelib.settings import Settings
 from chalicelib.store.blobs import Blobs
@@ -283,19 +284,19 @@ class LambdaHost(FunctionHost):
     # --- invoke ------------------------------------------------------------------------------------
     def invoke(self, target: EndpointTarget, body: bytes, content_type: str) -> ScoreResult:
         if not any(w > 0 for w in target.traffic.values()):
-            return _error(503, None, "NoDeployment", f"endpoint {target.endpoint!r} has no deployment taking traffic")
+            return error_result(503, None, "NoDeployment", f"endpoint {target.endpoint!r} has no deployment taking traffic")
         name = self.function_name(target.workspace, target.endpoint)
-        event = pkg.score_event(body, content_type, str(uuid.uuid4()), int(time.time() * 1000))
+        event = score_event(body, content_type, str(uuid.uuid4()), int(time.time() * 1000))
         payload = json.dumps(event).encode("utf-8")
         if len(payload) > pkg.MAX_INVOKE_PAYLOAD:
-            return _error(413, None, "PayloadTooLarge", "the request body is over Lambda's 6 MB limit", field="body")
+            return error_result(413, None, "PayloadTooLarge", "the request body is over Lambda's 6 MB limit", field="body")
         try:
             with _translated(f"invoking {name}:{pkg.ALIAS}"):
                 response = self.client.invoke(FunctionName=name, Qualifier=pkg.ALIAS,
                                               InvocationType="RequestResponse", Payload=payload)
         except NotFound as err:
             raise Unavailable(f"endpoint {target.endpoint!r} has no scoring function: {err.message}") from err
-        deployment = _deployment_of(response.get("ExecutedVersion"), target.details)
+        deployment = deployment_of(response.get("ExecutedVersion"), target.details)
         return parse_response(response.get("FunctionError"), response["Payload"].read(), deployment)
 
     # --- removal -----------------------------------------------------------------------------------
@@ -413,35 +414,3 @@ class LambdaHost(FunctionHost):
             partition = caller["Arn"].split(":")[1]
             self._role_arn = f"arn:{partition}:iam::{caller['Account']}:role/{configured}"
         return self._role_arn
-
-
-def _deployment_of(executed_version: str | None, details: dict[str, dict]) -> str | None:
-    for deployment, host in details.items():
-        if executed_version and (host or {}).get("function_version") == executed_version:
-            return deployment
-    return None
-
-
-def parse_response(function_error: str | None, raw: bytes, deployment: str | None) -> ScoreResult:
-    """The handler answers an API Gateway v2 response dict; anything else is the function failing."""
-    try:
-        answer = json.loads(raw) if raw else None
-    except ValueError:
-        answer = None
-    if function_error:
-        detail = answer if isinstance(answer, dict) else {}
-        message = f"{detail.get('errorType', function_error)}: {detail.get('errorMessage', '')}".rstrip(": ")
-        return _error(502, deployment, "ScoringFunctionError", f"the scoring function failed: {message}")
-    if not isinstance(answer, dict) or not isinstance(answer.get("statusCode"), int):
-        return _error(502, deployment, "ScoringFunctionError", "the scoring function returned no HTTP response")
-    headers = {k.lower(): v for k, v in (answer.get("headers") or {}).items()}
-    body = answer.get("body") or ""
-    data = base64.b64decode(body) if answer.get("isBase64Encoded") else body.encode("utf-8")
-    return ScoreResult(status=answer["statusCode"], body=data,
-                       deployment=deployment or headers.get("x-nimbus-deployment"),
-                       content_type=headers.get("content-type", "application/json"))
-
-
-def _error(status: int, deployment: str | None, code: str, message: str, field: str | None = None) -> ScoreResult:
-    body = {"code": code, "message": message, **({"field": field} if field else {})}
-    return ScoreResult(status=status, body=json.dumps(body).encode("utf-8"), deployment=deployment)

@@ -429,33 +429,3 @@ def update_alias(function: str, traffic: dict[str, int], versions: dict[str, str
     primary, additional = alias_routing(traffic, versions)
     return {"FunctionName": function, "Name": ALIAS, "FunctionVersion": primary,
             "RoutingConfig": {"AdditionalVersionWeights": additional}}
-
-
-# --- invoke ---------------------------------------------------------------------------------------
-
-
-def score_event(body: bytes, content_type: str, request_id: str, time_epoch_ms: int) -> dict:
-    """An API Gateway HTTP API (payload 2.0) event for POST /score, as the handler would get it."""
-    try:
-        text, encoded = body.decode("utf-8"), False
-    except UnicodeDecodeError:
-        import base64
-
-        text, encoded = base64.b64encode(body).decode("ascii"), True
-    return {
-        "version": "2.0",
-        "routeKey": "POST /score",
-        "rawPath": "/score",
-        "rawQueryString": "",
-        "headers": {"content-type": content_type, "content-length": str(len(body))},
-        "requestContext": {
-            "http": {"method": "POST", "path": "/score", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1",
-                     "userAgent": "nimbus-api"},
-            "requestId": request_id,
-            "routeKey": "POST /score",
-            "stage": "$default",
-            "timeEpoch": time_epoch_ms,
-        },
-        "body": text,
-        "isBase64Encoded": encoded,
-    }

@@ -18,7 +18,8 @@ from botocore.exceptions import ClientError
 
 from chalicelib.errors import Conflict, Invalid, NimbusError, Unavailable
 from chalicelib.hosting import lambda_package as pkg
-from chalicelib.hosting.lambda_host import LambdaHost, _translated, parse_response
+from chalicelib.hosting.lambda_host import LambdaHost, _translated
+from chalicelib.hosting.lambda_invoke import parse_response
 from chalicelib.hosting.port import (
     DeploymentConfig, DeploymentEnvironment, DeploymentSpec, EndpointTarget, ModelFiles, SourceFile,
 )

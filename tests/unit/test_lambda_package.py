@@ -9,6 +9,7 @@ import pytest
 
 from chalicelib.errors import Invalid, NimbusError
 from chalicelib.hosting import lambda_package as pkg
+from chalicelib.hosting.lambda_invoke import score_event
 from chalicelib.hosting.port import DeploymentConfig, DeploymentEnvironment, DeploymentSpec, ModelFiles, SourceFile
 
 ROLE = "arn:aws:iam::123456789012:role/nimbus-test-scoring"
@@ -209,11 +210,11 @@ def test_alias_routing_allows_two_weighted_deployments_at_most():
 
 
 def test_score_event_is_an_http_api_v2_event():
-    event = pkg.score_event(b'{"data": [1]}', "application/json", "req-1", 1700000000000)
+    event = score_event(b'{"data": [1]}', "application/json", "req-1", 1700000000000)
     assert event["version"] == "2.0" and event["routeKey"] == "POST /score"
     assert event["requestContext"]["http"]["method"] == "POST" and event["requestContext"]["requestId"] == "req-1"
     assert event["body"] == '{"data": [1]}' and event["isBase64Encoded"] is False
-    binary = pkg.score_event(b"\xff\x00", "application/octet-stream", "req-2", 0)
+    binary = score_event(b"\xff\x00", "application/octet-stream", "req-2", 0)
     assert binary["isBase64Encoded"] is True and binary["body"] == "/wA="
 
 
