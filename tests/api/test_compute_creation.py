@@ -6,7 +6,8 @@ import pytest
 
 from chalicelib.errors import Invalid
 from chalicelib.services import keys
-from chalicelib.services.compute_targets import CREATE_TIMEOUT_S, PENDING_PK, START_GRACE_S, ComputeTargets
+from chalicelib.services.cluster_lifecycle import CREATE_TIMEOUT_S, PENDING_PK, START_GRACE_S
+from chalicelib.services.compute_targets import ComputeTargets
 from chalicelib.store.table import Query, Update
 from tests.api.helpers import all_at_once
 from tests.unit.fake_provisioner import StagedProvisioner

@@ -401,7 +401,7 @@ def test_two_owners_removing_each_other_at_once_leave_one_owner(services):
 def test_a_forced_delete_cancels_runs_and_deletes_the_batch_resources_nimbus_made(api, services):
     from chalicelib.compute.instance_queue import InstanceQueue, slots_pk
     from chalicelib.compute.router import ComputeRouter
-    from chalicelib.services.compute_targets import PENDING_PK
+    from chalicelib.services.cluster_lifecycle import PENDING_PK
     import hashlib
 
     from tests.api.test_compute import CLUSTER, QUEUE_ARN
