@@ -30,6 +30,9 @@ class Settings:
     batch_execution_role_arn: str = ""  # Fargate pulls the image and writes logs with it
     batch_instance_role_arn: str = ""  # EC2 compute environments: an instance profile
     batch_service_role_arn: str = ""  # empty: Batch's service-linked role
+    # KMS key (id, ARN or `alias/...`) that seals run tokens in Batch jobs' environments (nimbus/sealed_token.py).
+    # Empty (off AWS, or a stage set up by hand without it): jobs get their token in clear. infra/ always sets it.
+    run_token_key: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -56,6 +59,7 @@ class Settings:
             batch_execution_role_arn=env.get("NIMBUS_BATCH_EXECUTION_ROLE_ARN", ""),
             batch_instance_role_arn=env.get("NIMBUS_BATCH_INSTANCE_ROLE_ARN", ""),
             batch_service_role_arn=env.get("NIMBUS_BATCH_SERVICE_ROLE_ARN", ""),
+            run_token_key=env.get("NIMBUS_RUN_TOKEN_KEY", "").strip(),
         )
 
     @property

@@ -124,6 +124,11 @@ ECR_PUSH_ACTIONS = [
     "ecr:PutImage",
 ]
 CODEBUILD_IMAGE = "aws/codebuild/standard:7.0"  # Ubuntu with docker and the AWS CLI
+# Run tokens in Batch jobs' environments are sealed with a KMS key of the stage (nimbus/sealed_token.py):
+# the API encrypts through the key's alias, the runner's role decrypts; both only with the run's
+# encryption context key (RUN_TOKEN_CONTEXT_KEY must equal nimbus.sealed_token.CONTEXT_KEY: tested).
+RUN_TOKEN_CONTEXT_KEY = "nimbus:run"
+RUN_TOKEN_KEY_PENDING_DAYS = 7  # the shortest wait before a deleted key goes: its ciphertexts live for a run
 IMAGE_BUILD_LOG_RETENTION_DAYS = 30
 
 
@@ -176,6 +181,11 @@ def image_build_log_group(stage: str) -> str:
     return f"/aws/codebuild/{image_project_name(stage)}"
 
 
+def run_token_key_alias(stage: str) -> str:
+    """The alias of the stage's run token key; NIMBUS_RUN_TOKEN_KEY of the stage (tested)."""
+    return f"alias/{APP_NAME}-{stage}-run-tokens"
+
+
 def secrets_prefix(stage: str) -> str:
     """Settings.secret_name_prefix's default for the stage's table (tested)."""
     return f"{APP_NAME}/{table_name(stage)}/"
@@ -186,12 +196,32 @@ def _sub(text: str) -> dict:
 
 
 def _policy_statements(table_arn, index_arn, bucket_arn, objects_arn, log_group_arns, scoring, batch,
-                       images) -> list[dict]:
+                       images, run_tokens) -> list[dict]:
     """`scoring`: ARNs of the scoring functions, their role, their log groups and the stage's secrets.
     `batch`: ARN patterns of the stage's compute environments, job queues, job definitions, jobs and the
-    roles the API passes to Batch. `images`: the image build project and the workspaces' repositories."""
+    roles the API passes to Batch. `images`: the image build project and the workspaces' repositories.
+    `run_tokens`: the run token key (`key`: its ARN or an ARN pattern) and its alias (`alias`)."""
     return [*_scoring_and_data_statements(table_arn, index_arn, bucket_arn, objects_arn, log_group_arns, scoring),
-            *_batch_statements(batch), *_image_statements(images)]
+            *_batch_statements(batch), *_image_statements(images), _seal_run_tokens_statement(run_tokens)]
+
+
+def _run_token_context_condition() -> dict:
+    """Only requests whose encryption context is the run's, and nothing else (a request without any
+    context would pass ForAllValues alone: Null rules it out)."""
+    return {"ForAllValues:StringEquals": {"kms:EncryptionContextKeys": [RUN_TOKEN_CONTEXT_KEY]},
+            "Null": {"kms:EncryptionContextKeys": "false"}}
+
+
+def _seal_run_tokens_statement(run_tokens: dict) -> dict:
+    """The API encrypts run tokens with the stage's key, named through its alias (kms:RequestAlias: an
+    IAM policy cannot name a key by its alias in Resource), and may not decrypt them."""
+    return {
+        "Sid": "SealRunTokens",
+        "Effect": "Allow",
+        "Action": ["kms:Encrypt"],
+        "Resource": run_tokens["key"],
+        "Condition": {"StringEquals": {"kms:RequestAlias": run_tokens["alias"]}, **_run_token_context_condition()},
+    }
 
 
 def _image_statements(images: dict) -> list[dict]:
@@ -485,6 +515,8 @@ def _api_function_policy() -> dict:
                     scoring=_template_scoring_arns(),
                     batch=_template_batch_arns(),
                     images=_template_image_arns(),
+                    run_tokens={"key": {"Fn::GetAtt": ["RunTokenKey", "Arn"]},
+                                "alias": _sub(run_token_key_alias("${Stage}"))},
                 ),
             },
         },
@@ -543,9 +575,43 @@ def _service_role(name: str, description: str, service: str, **properties) -> di
     }
 
 
+def _run_token_key_resources() -> dict:
+    """The stage's KMS key for run tokens and its alias. The key policy gives the account (root) the key, as
+    AWS's default key policy does: IAM policies then say who uses it, and only two do (the API's
+    SealRunTokens, the runner's OpenRunTokens)."""
+    return {
+        "RunTokenKey": {
+            "Type": "AWS::KMS::Key",
+            "Properties": {
+                "Description": _sub("Seals the run tokens of Nimbus Batch jobs (${Stage})"),
+                "Enabled": True,
+                "KeySpec": "SYMMETRIC_DEFAULT",
+                "KeyUsage": "ENCRYPT_DECRYPT",
+                "EnableKeyRotation": True,
+                "PendingWindowInDays": RUN_TOKEN_KEY_PENDING_DAYS,
+                "KeyPolicy": {
+                    "Version": "2012-10-17",
+                    "Statement": [{
+                        "Sid": "AccountAdministers",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": _sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root")},
+                        "Action": "kms:*",
+                        "Resource": "*",
+                    }],
+                },
+            },
+        },
+        "RunTokenKeyAlias": {
+            "Type": "AWS::KMS::Alias",
+            "Properties": {"AliasName": _sub(run_token_key_alias("${Stage}")), "TargetKeyId": {"Ref": "RunTokenKey"}},
+        },
+    }
+
+
 def _batch_resources() -> dict:
     """The roles Batch jobs and hosts run with, and the repository of the runner's image. The runner
-    talks to the API only (presigned URLs for bytes), so its role may write its logs and nothing else."""
+    talks to the API only (presigned URLs for bytes), so its role may write its logs and open its run's
+    sealed token, nothing else."""
     job_logs = f"arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:{BATCH_JOB_LOG_GROUP}"
     return {
         "BatchJobRole": _service_role(
@@ -555,12 +621,22 @@ def _batch_resources() -> dict:
                 "PolicyName": "runner",
                 "PolicyDocument": {
                     "Version": "2012-10-17",
-                    "Statement": [{
-                        "Sid": "Logs",
-                        "Effect": "Allow",
-                        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                        "Resource": [_sub(job_logs), _sub(f"{job_logs}:log-stream:*")],
-                    }],
+                    "Statement": [
+                        {
+                            "Sid": "Logs",
+                            "Effect": "Allow",
+                            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                            "Resource": [_sub(job_logs), _sub(f"{job_logs}:log-stream:*")],
+                        },
+                        {
+                            # NIMBUS_RUN_TOKEN_SEALED: decrypt only, with the run's encryption context.
+                            "Sid": "OpenRunTokens",
+                            "Effect": "Allow",
+                            "Action": ["kms:Decrypt"],
+                            "Resource": {"Fn::GetAtt": ["RunTokenKey", "Arn"]},
+                            "Condition": _run_token_context_condition(),
+                        },
+                    ],
                 },
             }],
         ),
@@ -696,7 +772,7 @@ def _image_build_resources() -> dict:
 def template() -> dict:
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": "Nimbus data plane: the DynamoDB table, the artifact bucket, the API function's policy, the scoring functions' role, the roles of Batch jobs and the environment image builds.",
+        "Description": "Nimbus data plane: the DynamoDB table, the artifact bucket, the API function's policy, the scoring functions' role, the roles of Batch jobs, the run token key and the environment image builds.",
         "Parameters": {
             "Stage": {
                 "Type": "String",
@@ -711,6 +787,7 @@ def template() -> dict:
             "ApiFunctionPolicy": _api_function_policy(),
             "ScoringFunctionRole": _scoring_role(),
             **_batch_resources(),
+            **_run_token_key_resources(),
             **_image_build_resources(),
         },
         "Outputs": {
@@ -725,6 +802,8 @@ def template() -> dict:
             "RunnerRepositoryName": {"Value": {"Ref": "RunnerRepository"}},
             "ImageBuildRoleArn": {"Value": {"Fn::GetAtt": ["ImageBuildRole", "Arn"]}},
             "ImageBuildProjectName": {"Value": {"Ref": "ImageBuildProject"}},
+            "RunTokenKeyArn": {"Value": {"Fn::GetAtt": ["RunTokenKey", "Arn"]}},
+            "RunTokenKeyAlias": {"Value": {"Ref": "RunTokenKeyAlias"}},
         },
     }
 
@@ -732,7 +811,8 @@ def template() -> dict:
 def stage_policy(stage: str) -> dict:
     """The Chalice IAM policy of one stage: the managed policy's statements with literal ARNs.
 
-    Only the account and region positions are wildcards (Chalice policy files cannot reference them).
+    Only the account and region positions are wildcards (Chalice policy files cannot reference them), and
+    the run token key's id, which SealRunTokens pins through the key's alias (kms:RequestAlias).
     """
     table = f"arn:aws:dynamodb:*:*:table/{table_name(stage)}"
     bucket = f"arn:aws:s3:::{bucket_name(stage)}"
@@ -765,6 +845,8 @@ def stage_policy(stage: str) -> dict:
                 "project": f"arn:aws:codebuild:*:*:project/{image_project_name(stage)}",
                 "repositories": f"arn:aws:ecr:*:*:repository/{image_repositories(stage)}",
             },
+            # The key's id is not known before it exists: any key of the account, named by the alias.
+            run_tokens={"key": "arn:aws:kms:*:*:key/*", "alias": run_token_key_alias(stage)},
         ),
     }
 

@@ -2,7 +2,8 @@
 
 The worker starts it with NIMBUS_URL, NIMBUS_RUN_TOKEN, NIMBUS_WORKSPACE, NIMBUS_RUN_ID and optionally
 NIMBUS_JOB_DIR (default: the current folder); on AWS Batch, AWS_BATCH_JOB_ATTEMPT numbers the job's
-attempt. See docs/execution.md, "The runner".
+attempt, and the token may come sealed instead (NIMBUS_RUN_TOKEN_SEALED, opened with KMS: see
+nimbus/sealed_token.py). See docs/execution.md, "The runner".
 
 Each runner process names itself (a random `runner_id`) in its reports and heartbeats, with its Batch
 attempt: the service holds the run for the runner whose Preparing it accepted, restarts the run for a
@@ -11,10 +12,10 @@ alone (docs/compute.md, "Retries and runner identity").
 
 Exit codes: 0 when the run's outcome was reported, or the run ended elsewhere (canceled), or another
 runner holds it; 1 when the outcome could not be reported (the service stayed unreachable, or refused);
-2 when the environment is incomplete; 143 when stopped by SIGTERM, leaving the run's status to whoever
-stopped the runner. On a
-child node of a Batch multi-node job, whose runner leaves the run's lifecycle to the main node's, a rank
-that fails makes it exit with that rank's code (128 + the signal for a killed rank).
+2 when the environment is incomplete or its sealed run token cannot be opened; 143 when stopped by
+SIGTERM, leaving the run's status to whoever stopped the runner. On a child node of a Batch multi-node
+job, whose runner leaves the run's lifecycle to the main node's, a rank that fails makes it exit with
+that rank's code (128 + the signal for a killed rank).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from nimbus import environments, ranks
+from nimbus import environments, ranks, sealed_token
 from nimbus.client import ApiClient, api_path
 from nimbus.environments import EnvironmentHandle
 from nimbus.exceptions import (
@@ -71,21 +72,32 @@ class JobSettings:
     attempt: int = 1  # the AWS Batch job's attempt (1-based); 1 elsewhere
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "JobSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None, *, kms=None) -> "JobSettings":
+        """The job's settings. Without NIMBUS_RUN_TOKEN, a NIMBUS_RUN_TOKEN_SEALED is opened with KMS (`kms`:
+        a client, default one for AWS_REGION / AWS_DEFAULT_REGION); ConfigurationError when it cannot be."""
         env = os.environ if env is None else env
-        missing = [name for name in REQUIRED_ENV if not env.get(name)]
+        sealed = "" if env.get("NIMBUS_RUN_TOKEN") else env.get(sealed_token.SEALED_ENV, "")
+        missing = [name for name in REQUIRED_ENV if not env.get(name) and not (name == "NIMBUS_RUN_TOKEN" and sealed)]
         if missing:
             raise ConfigurationError(f"the runner needs {', '.join(missing)} in its environment")
         attempt = env.get("AWS_BATCH_JOB_ATTEMPT") or "1"
         if not (attempt.isascii() and attempt.isdigit() and int(attempt) >= 1):
             raise ConfigurationError(f"AWS_BATCH_JOB_ATTEMPT must be a whole number of at least 1, not {attempt!r}")
-        return cls(env["NIMBUS_URL"], env["NIMBUS_RUN_TOKEN"], env["NIMBUS_WORKSPACE"], env["NIMBUS_RUN_ID"],
+        token = env.get("NIMBUS_RUN_TOKEN") or _open_sealed(sealed, env["NIMBUS_RUN_ID"], env, kms)
+        return cls(env["NIMBUS_URL"], token, env["NIMBUS_WORKSPACE"], env["NIMBUS_RUN_ID"],
                    Path(env.get("NIMBUS_JOB_DIR") or os.getcwd()), int(attempt))
 
     def script_env(self) -> dict[str, str]:
         """What Run.get_context() in the script needs to find this run."""
         return {"NIMBUS_URL": self.url, "NIMBUS_RUN_TOKEN": self.token, "NIMBUS_WORKSPACE": self.workspace,
                 "NIMBUS_RUN_ID": self.run_id}
+
+
+def _open_sealed(sealed: str, run_id: str, env: Mapping[str, str], kms) -> str:
+    try:
+        return sealed_token.open_sealed(sealed, run_id, kms=kms, env=env)
+    except sealed_token.SealedTokenError as err:
+        raise ConfigurationError(f"the run token cannot be opened: {err}") from None
 
 
 def prepare_environment(run_config: Mapping[str, Any], client: ApiClient | None = None,

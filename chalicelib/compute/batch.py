@@ -5,7 +5,8 @@ what it created. `BatchDispatcher` is the Dispatcher port on Batch: one job per 
 (`job`) and in the `BATCHJOBS` partition that the reconciler's sweep reads (see services/reconcile.py).
 
 Batch throttles its control plane hard (a few requests per second per account): throttling and 5xx are
-retried with jittered exponential back-off, then reported as Unavailable.
+retried with jittered exponential back-off, then reported as Unavailable. KMS calls (sealing run tokens)
+go through the same back-off, with errors of their own.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from chalicelib.services import keys
 from chalicelib.services.runs import ACTIVE, Runs
 from chalicelib.settings import Settings
 from chalicelib.store.table import ConditionFailed, Key, Put, Update, all_of, attr_in, item_exists
+from nimbus import sealed_token
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +65,30 @@ def _translate(action: str, err: BaseException, field: str | None = None) -> Nim
     return NimbusError(f"{action}: {code} {message}".strip())
 
 
+def _translate_kms(action: str, err: BaseException, field: str | None = None) -> NimbusError:
+    """KMS's errors while sealing a run token: none is the request's fault, so none is Invalid."""
+    if _retryable(err) or not isinstance(err, ClientError):
+        return Unavailable(f"{action}: AWS KMS is busy or unreachable; retry shortly")
+    code, message = _code(err), err.response.get("Error", {}).get("Message", "")
+    if code in ("AccessDeniedException", "AccessDenied"):
+        return NimbusError(f"{action}: the API is not allowed to ({message}); its policy grants kms:Encrypt "
+                           "through the stage's run token key alias (NIMBUS_RUN_TOKEN_KEY) only")
+    if code in ("NotFoundException", "DisabledException", "KMSInvalidStateException", "InvalidKeyUsageException"):
+        return NimbusError(f"{action}: the run token key (NIMBUS_RUN_TOKEN_KEY) is not usable: {code} {message}")
+    return NimbusError(f"{action}: {code} {message}".strip())
+
+
 class _Calls:
-    """Batch calls with back-off on throttling; `sleep` and `rng` are injectable for tests."""
+    """AWS calls with back-off on throttling; `sleep` and `rng` are injectable for tests. `translate` turns
+    the service's final error into a domain error (default: Batch's)."""
 
     def __init__(self, client, attempts: int, sleep: Callable[[float], None], rng: random.Random,
-                 base_delay: float = 0.5, max_delay: float = 8.0):
-        # `client`: a Batch client, or a function making one on first use (keeps cold starts short)
+                 base_delay: float = 0.5, max_delay: float = 8.0,
+                 translate: Callable[..., NimbusError] | None = None):
+        # `client`: a client, or a function making one on first use (keeps cold starts short)
         self._client, self.attempts, self.sleep, self.rng = client, attempts, sleep, rng
         self.base_delay, self.max_delay = base_delay, max_delay
+        self.translate = translate or _translate
 
     def __call__(self, operation: str, action: str, *, field: str | None = None, **kwargs: Any) -> dict:
         for attempt in range(self.attempts):
@@ -78,7 +96,7 @@ class _Calls:
                 return getattr(self.client(), operation)(**kwargs)
             except (ClientError, BotoConnectionError, HTTPClientError) as err:
                 if not _retryable(err) or attempt == self.attempts - 1:
-                    raise _translate(action, err, field) from err
+                    raise self.translate(action, err, field) from err
                 # Full jitter: callers throttled together do not come back together.
                 delay = min(self.max_delay, self.base_delay * 2 ** attempt)
                 self.sleep(self.rng.uniform(delay / 2, delay))
@@ -90,15 +108,15 @@ class _Calls:
         return self._client
 
 
-def _batch_client(settings: Settings, client):
-    """The given client, or a function that makes one when first needed."""
+def _aws_client(settings: Settings, client, service: str = "batch"):
+    """The given client, or a function that makes one (of `service`) when first needed."""
     if client is not None:
         return client
 
     def make():
         import boto3
 
-        return boto3.client("batch", region_name=settings.region)
+        return boto3.client(service, region_name=settings.region)
 
     return make
 
@@ -148,7 +166,7 @@ class BatchProvisioner:
                  max_wait_seconds: float = 300.0, sleep: Callable[[float], None] = time.sleep,
                  attempts: int = 6, rng: random.Random | None = None):
         self.settings = settings
-        self.call = _Calls(_batch_client(settings, batch_client), attempts, sleep, rng or random.Random())
+        self.call = _Calls(_aws_client(settings, batch_client), attempts, sleep, rng or random.Random())
         self.roles = _RoleArns(settings, sts_client)
         self.poll_seconds, self.max_wait_seconds, self._sleep = poll_seconds, max_wait_seconds, sleep
 
@@ -354,17 +372,24 @@ class BatchProvisioner:
 
 class BatchDispatcher(Dispatcher):
     """Submits a run as a Batch job. `mint_token(run_id, workspace, user)` gives the run's token (default:
-    Identity.create_run_token); `api_url` is where the job reaches the API (default: settings.api_url)."""
+    Identity.create_run_token); `api_url` is where the job reaches the API (default: settings.api_url).
+
+    With `settings.run_token_key` the token is sealed with KMS for its run (nimbus/sealed_token.py) and the
+    job's environment carries NIMBUS_RUN_TOKEN_SEALED only; a token that cannot be sealed fails the run
+    and submits nothing. Without a key (off AWS, or a stage set up without one) it goes in clear."""
 
     def __init__(self, services_or_ctx, settings: Settings, batch_client=None, *,
                  mint_token: Callable[[str, str, str], str] | None = None, api_url: str | None = None,
-                 sts_client=None, sleep: Callable[[float], None] = time.sleep, attempts: int = 6,
+                 sts_client=None, kms_client=None, sleep: Callable[[float], None] = time.sleep, attempts: int = 6,
                  rng: random.Random | None = None):
         from chalicelib.services.identity import Identity
 
         self.ctx = getattr(services_or_ctx, "ctx", services_or_ctx)
         self.settings = settings
-        self.call = _Calls(_batch_client(settings, batch_client), attempts, sleep, rng or random.Random())
+        rng = rng or random.Random()
+        self.call = _Calls(_aws_client(settings, batch_client), attempts, sleep, rng)
+        self.kms_call = _Calls(_aws_client(settings, kms_client, "kms"), attempts, sleep, rng,
+                               translate=_translate_kms)
         self.roles = _RoleArns(settings, sts_client)
         self.runs = Runs(self.ctx)
         self.mint_token = mint_token or Identity(self.ctx).create_run_token
@@ -393,10 +418,19 @@ class BatchDispatcher(Dispatcher):
                                                          roles=self.roles.roles())
         definition_arn = self._job_definition(definition)
         token = self.mint_token(spec.run_id, spec.workspace, run["submitted_by"])
+        if self.settings.run_token_key:
+            carried = {"sealed_run_token": self._seal(spec.run_id, token)}
+        else:
+            carried = {"run_token": token}
         request = spec_module.submit_job(spec, job_queue=queue, job_definition=definition_arn, api_url=self.api_url,
-                                         run_token=token, experiment=run["experiment"])
+                                         experiment=run["experiment"], **carried)
         submitted = self.call("submit_job", "submitting the job", field="run_config", **request)
         return {"type": "batch", "job_id": submitted["jobId"], "job_name": submitted["jobName"], "job_queue": queue}
+
+    def _seal(self, run_id: str, token: str) -> str:
+        """The token encrypted for this run with the stage's key (base64), opened by the job's runner."""
+        request = sealed_token.encrypt_request(self.settings.run_token_key, run_id, token)
+        return sealed_token.sealed_value(self.kms_call("encrypt", "sealing the run token", **request))
 
     def _job_definition(self, request: dict) -> str:
         """The ARN of an ACTIVE revision with these properties; registers one when none has them."""

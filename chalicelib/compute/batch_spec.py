@@ -3,7 +3,9 @@
 One job per run, named `nimbus-<workspace>-<run_id>` and tagged with its workspace, run and experiment,
 so the job can be found from the run and the run from the job (the reconciler reads the tags of Batch's
 "Job State Change" events). The container runs `python -m nimbus.runner`, which fetches the snapshot,
-runs the script and reports everything through the API with the run's own token.
+runs the script and reports everything through the API with the run's own token. Whoever may describe
+the job reads its environment, so the token goes there sealed (NIMBUS_RUN_TOKEN_SEALED: batch.py encrypts
+it with the stage's KMS key, the runner decrypts it) when the platform has a key, in clear otherwise.
 
 Job definitions are shared: one name per image (`<table>-runner`, or `<table>-env-<hash>` for an
 environment's image) and a new revision only when a property differs. Values that change from run to
@@ -18,6 +20,7 @@ from typing import Any
 
 from chalicelib.compute.dispatcher import JobSpec, runner_command
 from chalicelib.errors import Invalid
+from nimbus.sealed_token import SEALED_ENV
 
 JOB_NAME_MAX = 128  # Batch: letters, digits, '-' and '_', starting with a letter or digit
 RESOURCE_NAME_MAX = 128  # compute environments, job queues, job definitions
@@ -133,9 +136,16 @@ def image_of(spec: JobSpec, default_image: str) -> str:
     return image
 
 
-def container_command_env(spec: JobSpec, api_url: str, run_token: str) -> tuple[list[str], dict[str, str]]:
-    """The exact command and environment of the job's container (the e2e tests run the same locally)."""
-    env = {"NIMBUS_URL": api_url, "NIMBUS_RUN_TOKEN": run_token, "NIMBUS_WORKSPACE": spec.workspace,
+def container_command_env(spec: JobSpec, api_url: str, run_token: str = "", *,
+                          sealed_run_token: str = "") -> tuple[list[str], dict[str, str]]:
+    """The exact command and environment of the job's container (the e2e tests run the same locally).
+
+    The run's token is either `run_token` (NIMBUS_RUN_TOKEN, in clear) or `sealed_run_token` (already
+    encrypted for this run: NIMBUS_RUN_TOKEN_SEALED), never both."""
+    if run_token and sealed_run_token:
+        raise ValueError("a job carries its run token either sealed or in clear, not both")
+    token = {SEALED_ENV: sealed_run_token} if sealed_run_token else {"NIMBUS_RUN_TOKEN": run_token}
+    env = {"NIMBUS_URL": api_url, **token, "NIMBUS_WORKSPACE": spec.workspace,
            "NIMBUS_RUN_ID": spec.run_id, "NIMBUS_NODE_COUNT": str(spec.node_count),
            "NIMBUS_PROCESSES_PER_NODE": str(spec.process_count_per_node)}
     return runner_command("python"), env
@@ -189,10 +199,11 @@ def register_job_definition(spec: JobSpec, *, table: str, default_image: str, ro
     return request
 
 
-def submit_job(spec: JobSpec, *, job_queue: str, job_definition: str, api_url: str, run_token: str,
-               experiment: str) -> dict:
-    """submit_job's arguments: the run's name, tags, environment and timeout."""
-    _, env = container_command_env(spec, api_url, run_token)
+def submit_job(spec: JobSpec, *, job_queue: str, job_definition: str, api_url: str, run_token: str = "",
+               sealed_run_token: str = "", experiment: str) -> dict:
+    """submit_job's arguments: the run's name, tags, environment (with the token in clear or sealed, as
+    container_command_env) and timeout."""
+    _, env = container_command_env(spec, api_url, run_token, sealed_run_token=sealed_run_token)
     overrides = {"environment": [{"name": k, "value": v} for k, v in env.items()]}
     request: dict[str, Any] = {
         "jobName": job_name(spec.workspace, spec.run_id),

@@ -1,5 +1,5 @@
-"""The stack's Batch pieces in moto: roles deploy, a run is submitted with them, and a job state change
-event through the Chalice app's own handler moves the run."""
+"""The stack's Batch pieces in moto: roles and the run token key deploy, a run is submitted with them (its
+token sealed with the key), and a job state change event through the Chalice app's own handler moves the run."""
 from __future__ import annotations
 
 import json
@@ -17,6 +17,7 @@ from chalicelib.services.common import Context
 from chalicelib.settings import Settings
 from chalicelib.store.factory import build_blobs, build_table
 from chalicelib.store.table import Query
+from nimbus import sealed_token
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -76,6 +77,12 @@ def test_a_submitted_run_fails_when_its_job_state_change_says_so(stack):
     job_id = services.runs.get("team", run["id"])["job"]["job_id"]
     (job,) = boto3.client("batch", region_name=REGION).describe_jobs(jobs=[job_id])["jobs"]
     assert job["jobDefinition"].split(":job-definition/")[1].startswith("nimbus-dev-runner:")
+    # its token sealed with the stack's key, through the alias the stage names, and for this run only
+    job_env = {e["name"]: e["value"] for e in job["container"]["environment"]}
+    assert "NIMBUS_RUN_TOKEN" not in job_env and settings.run_token_key == "alias/nimbus-dev-run-tokens"
+    token = sealed_token.open_sealed(job_env[sealed_token.SEALED_ENV], run["id"],
+                                     kms=boto3.client("kms", region_name=REGION))
+    assert services.identity.authenticate(f"Bearer {token}").run_id == run["id"]
 
     # and Batch reports it FAILED (moto runs nothing and emits no events: the event carries moto's job)
     detail = {**job, "status": "FAILED", "statusReason": "Task failed to start", "container": {"exitCode": 1}}

@@ -18,6 +18,7 @@ from chalicelib.compute import batch_spec, image_build
 from chalicelib.hosting import lambda_package
 from chalicelib.settings import Settings
 from chalicelib.store import schema
+from nimbus import sealed_token
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "template.json"
@@ -209,17 +210,84 @@ def test_api_policy_lets_the_api_run_batch_on_the_stage_resources_only():
         "StringEquals": {"iam:AWSServiceName": "batch.amazonaws.com"}}
 
 
-def test_the_runner_role_may_write_its_logs_and_nothing_else():
+def test_the_runner_role_may_write_its_logs_and_open_its_sealed_token_and_nothing_else():
     resources = _template()["Resources"]
     role = resources["BatchJobRole"]["Properties"]
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
     (policy,) = role["Policies"]
-    (logs,) = policy["PolicyDocument"]["Statement"]
+    logs, opening = policy["PolicyDocument"]["Statement"]
     assert logs["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
     assert all("/aws/batch/job" in r["Fn::Sub"] for r in logs["Resource"])
+    assert opening == {"Sid": "OpenRunTokens", "Effect": "Allow", "Action": ["kms:Decrypt"],
+                       "Resource": {"Fn::GetAtt": ["RunTokenKey", "Arn"]}, "Condition": RUN_CONTEXT_ONLY}
     assert "ManagedPolicyArns" not in role
     assert resources["BatchInstanceProfile"]["Properties"]["Roles"] == [{"Ref": "BatchInstanceRole"}]
+
+
+# --- run tokens sealed with KMS ---------------------------------------------------------------
+
+RUN_CONTEXT_ONLY = {"ForAllValues:StringEquals": {"kms:EncryptionContextKeys": [sealed_token.CONTEXT_KEY]},
+                    "Null": {"kms:EncryptionContextKeys": "false"}}
+
+
+def _all_statements(resources: dict) -> list[dict]:
+    """Every IAM statement of the template: managed policies, inline role policies and key policies."""
+    found = []
+    for resource in resources.values():
+        properties = resource.get("Properties", {})
+        documents = [properties.get("PolicyDocument"), properties.get("KeyPolicy")]
+        documents += [policy["PolicyDocument"] for policy in properties.get("Policies", [])]
+        found += [s for document in documents if document for s in document["Statement"]]
+    return found
+
+
+def test_the_run_token_key_is_symmetric_rotated_and_administered_by_the_account():
+    resources = _template()["Resources"]
+    key = resources["RunTokenKey"]["Properties"]
+    assert key["KeySpec"] == "SYMMETRIC_DEFAULT" and key["KeyUsage"] == "ENCRYPT_DECRYPT"
+    assert key["EnableKeyRotation"] is True and key["Enabled"] is True
+    assert 7 <= key["PendingWindowInDays"] <= 30
+    # The account owns the key (AWS's default key policy): IAM policies decide who uses it.
+    (owner,) = key["KeyPolicy"]["Statement"]
+    assert owner["Principal"] == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+    assert owner["Effect"] == "Allow" and owner["Action"] == "kms:*" and owner["Resource"] == "*"
+    alias = resources["RunTokenKeyAlias"]["Properties"]
+    assert alias == {"AliasName": {"Fn::Sub": "alias/nimbus-${Stage}-run-tokens"}, "TargetKeyId": {"Ref": "RunTokenKey"}}
+    for stage in build.STAGES:
+        assert build.run_token_key_alias(stage) == f"alias/nimbus-{stage}-run-tokens"
+
+
+def test_the_api_may_only_seal_run_tokens_and_only_the_runner_may_open_them():
+    resources = _template()["Resources"]
+    statements = _statements_by_sid(resources["ApiFunctionPolicy"]["Properties"]["PolicyDocument"])
+    alias = {"Fn::Sub": "alias/nimbus-${Stage}-run-tokens"}
+    assert statements["SealRunTokens"] == {
+        "Sid": "SealRunTokens", "Effect": "Allow", "Action": ["kms:Encrypt"],
+        "Resource": {"Fn::GetAtt": ["RunTokenKey", "Arn"]},
+        "Condition": {"StringEquals": {"kms:RequestAlias": alias}, **RUN_CONTEXT_ONLY}}
+    # Outside the key policy, the two statements above are the only ones naming any KMS action.
+    kms = [(s.get("Sid"), s["Action"]) for s in _all_statements(resources) if "Principal" not in s
+           and any(a.startswith("kms:") for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]]))]
+    assert sorted(kms) == [("OpenRunTokens", ["kms:Decrypt"]), ("SealRunTokens", ["kms:Encrypt"])]
+
+
+def test_stage_policies_seal_through_the_alias_the_stage_config_names():
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text(encoding="utf-8"))
+    for stage in build.STAGES:
+        env = config["stages"][stage]["environment_variables"]
+        settings = Settings.from_env(env)
+        assert env["NIMBUS_RUN_TOKEN_KEY"] == settings.run_token_key == build.run_token_key_alias(stage)
+        sealing = _statements_by_sid(build.stage_policy(stage))["SealRunTokens"]
+        assert sealing["Action"] == ["kms:Encrypt"] and sealing["Resource"] == "arn:aws:kms:*:*:key/*"
+        assert sealing["Condition"] == {"StringEquals": {"kms:RequestAlias": settings.run_token_key},
+                                        **RUN_CONTEXT_ONLY}
+        # What the dispatcher sends meets the conditions: the key named by the alias, the run's context only
+        request = sealed_token.encrypt_request(settings.run_token_key, "0" * 22, "nmb_x")
+        assert request["KeyId"] == sealing["Condition"]["StringEquals"]["kms:RequestAlias"]
+        assert list(request["EncryptionContext"]) == RUN_CONTEXT_ONLY["ForAllValues:StringEquals"][
+            "kms:EncryptionContextKeys"]
+    assert build.RUN_TOKEN_CONTEXT_KEY == sealed_token.CONTEXT_KEY
 
 
 def test_api_policy_grants_exactly_the_image_build_calls():
@@ -478,6 +546,20 @@ def test_template_deploys_into_moto(aws_env):
     groups = boto3.client("logs", region_name="us-east-1").describe_log_groups(
         logGroupNamePrefix="/aws/codebuild/")["logGroups"]
     assert [g["logGroupName"] for g in groups] == [build.image_build_log_group("dev")]
+
+    # The run token key, behind the alias the dev stage names; the runner's role may decrypt with it and the
+    # API's policy encrypt. (moto 5.2.5 keeps a CloudFormation key policy as the template's dict, on which
+    # describe_key and get_key_policy fail: the key policy is asserted on the template above.)
+    kms = boto3.client("kms", region_name="us-east-1")
+    assert outputs["RunTokenKeyAlias"] == build.run_token_key_alias("dev")
+    (alias,) = [a for a in kms.list_aliases()["Aliases"] if a["AliasName"] == build.run_token_key_alias("dev")]
+    assert outputs["RunTokenKeyArn"] == f"arn:aws:kms:us-east-1:123456789012:key/{alias['TargetKeyId']}"
+    runner = iam.get_role_policy(RoleName=build.batch_role_name("dev", "job"), PolicyName="runner")["PolicyDocument"]
+    if isinstance(runner, str):
+        runner = ast.literal_eval(runner)
+    assert _statements_by_sid(runner)["OpenRunTokens"]["Resource"] == outputs["RunTokenKeyArn"]
+    assert statements["SealRunTokens"]["Resource"] == outputs["RunTokenKeyArn"]
+    assert statements["SealRunTokens"]["Condition"]["StringEquals"] == {"kms:RequestAlias": "alias/nimbus-dev-run-tokens"}
 
 
 # --- chalice package + the merged template ----------------------------------------------------

@@ -1,12 +1,15 @@
-"""The Batch adapters against moto: provisioning, submitting, recording, throttling, canceling."""
+"""The Batch adapters against moto: provisioning, submitting, recording, throttling, canceling, sealing tokens."""
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
 from chalicelib.compute import batch
 from chalicelib.compute.batch import BatchDispatcher, BatchProvisioner
 from chalicelib.compute.dispatcher import JobSpec
-from chalicelib.errors import Invalid, Unavailable
+from chalicelib.errors import Invalid, NimbusError, Unavailable
+from nimbus import sealed_token
 from tests.unit.batch_helpers import make_account, throttled
 
 
@@ -278,3 +281,99 @@ def test_a_batch_run_takes_its_environments_built_image_or_is_refused(account):
     ctx.table.put({"pk": key.pk, "sk": key.sk, "state": "Succeeded", "format": IMAGE_FORMAT,
                    "image_uri": "123.dkr.ecr.us-east-1.amazonaws.com/nimbus/team:abab-2"})
     assert building.built_image("team", environment, "run_config.environment").endswith("nimbus/team:abab-2")
+
+
+# --- sealed run tokens ----------------------------------------------------------------------------
+
+
+def run_token_key(alias: str = "alias/nimbus-test-run-tokens") -> str:
+    import boto3
+
+    kms = boto3.client("kms", region_name="us-east-1")
+    kms.create_alias(AliasName=alias, TargetKeyId=kms.create_key(Description="run tokens")["KeyMetadata"]["KeyId"])
+    return alias
+
+
+def sealing(account, **kwargs) -> BatchDispatcher:
+    settings = dataclasses.replace(account.settings, run_token_key=run_token_key())
+    return BatchDispatcher(account.services, settings, account.batch, sleep=account.sleeps.append, **kwargs)
+
+
+def job_env(account, run: dict) -> dict:
+    job_id = account.services.runs.get("team", run["id"])["job"]["job_id"]
+    (described,) = account.batch.describe_jobs(jobs=[job_id])["jobs"]
+    return {e["name"]: e["value"] for e in described["container"]["environment"]}
+
+
+def test_with_a_key_the_job_carries_its_token_sealed_for_its_run_only(account):
+    import boto3
+
+    target = batch_target(account)
+    run, other = account.queued_run(target), account.queued_run(target)
+    sent = []
+    real = account.batch.submit_job
+    account.batch.submit_job = lambda **kwargs: sent.append(kwargs) or real(**kwargs)
+
+    sealing(account).submit(spec_of(run, target))
+
+    env = job_env(account, run)
+    assert "NIMBUS_RUN_TOKEN" not in env and env["NIMBUS_RUN_ID"] == run["id"]
+    assert "nmb_" not in repr(sent)  # no clear token anywhere in what Batch was sent
+    kms = boto3.client("kms", region_name="us-east-1")
+    token = sealed_token.open_sealed(env[sealed_token.SEALED_ENV], run["id"], kms=kms)
+    assert account.services.identity.authenticate(f"Bearer {token}").run_id == run["id"]
+    with pytest.raises(sealed_token.SealedTokenError, match=f"does not open for run {other['id']}"):
+        sealed_token.open_sealed(env[sealed_token.SEALED_ENV], other["id"], kms=kms)
+
+
+def test_kms_throttling_is_retried_with_backoff(account):
+    import boto3
+
+    target = batch_target(account)
+    run = account.queued_run(target)
+    kms = boto3.client("kms", region_name="us-east-1")
+    real, failures = kms.encrypt, [throttled("Encrypt"), throttled("Encrypt")]
+
+    def flaky(**kwargs):
+        if failures:
+            raise failures.pop()
+        return real(**kwargs)
+
+    kms.encrypt = flaky
+    sealing(account, kms_client=kms).submit(spec_of(run, target))
+    assert sealed_token.SEALED_ENV in job_env(account, run)
+    assert len(account.sleeps) == 2 and 0.25 <= account.sleeps[0] <= 0.5
+
+
+@pytest.mark.parametrize("code, status, expected, reason", [
+    ("ThrottlingException", 400, Unavailable, "sealing the run token: AWS KMS is busy"),
+    ("KMSInternalException", 500, Unavailable, "sealing the run token: AWS KMS is busy"),
+    # moto's KMS encrypts with a disabled key and checks no permission: those answers are made here
+    ("DisabledException", 400, NimbusError, "the run token key (NIMBUS_RUN_TOKEN_KEY) is not usable: DisabledException"),
+    ("AccessDeniedException", 400, NimbusError, "the API is not allowed to (no kms:Encrypt)"),
+])
+def test_a_token_that_cannot_be_sealed_fails_the_run_and_submits_nothing(account, code, status, expected, reason):
+    import boto3
+    from botocore.exceptions import ClientError
+
+    target = batch_target(account)
+    run = account.queued_run(target)
+    kms = boto3.client("kms", region_name="us-east-1")
+
+    def refuse(**kwargs):
+        raise ClientError({"Error": {"Code": code, "Message": "no kms:Encrypt"},
+                           "ResponseMetadata": {"HTTPStatusCode": status}}, "Encrypt")
+
+    kms.encrypt = refuse
+    submitted = []
+    account.batch.submit_job = lambda **kwargs: submitted.append(kwargs) or {}
+
+    with pytest.raises(expected) as raised:
+        sealing(account, kms_client=kms, attempts=3).submit(spec_of(run, target))
+
+    assert type(raised.value) is expected
+    assert submitted == []  # no job, so no token in clear either
+    failed = account.services.runs.get("team", run["id"])
+    assert failed["status"] == "Failed" and reason in failed["error"]["message"], failed["error"]
+    assert "job" not in failed
+    assert len(account.sleeps) == (2 if expected is Unavailable else 0)

@@ -137,6 +137,18 @@ def test_submit_names_tags_and_environment_of_the_run():
     assert argv == definition(spec())["containerProperties"]["command"] and same_env == env
 
 
+def test_a_sealed_token_replaces_the_clear_one_in_single_and_multinode_jobs():
+    for s, where in ((spec(), lambda r: r["containerOverrides"]),
+                     (spec(node_count=2), lambda r: r["nodeOverrides"]["nodePropertyOverrides"][0]["containerOverrides"])):
+        request = bs.submit_job(s, job_queue=QUEUE, job_definition="arn:def:3", api_url="https://api.example/api",
+                                sealed_run_token="c2VhbGVk", experiment="mnist")
+        env = {e["name"]: e["value"] for e in where(request)["environment"]}
+        assert env["NIMBUS_RUN_TOKEN_SEALED"] == "c2VhbGVk" and "NIMBUS_RUN_TOKEN" not in env
+        assert env["NIMBUS_RUN_ID"] == RUN
+    with pytest.raises(ValueError, match="not both"):
+        bs.container_command_env(spec(), "https://api.example/api", "nrt_secret", sealed_run_token="c2VhbGVk")
+
+
 def test_timeouts_cover_the_run_limit_plus_a_margin_and_respect_batch_minimum():
     assert bs.submit_job(spec(max_duration_s=3600), job_queue=QUEUE, job_definition="d", api_url="u", run_token="t",
                          experiment="e")["timeout"] == {"attemptDurationSeconds": 3600 + bs.TIMEOUT_MARGIN_S}

@@ -14,6 +14,7 @@ import pytest
 from nimbus.exceptions import (
     AuthenticationError, ConfigurationError, ConflictError, NotFoundError, ServiceUnavailableError,
 )
+from nimbus import sealed_token
 from nimbus.runner import EXIT_STOPPED, EXIT_UNREPORTED, JobSettings, Runner, build_command, main
 from nimbus.runner_io import MAX_APPEND, LogPump
 
@@ -349,3 +350,64 @@ def test_the_batch_attempt_comes_from_the_job_environment():
     for bad in ("0", "two", "-1", "²"):
         with pytest.raises(ConfigurationError, match="AWS_BATCH_JOB_ATTEMPT"):
             JobSettings.from_env({**env, "AWS_BATCH_JOB_ATTEMPT": bad})
+
+
+# --- a sealed run token (AWS Batch with the stage's KMS key) ----------------------------------------
+def _sealed_env(run_id: str, token: str = "nmb_sealed", sealed_for: str | None = None) -> dict[str, str]:
+    """The job environment Batch gives a runner whose token the API sealed (call inside aws_env)."""
+    import boto3
+
+    kms = boto3.client("kms", region_name="us-east-1")
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    return {"NIMBUS_URL": "http://x", "NIMBUS_WORKSPACE": WS, "NIMBUS_RUN_ID": run_id, "AWS_REGION": "us-east-1",
+            sealed_token.SEALED_ENV: sealed_token.seal(kms, key, sealed_for or run_id, token)}
+
+
+def test_a_sealed_token_is_opened_with_kms_and_handed_to_the_script_in_clear(aws_env):
+    env = _sealed_env("run1", "nmb_opened")
+
+    settings = JobSettings.from_env(env)
+
+    assert settings.token == "nmb_opened" and settings.run_id == "run1"
+    assert settings.script_env()["NIMBUS_RUN_TOKEN"] == "nmb_opened"  # what Run.get_context() reads
+
+
+def test_a_clear_token_is_used_as_it_is_without_kms():
+    class NoKms:
+        def decrypt(self, **kwargs):
+            raise AssertionError("KMS was called")
+
+    env = {"NIMBUS_URL": "http://x", "NIMBUS_RUN_TOKEN": "nmb_clear", "NIMBUS_WORKSPACE": WS, "NIMBUS_RUN_ID": "r",
+           sealed_token.SEALED_ENV: "c2VhbGVk"}
+    assert JobSettings.from_env(env, kms=NoKms()).token == "nmb_clear"
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"NIMBUS_RUN_ID": "run2"}, "does not open for run run2"),  # sealed for run1
+    ({sealed_token.SEALED_ENV: "not base64!"}, "NIMBUS_RUN_TOKEN_SEALED is not base64"),
+    ({"AWS_REGION": ""}, "needs the AWS region"),
+])
+def test_a_sealed_token_that_cannot_be_opened_stops_the_runner_with_exit_code_2(aws_env, monkeypatch, capsys,
+                                                                                change, reason):
+    env = {**_sealed_env("run1"), **change}
+    monkeypatch.delenv("NIMBUS_RUN_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    assert main() == 2
+
+    err = capsys.readouterr().err
+    assert "the run token cannot be opened" in err and reason in err, err
+
+
+def test_kms_refusing_the_runner_role_is_reported_with_its_reason():
+    from botocore.exceptions import ClientError
+
+    class Refusing:
+        def decrypt(self, **kwargs):
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}, "Decrypt")
+
+    env = {"NIMBUS_URL": "http://x", "NIMBUS_WORKSPACE": WS, "NIMBUS_RUN_ID": "r", sealed_token.SEALED_ENV: "c2VhbGVk"}
+    with pytest.raises(ConfigurationError, match="may not decrypt NIMBUS_RUN_TOKEN_SEALED \\(not allowed\\)"):
+        JobSettings.from_env(env, kms=Refusing())
