@@ -7,7 +7,7 @@ Inside moto's `mock_aws` (Batch jobs recorded, never run), it sets up the accoun
 batch target with `BatchProvisioner.create` (a compute environment and a job queue), then, N (100) times,
 creates a Queued run as `Account.queued_run` does and hands it to `BatchDispatcher.submit`. Every AWS
 request is counted by service and operation with a `before-call` hook on the boto3 default session (so
-on every client made from it: Batch, DynamoDB, STS), and the table's `writes` counter is read; both only
+on every client made from it: Batch, DynamoDB, STS, KMS), and the table's `writes` counter is read; both only
 while `submit()` runs, so creating the runs and provisioning are not in the figures.
 
 Then it times the pure job-spec computation of one run (`batch_spec.register_job_definition` and
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -114,7 +115,11 @@ def measure(count: int, iterations: int) -> dict:
         target = {"name": "gpu", "type": "batch", "settings": settings, "resources": resources, "state": "Succeeded"}
         log(f"batch: target provisioned ({sum(provision_requests.values())} requests); submitting {count} runs")
 
-        dispatcher = BatchDispatcher(account.services, account.settings, account.batch, sleep=sleeps.append)
+        # As a deployed stage: the run token travels sealed with the stage's KMS key (one Encrypt per run).
+        key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["KeyId"]
+        boto3.client("kms", region_name=REGION).create_alias(AliasName="alias/nimbus-bench-run-tokens", TargetKeyId=key)
+        sealing = dataclasses.replace(account.settings, run_token_key="alias/nimbus-bench-run-tokens")
+        dispatcher = BatchDispatcher(account.services, sealing, account.batch, sleep=sleeps.append)
         table = account.services.ctx.table
         per_run: list[collections.Counter] = []
         writes: list[int] = []
