@@ -92,7 +92,8 @@ def measure(count: int, iterations: int) -> dict:
     from moto import mock_aws
 
     from chalicelib.compute import batch_spec
-    from chalicelib.compute.batch import BatchDispatcher, BatchProvisioner
+    from chalicelib.compute.batch import BatchDispatcher
+    from chalicelib.compute.batch_provisioner import BatchProvisioner
     from chalicelib.compute.dispatcher import JobSpec
     from tests.unit.batch_helpers import make_account
 

@@ -70,7 +70,7 @@ SECRETS_ACTIONS = [
     "secretsmanager:DeleteSecret",
 ]
 SCORING_LOGS_READ_ACTIONS = ["logs:DescribeLogStreams", "logs:FilterLogEvents"]
-# AWS Batch (chalicelib/compute/batch.py): a batch target's compute environment and job queue, named
+# AWS Batch (chalicelib/compute/batch*.py): a batch target's compute environment and job queue, named
 # <table>-<workspace>-<target>; job definitions <table>-runner / <table>-env-<hash>; one job per run.
 # Creating a resource with tags needs batch:TagResource on it.
 BATCH_CLUSTER_ACTIONS = [

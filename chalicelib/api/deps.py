@@ -110,11 +110,12 @@ def _aws_compute(built: Services) -> tuple["Dispatcher", "Provisioner | None"]:
 
     dispatchers: dict = {"instance": InstanceQueue(built.ctx)}
     try:
-        from chalicelib.compute.batch import BatchDispatcher, BatchProvisioner
+        from chalicelib.compute.batch import BatchDispatcher
+        from chalicelib.compute.batch_provisioner import BatchProvisioner
     except ModuleNotFoundError as missing:
-        if missing.name != "chalicelib.compute.batch":
-            raise  # batch.py is there but something it needs is not: that must not pass silently
-        logging.getLogger(__name__).warning("chalicelib.compute.batch is missing: batch compute targets are off")
+        if missing.name not in ("chalicelib.compute.batch", "chalicelib.compute.batch_provisioner"):
+            raise  # the modules are there but something they need is not: that must not pass silently
+        logging.getLogger(__name__).warning("%s is missing: batch compute targets are off", missing.name)
         return ComputeRouter(dispatchers), None
     dispatchers["batch"] = BatchDispatcher(built, built.ctx.settings)
     return ComputeRouter(dispatchers), BatchProvisioner(built.ctx.settings)

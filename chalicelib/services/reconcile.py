@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from typing import Iterable, Iterator
 
-from chalicelib.compute import batch
+from chalicelib.compute import aws_calls, batch
 from chalicelib.compute.batch_spec import run_of_job_name
 from chalicelib.errors import Conflict, NotFound
 from chalicelib.services import keys
@@ -59,7 +59,7 @@ class Reconciler:
     def __init__(self, ctx: Context, batch_client, *, sleep=None):
         self.ctx = ctx
         self.runs = Runs(ctx)
-        self.call = batch.calls(batch_client, **({"sleep": sleep} if sleep else {}))
+        self.call = aws_calls.calls(batch_client, **({"sleep": sleep} if sleep else {}))
 
     # --- events -----------------------------------------------------------------------------------
     def on_job_event(self, event) -> str:

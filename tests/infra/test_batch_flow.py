@@ -11,7 +11,8 @@ from chalice.test import Client
 
 from chalicelib.api import deps
 from chalicelib.api.deps import Services
-from chalicelib.compute.batch import BATCH_JOBS_PK, BatchDispatcher, BatchProvisioner
+from chalicelib.compute.batch import BATCH_JOBS_PK, BatchDispatcher
+from chalicelib.compute.batch_provisioner import BatchProvisioner
 from chalicelib.compute.dispatcher import JobSpec
 from chalicelib.services.common import Context
 from chalicelib.settings import Settings

@@ -6,7 +6,8 @@ import dataclasses
 import pytest
 
 from chalicelib.compute import batch
-from chalicelib.compute.batch import BatchDispatcher, BatchProvisioner
+from chalicelib.compute.batch import BatchDispatcher
+from chalicelib.compute.batch_provisioner import BatchProvisioner
 from chalicelib.compute.dispatcher import JobSpec
 from chalicelib.errors import Invalid, NimbusError, Unavailable
 from nimbus import sealed_token

@@ -8,7 +8,8 @@ import pytest
 
 from chalicelib.api.deps import Services
 from chalicelib.compute import batch
-from chalicelib.compute.batch import BatchDispatcher, BatchProvisioner
+from chalicelib.compute.batch import BatchDispatcher
+from chalicelib.compute.batch_provisioner import BatchProvisioner
 from chalicelib.compute.dispatcher import JobSpec
 from chalicelib.services import keys
 from chalicelib.services.common import Context, iso
