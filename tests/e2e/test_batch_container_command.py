@@ -43,22 +43,27 @@ Path("outputs/model.txt").write_text("weights")
 """
 
 
-def test_the_batch_container_command_trains_a_run_to_completion(platform, workspace, tmp_path):
-    # Given a snapshot of a training script, uploaded as a client would
-    source = tmp_path / "src"
+def queued_batch_run(platform, workspace, folder: Path, script: str, experiment: str) -> tuple[dict, str, JobSpec]:
+    """(a Queued run of batch target `gpu` that no local worker takes, its run token, its job spec), the
+    script snapshotted and uploaded as a client would."""
+    source = folder / "src"
     source.mkdir()
-    (source / "train.py").write_text(TRAIN)
+    (source / "train.py").write_text(script)
     uploaded = snapshot.upload(workspace.client, "default", snapshot.collect(source))
-
-    # and a Queued run that no local worker takes (no queue entry), as a batch target's run would be
     services = Services.from_settings(Settings(backend="local", home=platform.home, public_url=platform.url))
     admin = services.identity.authenticate(f"Bearer {platform.credentials()['token']}")
     run_config = {**ScriptRunConfig(source_directory=source, script="train.py").to_dict(), "compute": "gpu"}
-    run = services.runs.create(admin, "default", "batch-e2e", status="Queued",
+    run = services.runs.create(admin, "default", experiment, status="Queued",
                                submission={"snapshot_id": uploaded["id"], "run_config": run_config})
     token = services.identity.create_run_token(run["id"], "default", admin.user)
     spec = JobSpec(run["id"], "default", 600, compute="gpu",
                    target={"name": "gpu", "type": "batch", "settings": {}, "resources": {"job_queue_arn": "q"}})
+    return run, token, spec
+
+
+def test_the_batch_container_command_trains_a_run_to_completion(platform, workspace, tmp_path):
+    # Given a Queued run of a training script that no local worker takes, as a batch target's run would be
+    run, token, spec = queued_batch_run(platform, workspace, tmp_path, TRAIN, "batch-e2e")
 
     # When the job's container command runs with the job's environment (in a fresh job folder)
     argv, env = batch_spec.container_command_env(spec, platform.url, token)

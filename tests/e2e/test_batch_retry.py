@@ -9,12 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from chalicelib.api.deps import Services
 from chalicelib.compute import batch_spec
-from chalicelib.compute.dispatcher import JobSpec
-from chalicelib.settings import Settings
-from nimbus import ScriptRunConfig, snapshot
 from nimbus.run import Run
+from tests.e2e.test_batch_container_command import queued_batch_run
 
 TRAIN = """\
 import os, time
@@ -51,18 +48,7 @@ def wait_for(path: Path, timeout: float = 60) -> int:
 
 def test_a_second_attempt_restarts_the_run_and_completes_it(platform, workspace, tmp_path):
     # Given a Queued run of a batch target, and the container command of its job
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "train.py").write_text(TRAIN)
-    uploaded = snapshot.upload(workspace.client, "default", snapshot.collect(source))
-    services = Services.from_settings(Settings(backend="local", home=platform.home, public_url=platform.url))
-    admin = services.identity.authenticate(f"Bearer {platform.credentials()['token']}")
-    run_config = {**ScriptRunConfig(source_directory=source, script="train.py").to_dict(), "compute": "gpu"}
-    run = services.runs.create(admin, "default", "batch-retry", status="Queued",
-                               submission={"snapshot_id": uploaded["id"], "run_config": run_config})
-    token = services.identity.create_run_token(run["id"], "default", admin.user)
-    spec = JobSpec(run["id"], "default", 600, compute="gpu",
-                   target={"name": "gpu", "type": "batch", "settings": {}, "resources": {"job_queue_arn": "q"}})
+    run, token, spec = queued_batch_run(platform, workspace, tmp_path, TRAIN, "batch-retry")
     argv, env = batch_spec.container_command_env(spec, platform.url, token)
     host = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
