@@ -63,14 +63,10 @@ class ComputeTarget:
                             sleep: Callable[[float], None] = time.sleep) -> dict:
         """Blocks while the target is `Creating`; returns its details once Succeeded. Raises
         ComputeTargetFailed (with the service's reason) or ComputeTargetTimeout."""
-        deadline = time.monotonic() + timeout_s
         details = self._details if self._details is not None else self.refresh()
-        while details["state"] == "Creating":
-            if time.monotonic() >= deadline:
-                raise ComputeTargetTimeout(f"compute target {self.name!r} is still being created after "
-                                           f"{timeout_s:g} s; see `nimbus compute show {self.name}`")
-            sleep(poll_seconds)
-            details = self.refresh()  # each read also takes the creation a step further
+        if details["state"] == "Creating":
+            self._wait("created", lambda: self.refresh()["state"] != "Creating", timeout_s, poll_seconds, sleep)
+            details = self._details
         if details["state"] == "Failed":
             reason = (details.get("error") or {}).get("message") or "no reason given"
             raise ComputeTargetFailed(f"compute target {self.name!r} could not be created: {reason}",
@@ -128,16 +124,28 @@ class ComputeTarget:
         reply = self.workspace.client.request("DELETE", self._path())
         if (reply or {}).get("deleted", True) or not wait:
             return bool((reply or {}).get("deleted", True))
-        deadline = time.monotonic() + timeout_s
-        while True:
+        def gone() -> bool:
             try:
-                self.refresh()  # each read also takes the deletion a step further
+                self.refresh()
             except NotFoundError:
                 return True
+            return False
+
+        self._wait("deleted", gone, timeout_s, poll_seconds, sleep)
+        return True
+
+    def _wait(self, doing: str, done: Callable[[], bool], timeout_s: float, poll_seconds: float,
+              sleep: Callable[[float], None]) -> None:
+        """Polls `done` (each read of the target also takes the service's work on it a step further) until
+        it holds; ComputeTargetTimeout after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
             if time.monotonic() >= deadline:
-                raise ComputeTargetTimeout(f"compute target {self.name!r} is still being deleted after "
+                raise ComputeTargetTimeout(f"compute target {self.name!r} is still being {doing} after "
                                            f"{timeout_s:g} s; see `nimbus compute show {self.name}`")
             sleep(poll_seconds)
+            if done():
+                return
 
     def _path(self) -> str:
         return api_path("workspaces", self.workspace.name, "computes", self.name)

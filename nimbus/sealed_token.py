@@ -61,11 +61,6 @@ def opened_token(decrypted: Mapping[str, Any]) -> str:
         raise SealedTokenError(f"{SEALED_ENV} does not hold a run token") from None
 
 
-def seal(kms, key_id: str, run_id: str, token: str) -> str:
-    """Encrypts `token` for `run_id` with a KMS client (no retries of its own: the caller's client's)."""
-    return sealed_value(kms.encrypt(**encrypt_request(key_id, run_id, token)))
-
-
 def open_sealed(sealed: str, run_id: str, *, kms=None, env: Mapping[str, str] | None = None) -> str:
     """The run token in `sealed`, decrypted with KMS for `run_id`.
 

@@ -217,12 +217,14 @@ def test_remove_and_remove_endpoint_are_idempotent(aws):
     host.remove("team", "iris", "blue", blue)  # nothing left: still fine
 
 
-def test_a_concurrent_change_before_publishing_is_a_conflict(aws):
+@pytest.mark.parametrize("kind", ["zip", "image"])
+def test_a_concurrent_change_before_publishing_is_a_conflict(aws, kind):
     host, client, _ = aws
-    host.deploy(spec("blue"), None)
+    make = spec if kind == "zip" else image_spec
+    host.deploy(make("blue"), None)
     # Another deployment's configuration landed after this deploy wrote its own: publishing now would
     # freeze the wrong settings into the version.
-    other = pkg.plan_function(spec("green"), table="nimbus-test", bucket="nimbus-test", role_arn=host.role_arn())
+    other = pkg.plan_function(make("green"), table="nimbus-test", bucket="nimbus-test", role_arn=host.role_arn())
     sha = client.get_function_configuration(FunctionName=other.function_name)["CodeSha256"]
     with pytest.raises(Conflict, match="another deployment"):
         host._publish(other, sha)
@@ -431,15 +433,6 @@ def test_an_endpoint_keeps_the_package_type_of_its_function(aws):
     with pytest.raises(Conflict, match="zip function") as caught:
         host.deploy(replace(spec("green"), endpoint="images"), None)
     assert caught.value.field == "environment"
-
-
-def test_a_concurrent_change_before_publishing_an_image_is_a_conflict(aws):
-    host, client, _ = aws
-    host.deploy(image_spec("blue"), None)
-    other = pkg.plan_function(image_spec("green"), table="nimbus-test", bucket="nimbus-test", role_arn=host.role_arn())
-    sha = client.get_function_configuration(FunctionName=other.function_name)["CodeSha256"]
-    with pytest.raises(Conflict, match="another deployment"):
-        host._publish(other, sha)
 
 
 def test_an_image_deployment_that_fails_leaves_no_manifest(aws):

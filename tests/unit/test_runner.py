@@ -360,7 +360,8 @@ def _sealed_env(run_id: str, token: str = "nmb_sealed", sealed_for: str | None =
     kms = boto3.client("kms", region_name="us-east-1")
     key = kms.create_key()["KeyMetadata"]["KeyId"]
     return {"NIMBUS_URL": "http://x", "NIMBUS_WORKSPACE": WS, "NIMBUS_RUN_ID": run_id, "AWS_REGION": "us-east-1",
-            sealed_token.SEALED_ENV: sealed_token.seal(kms, key, sealed_for or run_id, token)}
+            sealed_token.SEALED_ENV: sealed_token.sealed_value(
+                kms.encrypt(**sealed_token.encrypt_request(key, sealed_for or run_id, token)))}
 
 
 def test_a_sealed_token_is_opened_with_kms_and_handed_to_the_script_in_clear(aws_env):
