@@ -1,15 +1,4 @@
-"""The Nimbus API: one Chalice app, its blueprints and its middleware. No logic lives here."""
-from chalicelib.api import (
-    admin, batch_events, compute, endpoints, environments, experiments, identity, registry, runs, snapshots, tracking,
-    workspaces,
-)
-from chalicelib.api.application import NimbusChalice
-from chalicelib.api.routing import framework_errors_middleware
-from chalicelib.telemetry import http_middleware
+"""Chalice's entry point: the API app, assembled in chalicelib/api/app.py."""
+from chalicelib.api.app import app
 
-app = NimbusChalice(app_name="nimbus")
-app.register_middleware(http_middleware, "http")
-app.register_middleware(framework_errors_middleware, "http")
-for blueprint in (admin.bp, identity.bp, workspaces.bp, experiments.bp, runs.bp, snapshots.bp, tracking.bp,
-                  registry.bp, endpoints.bp, compute.bp, environments.bp, batch_events.bp):
-    app.register_blueprint(blueprint)
+__all__ = ["app"]

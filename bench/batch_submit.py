@@ -94,7 +94,7 @@ def measure(count: int, iterations: int) -> dict:
     from chalicelib.compute import batch_spec
     from chalicelib.compute.batch import BatchDispatcher
     from chalicelib.compute.batch_provisioner import BatchProvisioner
-    from chalicelib.compute.dispatcher import JobSpec
+    from nimbus.runtime.job_spec import JobSpec
     from tests.unit.batch_helpers import make_account
 
     logging.getLogger("botocore").setLevel(logging.WARNING)

@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
+
+from nimbus.home import nimbus_home
 
 
 @dataclass(frozen=True)
 class Settings:
     backend: str = "local"  # "local" (SQLite + filesystem) or "aws" (DynamoDB + S3)
-    home: Path = Path.home() / ".nimbus"  # local backend state
+    home: Path = field(default_factory=nimbus_home)  # local backend state
     table_name: str = "nimbus"
     bucket: str = "nimbus-artifacts"
     region: str = "us-east-1"
@@ -30,7 +32,7 @@ class Settings:
     batch_execution_role_arn: str = ""  # Fargate pulls the image and writes logs with it
     batch_instance_role_arn: str = ""  # EC2 compute environments: an instance profile
     batch_service_role_arn: str = ""  # empty: Batch's service-linked role
-    # KMS key (id, ARN or `alias/...`) that seals run tokens in Batch jobs' environments (nimbus/sealed_token.py).
+    # KMS key (id, ARN or `alias/...`) that seals run tokens in Batch jobs' environments (nimbus/runtime/sealed_token.py).
     # Empty (off AWS, or a stage set up by hand without it): jobs get their token in clear. infra/ always sets it.
     run_token_key: str = ""
 
@@ -42,7 +44,7 @@ class Settings:
             raise ValueError(f"NIMBUS_BACKEND must be 'local' or 'aws', not {backend!r}")
         return cls(
             backend=backend,
-            home=Path(env.get("NIMBUS_HOME") or Path.home() / ".nimbus").expanduser(),
+            home=nimbus_home(env),
             table_name=env.get("NIMBUS_TABLE", cls.table_name),
             bucket=env.get("NIMBUS_BUCKET", cls.bucket),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or cls.region,

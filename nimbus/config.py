@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from nimbus.exceptions import ConfigurationError
+from nimbus.home import nimbus_home
 
 DEFAULT_WORKSPACE = "default"
 _HINT = "run `nimbus up` to start the local platform, or `nimbus login --url URL --token TOKEN`"
@@ -33,8 +34,7 @@ def profile_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 def credentials_path(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    return Path(env.get("NIMBUS_HOME") or Path.home() / ".nimbus").expanduser() / "credentials"
+    return nimbus_home(env) / "credentials"
 
 
 def resolve(url: str | None = None, token: str | None = None, workspace: str | None = None,

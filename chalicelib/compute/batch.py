@@ -17,13 +17,15 @@ from botocore.exceptions import ClientError
 
 from chalicelib.compute import batch_spec as spec_module
 from chalicelib.compute.aws_calls import Calls, RoleArns, error_code, lazy_client, retryable
-from chalicelib.compute.dispatcher import Dispatcher, JobSpec
+from chalicelib.compute.dispatcher import Dispatcher
+from nimbus.runtime.job_spec import JobSpec
 from chalicelib.errors import Conflict, Invalid, NimbusError, NotFound, Unavailable
 from chalicelib.services import keys
-from chalicelib.services.runs import ACTIVE, Runs
+from nimbus.runtime.run_states import ACTIVE
+from chalicelib.services.runs import Runs
 from chalicelib.settings import Settings
 from chalicelib.store.table import ConditionFailed, Key, Put, Update, all_of, attr_in, item_exists
-from nimbus import sealed_token
+from nimbus.runtime import sealed_token
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ class BatchDispatcher(Dispatcher):
     """Submits a run as a Batch job. `mint_token(run_id, workspace, user)` gives the run's token (default:
     Identity.create_run_token); `api_url` is where the job reaches the API (default: settings.api_url).
 
-    With `settings.run_token_key` the token is sealed with KMS for its run (nimbus/sealed_token.py) and the
+    With `settings.run_token_key` the token is sealed with KMS for its run (nimbus/runtime/sealed_token.py) and the
     job's environment carries NIMBUS_RUN_TOKEN_SEALED only; a token that cannot be sealed fails the run
     and submits nothing. Without a key (off AWS, or a stage set up without one) it goes in clear."""
 

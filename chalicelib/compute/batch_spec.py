@@ -2,7 +2,7 @@
 
 One job per run, named `nimbus-<workspace>-<run_id>` and tagged with its workspace, run and experiment,
 so the job can be found from the run and the run from the job (the reconciler reads the tags of Batch's
-"Job State Change" events). The container runs `python -m nimbus.runner`, which fetches the snapshot,
+"Job State Change" events). The container runs `python -m nimbus.runtime.runner`, which fetches the snapshot,
 runs the script and reports everything through the API with the run's own token. Whoever may describe
 the job reads its environment, so the token goes there sealed (NIMBUS_RUN_TOKEN_SEALED: batch.py encrypts
 it with the stage's KMS key, the runner decrypts it) when the platform has a key, in clear otherwise.
@@ -18,9 +18,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.compute.dispatcher import JobSpec, runner_command
+from nimbus.runtime.job_spec import JobSpec, runner_command
 from chalicelib.errors import Invalid
-from nimbus.sealed_token import SEALED_ENV
+from nimbus.runtime.sealed_token import SEALED_ENV
 
 JOB_NAME_MAX = 128  # Batch: letters, digits, '-' and '_', starting with a letter or digit
 RESOURCE_NAME_MAX = 128  # compute environments, job queues, job definitions

@@ -1,29 +1,10 @@
-"""The Dispatcher port: hands a Queued run to a compute target, which runs `python -m nimbus.runner` for it."""
+"""The Dispatcher port: hands a Queued run to a compute target, which runs the runner for it (job_spec.py)."""
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-
-@dataclass(frozen=True)
-class JobSpec:
-    run_id: str
-    workspace: str
-    max_duration_s: int | None  # None: no limit
-    compute: str = "local"  # the compute target's name
-    target: dict | None = None  # the target's stored item (None for the built-in local target)
-    node_count: int = 1
-    process_count_per_node: int = 1
-    environment: dict | None = None  # the environment version's stored item (None: the runner's interpreter)
-    resources: dict | None = None  # {"vcpus", "memory_mb", "gpus"} asked for one node
-
-    @property
-    def world_size(self) -> int:
-        return self.node_count * self.process_count_per_node
-
-if TYPE_CHECKING:
-    from chalicelib.store.table import Operation
+from chalicelib.store.table import Operation
+from nimbus.runtime.job_spec import JobSpec
 
 
 class Dispatcher(abc.ABC):
@@ -39,11 +20,6 @@ class Dispatcher(abc.ABC):
         """Cancel knowing the job's target: what a dispatcher of several targets needs to pick one."""
         return self.cancel(spec.run_id)
 
-    def queue_entry(self, spec: JobSpec) -> "Operation | None":
+    def queue_entry(self, spec: JobSpec) -> Operation | None:
         """A table write that keeps the job queued across restarts, made in the submit transaction."""
         return None
-
-
-def runner_command(python: str) -> list[str]:
-    """The command that runs one job; the run to execute comes from the NIMBUS_* environment."""
-    return [python, "-m", "nimbus.runner"]

@@ -8,7 +8,7 @@ makes sure the repository exists, starts the build and records its id and image;
 build's state back.
 
 The image carries the nimbus client (copied from this deployment, which packages `nimbus/`) so the
-runner, `python -m nimbus.runner`, runs inside it; NIMBUS_ENVIRONMENT_HASH tells that runner the image
+runner, `python -m nimbus.runtime.runner`, runs inside it; NIMBUS_ENVIRONMENT_HASH tells that runner the image
 already is the environment, so it builds no virtualenv. That stays the image's CMD (Batch jobs).
 
 The same image is the code of the Lambda functions of deployments that name the environment
@@ -38,7 +38,7 @@ from chalicelib.services.workspaces import Workspaces
 from chalicelib.store.table import (
     ConditionFailed, Update, all_of, any_of, attr_absent, attr_eq, attr_lt, item_absent,
 )
-from nimbus.environments import CLIENT_REQUIREMENTS
+from nimbus.runtime.environment_build import CLIENT_REQUIREMENTS
 
 WORKDIR = "/opt/nimbus"
 REQUIREMENTS = "requirements.txt"
@@ -103,7 +103,7 @@ def dockerfile(definition: Mapping[str, Any], digest: str) -> str:
                          "function configuration holds it")
         else:
             lines.append(f"ENV {name}={_quoted(value)}")
-    lines += [f"ENV NIMBUS_ENVIRONMENT_HASH={digest}", 'CMD ["python", "-m", "nimbus.runner"]']
+    lines += [f"ENV NIMBUS_ENVIRONMENT_HASH={digest}", 'CMD ["python", "-m", "nimbus.runtime.runner"]']
     return "\n".join(lines) + "\n"
 
 

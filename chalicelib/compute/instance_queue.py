@@ -23,7 +23,8 @@ is conditional on the holder read, so two claims cannot both take one; a run re-
 """
 from __future__ import annotations
 
-from chalicelib.compute.dispatcher import Dispatcher, JobSpec
+from chalicelib.compute.dispatcher import Dispatcher
+from nimbus.runtime.job_spec import JobSpec
 from chalicelib.services import keys
 from chalicelib.services.common import Context
 from chalicelib.services.identity import Identity, digest

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chalicelib.compute.dispatcher import Dispatcher, JobSpec
+from chalicelib.compute.dispatcher import Dispatcher
+from nimbus.runtime.job_spec import JobSpec
 from chalicelib.errors import Invalid
 
 if TYPE_CHECKING:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chalicelib.compute.dispatcher import Dispatcher, JobSpec
-from chalicelib.compute.local_worker import LocalWorker
+from chalicelib.compute.dispatcher import Dispatcher
+from nimbus.runtime.job_spec import JobSpec
+from nimbus.runtime.local_worker import LocalWorker
 from chalicelib.errors import Conflict, NotFound
 from chalicelib.store.table import Put, Query
 
@@ -26,7 +27,7 @@ class LocalCompute(Dispatcher):
 
     def __init__(self, services, jobs_dir: Path, api_url: str, concurrency: int = 2):
         self.services = services
-        # Runs' environments are built once per definition under the platform's home (nimbus/environments.py).
+        # Runs' environments are built once per definition under the platform's home (nimbus/runtime/environment_build.py).
         self.worker = LocalWorker(jobs_dir, api_url, self._launching, self._died, self._status,
                                   concurrency=concurrency,
                                   job_env={"NIMBUS_ENVS_DIR": str(services.ctx.settings.home / "envs")})

@@ -16,6 +16,7 @@ from chalice.config import Config
 from chalice.local import LocalGateway, LocalGatewayException
 
 from chalicelib.api import deps
+from chalicelib.api.app import app
 from chalicelib.api.deps import Services
 from chalicelib.store.blob_server import serve_blob
 
@@ -86,8 +87,6 @@ class LocalServer(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8000):
-        from app import app
-
         super().__init__((host, port), _Handler)  # binds now: port 0 becomes a real port
         self.gateway = LocalGateway(app, Config.create())
         self.services: Services | None = None

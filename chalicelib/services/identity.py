@@ -115,7 +115,7 @@ class Identity:
         return secret
 
     def _run_principal(self, item: dict) -> Principal:
-        from chalicelib.services.runs import TERMINAL
+        from nimbus.runtime.run_states import TERMINAL
 
         run = self.ctx.table.get_item(keys.run(item["run_id"]))
         if run is None or run["status"] in TERMINAL:

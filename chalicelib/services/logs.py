@@ -6,7 +6,8 @@ import re
 from chalicelib.errors import Conflict, Invalid, TooLarge
 from chalicelib.services import keys
 from chalicelib.services.common import Context
-from chalicelib.services.runs import TERMINAL, Runs
+from nimbus.runtime.run_states import TERMINAL
+from chalicelib.services.runs import Runs
 from chalicelib.store.table import Query, Update
 
 STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

@@ -18,7 +18,8 @@ from chalicelib.errors import Conflict, Invalid, TooLarge
 from chalicelib.json_codec import dumps_stored, loads
 from chalicelib.services import keys
 from chalicelib.services.common import Context, check_page_size, decode_page_token, encode_page_token, new_id, start_key
-from chalicelib.services.runs import ACTIVE, Runs
+from nimbus.runtime.run_states import ACTIVE
+from chalicelib.services.runs import Runs
 from chalicelib.store.blobs import check_key
 from chalicelib.store.table import ConditionFailed, Put, Query, Update, all_of, attr_absent_or_eq, attr_in
 

@@ -28,7 +28,8 @@ from chalicelib.compute.batch_spec import run_of_job_name
 from chalicelib.errors import Conflict, NotFound
 from chalicelib.services import keys
 from chalicelib.services.common import Context, iso, parse_iso
-from chalicelib.services.runs import TERMINAL, Runs
+from nimbus.runtime.run_states import TERMINAL
+from chalicelib.services.runs import Runs
 from chalicelib.store.table import Query
 
 logger = logging.getLogger(__name__)

@@ -12,21 +12,12 @@ from chalicelib.services import keys
 from chalicelib.services.common import Context, check_page_size, decode_page_token, encode_page_token, new_id, parse_iso, start_key
 from chalicelib.services.experiments import Experiments, check_experiment_name
 from chalicelib.services.identity import Principal
+from nimbus.runtime.run_states import ACTIVE, STATUSES, TERMINAL, TRANSITIONS
 from chalicelib.store.table import (
     Check, Cond, ConditionFailed, Delete, Operation, Put, Query, Update, all_of, any_of, attr_absent, attr_absent_or_eq,
     attr_eq, attr_in, attr_lt, item_absent, item_exists,
 )
 
-STATUSES = ("NotStarted", "Queued", "Preparing", "Running", "Finalizing", "Completed", "Failed", "Canceled")
-TERMINAL = frozenset({"Completed", "Failed", "Canceled"})
-ACTIVE = tuple(s for s in STATUSES if s not in TERMINAL)
-TRANSITIONS = {
-    "NotStarted": {"Queued", "Preparing", "Running", "Failed", "Canceled"},
-    "Queued": {"Preparing", "Running", "Failed", "Canceled"},
-    "Preparing": {"Running", "Failed", "Canceled"},
-    "Running": {"Finalizing", "Completed", "Failed", "Canceled"},
-    "Finalizing": {"Completed", "Failed", "Canceled"},
-}
 MAX_TAGS = 200
 _KEY = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 MAX_VALUE = 5000

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from chalicelib.compute.dispatcher import Dispatcher, JobSpec
+from chalicelib.compute.dispatcher import Dispatcher
+from nimbus.runtime.job_spec import JobSpec
 from chalicelib.errors import Conflict, Invalid
 from chalicelib.services import keys
 from chalicelib.services.common import Context, new_id

@@ -110,7 +110,7 @@ def agent(compute_name: str, once: bool, concurrency: int | None, poll_seconds: 
 
     SIGTERM or Ctrl-C stops claiming; running jobs may finish within --grace-seconds.
     """
-    from nimbus.agent import Agent, AgentSettings
+    from nimbus.runtime.agent import Agent, AgentSettings
 
     settings = AgentSettings(compute_name, concurrency=concurrency, poll_seconds=poll_seconds, grace_s=grace_seconds,
                              jobs_dir=jobs_dir)

@@ -10,6 +10,7 @@ from nimbus.cli.common import CommandError, output_option, workspace_option
 from nimbus.cli.output import emit
 from nimbus.client import ApiClient, api_path
 from nimbus.config import resolve, save_profile
+from nimbus.home import nimbus_home
 
 
 @click.command()
@@ -19,12 +20,12 @@ from nimbus.config import resolve, save_profile
               help="Where the platform keeps its data (default: $NIMBUS_HOME or ~/.nimbus).")
 def up(port: int, host: str, home: Path | None) -> None:
     """Run the local platform in the foreground (Ctrl-C stops it)."""
-    try:
+    try:  # here, not at the top: the server is an optional install (nimbus-ml[server]) the SDK runs without
         from chalicelib.local.platform import serve
-    except ImportError:
-        raise CommandError("the local platform is not installed here (no chalicelib.local); "
-                           "run `nimbus up` from a Nimbus checkout") from None
-    home = home or Path(os.environ.get("NIMBUS_HOME") or Path.home() / ".nimbus").expanduser()
+    except ImportError as missing:
+        raise CommandError(f"the local platform is not installed here ({missing.name} is missing); "
+                           "install nimbus-ml[server]") from None
+    home = home or nimbus_home()
     try:
         serve(home, host=host, port=port)
     except OSError as err:

@@ -41,7 +41,7 @@ def services(settings):
 
 @pytest.fixture
 def api(services):
-    from app import app
+    from chalicelib.api.app import app
 
     admin_token = services.identity.bootstrap_admin()
     with Client(app) as client:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 
-from nimbus.heartbeat import Heartbeat
+from nimbus.runtime.heartbeat import Heartbeat
 
 RUNS = "/v1/workspaces/ws/runs"
 

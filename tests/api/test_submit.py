@@ -5,7 +5,8 @@ import hashlib
 
 import pytest
 
-from chalicelib.compute.dispatcher import Dispatcher, JobSpec
+from chalicelib.compute.dispatcher import Dispatcher
+from nimbus.runtime.job_spec import JobSpec
 
 WS = "/v1/workspaces/team"
 CONFIG = {"script": "train.py", "arguments": ["--epochs", "2"], "max_run_duration_s": 60}

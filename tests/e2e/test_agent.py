@@ -88,7 +88,7 @@ def test_a_stopped_agent_fails_the_runs_it_could_not_finish(workspace, box, fold
 
 
 def test_a_run_canceled_in_nimbus_has_its_job_stopped_by_the_agent(workspace, box, folder, tmp_path):
-    from nimbus.agent import Agent, AgentSettings
+    from nimbus.runtime.agent import Agent, AgentSettings
 
     (folder / "slow.py").write_text("import time\nprint('started', flush=True)\ntime.sleep(60)\n")
     run = Experiment(workspace, "agents").submit(ScriptRunConfig(source_directory=folder, script="slow.py",

@@ -23,7 +23,7 @@ from chalicelib.api.deps import Services
 from chalicelib.compute import batch_spec
 from chalicelib.compute.batch import BatchDispatcher
 from chalicelib.compute.batch_provisioner import BatchProvisioner
-from chalicelib.compute.dispatcher import JobSpec
+from nimbus.runtime.job_spec import JobSpec
 from chalicelib.settings import Settings
 from nimbus import ScriptRunConfig, sealed_token, snapshot
 from nimbus.run import Run

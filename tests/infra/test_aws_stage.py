@@ -26,7 +26,7 @@ def dev_stage(aws_env, monkeypatch):
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
     deps.use(None)  # build the services from the stage's environment, as a cold start does
     settings_module.current.cache_clear()
-    from app import app
+    from chalicelib.api.app import app
 
     with Client(app, stage_name="dev", project_dir=str(ROOT)) as client:
         yield client, stage

@@ -13,7 +13,7 @@ from chalicelib.api import deps
 from chalicelib.api.deps import Services
 from chalicelib.compute.batch import BATCH_JOBS_PK, BatchDispatcher
 from chalicelib.compute.batch_provisioner import BatchProvisioner
-from chalicelib.compute.dispatcher import JobSpec
+from nimbus.runtime.job_spec import JobSpec
 from chalicelib.services.common import Context
 from chalicelib.settings import Settings
 from chalicelib.store.factory import build_blobs, build_table
@@ -89,7 +89,7 @@ def test_a_submitted_run_fails_when_its_job_state_change_says_so(stack):
     detail = {**job, "status": "FAILED", "statusReason": "Task failed to start", "container": {"exitCode": 1}}
     deps.use(services)
     try:
-        from app import app
+        from chalicelib.api.app import app
 
         with Client(app, stage_name="dev", project_dir=str(ROOT)) as client:
             event = client.events.generate_cw_event("aws.batch", "Batch Job State Change", detail,

@@ -8,9 +8,9 @@ import pytest
 from chalicelib.compute import batch
 from chalicelib.compute.batch import BatchDispatcher
 from chalicelib.compute.batch_provisioner import BatchProvisioner
-from chalicelib.compute.dispatcher import JobSpec
+from nimbus.runtime.job_spec import JobSpec
 from chalicelib.errors import Invalid, NimbusError, Unavailable
-from nimbus import sealed_token
+from nimbus.runtime import sealed_token
 from tests.unit.batch_helpers import make_account, throttled
 
 

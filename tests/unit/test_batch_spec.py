@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.compute import batch_spec as bs
-from chalicelib.compute.dispatcher import JobSpec
+from nimbus.runtime.job_spec import JobSpec
 from chalicelib.errors import Invalid
 
 RUN = "0190a1b2c3d4e5f6a7b8c9"
@@ -52,7 +52,7 @@ def test_a_single_node_definition_runs_the_runner_with_the_run_resources():
     assert request["type"] == "container" and request["platformCapabilities"] == ["EC2"]
     container = request["containerProperties"]
     assert container["image"] == "registry/runner:1"
-    assert container["command"] == ["python", "-m", "nimbus.runner"]
+    assert container["command"] == ["python", "-m", "nimbus.runtime.runner"]
     assert container["jobRoleArn"] == ROLES.job_role_arn
     assert container["resourceRequirements"] == [{"type": "VCPU", "value": "4"}, {"type": "MEMORY", "value": "8192"},
                                                  {"type": "GPU", "value": "1"}]
@@ -85,7 +85,7 @@ def test_several_nodes_make_a_multinode_job_with_main_node_zero():
     nodes = request["nodeProperties"]
     assert nodes["numNodes"] == 3 and nodes["mainNode"] == 0
     (node_range,) = nodes["nodeRangeProperties"]
-    assert node_range["targetNodes"] == "0:" and node_range["container"]["command"][-1] == "nimbus.runner"
+    assert node_range["targetNodes"] == "0:" and node_range["container"]["command"][-1] == "nimbus.runtime.runner"
     submit = bs.submit_job(s, job_queue=QUEUE, job_definition="def:1", api_url="https://api", run_token="t",
                            experiment="e")
     assert "containerOverrides" not in submit

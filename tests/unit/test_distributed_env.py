@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from nimbus.metrics_buffer import process_rank
-from nimbus.ranks import DEFAULT_MASTER_PORT, PlacementError, free_port, plan, stream_of
+from nimbus.runtime.ranks import DEFAULT_MASTER_PORT, PlacementError, free_port, plan, stream_of
 
 TWO_BY_TWO = {"script": "train.py", "node_count": 2, "process_count_per_node": 2}
 

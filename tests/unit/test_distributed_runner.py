@@ -7,9 +7,9 @@ import time
 import psutil
 import pytest
 
-from nimbus import ranks
+from nimbus.runtime import ranks
 from nimbus.exceptions import ConflictError
-from nimbus.runner import EXIT_STOPPED
+from nimbus.runtime.runner import EXIT_STOPPED
 from tests.unit.test_runner import make_runner
 
 TWO_BY_TWO = {"node_count": 2, "process_count_per_node": 2}

@@ -37,7 +37,7 @@ def test_the_dockerfile_installs_the_requirements_the_client_and_sets_the_variab
     assert json.loads(client[len("RUN "):])[:4] == ["python", "-m", "pip", "install"]
     assert 'ENV GREETING="say \\"hi\\" for \\$5"' in lines
     assert not any(line.startswith("ENV MULTI") for line in lines)  # a line break cannot be an ENV: the runner sets it
-    assert f"ENV NIMBUS_ENVIRONMENT_HASH={'f' * 64}" in lines and lines[-1] == 'CMD ["python", "-m", "nimbus.runner"]'
+    assert f"ENV NIMBUS_ENVIRONMENT_HASH={'f' * 64}" in lines and lines[-1] == 'CMD ["python", "-m", "nimbus.runtime.runner"]'
     # no requirements, no requirements step
     assert "requirements.txt" not in dockerfile(normalize_definition(None, [], None, "ubuntu:24.04"), "0" * 64)
 
@@ -94,7 +94,7 @@ def test_the_image_can_also_serve_as_a_lambda_function():
     assert "/opt/nimbus/client\\\\n/opt/nimbus/runtime\\\\n" in pth
     # The environment's own requirements come first; Batch still runs the runner
     assert lines.index(next(line for line in lines if '"-r"' in line)) < lines.index("RUN " + json.dumps(runtime))
-    assert lines[-1] == 'CMD ["python", "-m", "nimbus.runner"]'
+    assert lines[-1] == 'CMD ["python", "-m", "nimbus.runtime.runner"]'
 
 
 def test_the_scoring_requirements_are_pinned_as_requirements_txt_pins_them():

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from nimbus import environments
-from nimbus.environments import READY, EnvironmentBuildError, prepare, prepare_for_run
+from nimbus.runtime import environment_build as environments
+from nimbus.runtime.environment_build import READY, EnvironmentBuildError, prepare
+from nimbus.runtime.runner import prepare_for_run
 from tests.wheels import TINY_GREETING, build_tiny_wheel
 
 BARE = {"python": environments.running_python(), "pip": [], "variables": {"COLOR": "blue"}, "base_image": "x"}

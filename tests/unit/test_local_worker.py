@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from chalicelib.compute.dispatcher import JobSpec, runner_command
-from chalicelib.compute.local_worker import DIED, ENDED_UNSEEN, JOB_FILE, LocalWorker
+from nimbus.runtime.job_spec import JobSpec, runner_command
+from nimbus.runtime.local_worker import DIED, ENDED_UNSEEN, JOB_FILE, LocalWorker
 
 # Each job's script writes `started` in its folder, then waits for `release` there (or a timeout).
 WAIT_FOR_RELEASE = """
@@ -124,7 +124,7 @@ def harness(tmp_path):
 
 
 def test_runner_command():
-    assert runner_command("/usr/bin/python3") == ["/usr/bin/python3", "-m", "nimbus.runner"]
+    assert runner_command("/usr/bin/python3") == ["/usr/bin/python3", "-m", "nimbus.runtime.runner"]
 
 
 def test_concurrency_limit_and_fifo_order(harness):

@@ -10,7 +10,7 @@ from chalicelib.api.deps import Services
 from chalicelib.compute import batch
 from chalicelib.compute.batch import BatchDispatcher
 from chalicelib.compute.batch_provisioner import BatchProvisioner
-from chalicelib.compute.dispatcher import JobSpec
+from nimbus.runtime.job_spec import JobSpec
 from chalicelib.services import keys
 from chalicelib.services.common import Context, iso
 from chalicelib.services.reconcile import Reconciler, active_runs

@@ -14,9 +14,9 @@ import pytest
 from nimbus.exceptions import (
     AuthenticationError, ConfigurationError, ConflictError, NotFoundError, ServiceUnavailableError,
 )
-from nimbus import sealed_token
-from nimbus.runner import EXIT_STOPPED, EXIT_UNREPORTED, JobSettings, Runner, build_command, main
-from nimbus.runner_io import MAX_APPEND, LogPump
+from nimbus.runtime import sealed_token
+from nimbus.runtime.runner import EXIT_STOPPED, EXIT_UNREPORTED, JobSettings, Runner, build_command, main
+from nimbus.runtime.runner_io import MAX_APPEND, LogPump
 
 WS = "team"
 

@@ -1,7 +1,7 @@
 """The agent of an `instance` compute target (`nimbus agent --compute NAME`): runs the target's queued runs here.
 
 It claims runs from the service (`POST …/computes/{name}/claim`: one agent gets each run) and hands each
-to the same worker the local platform uses (chalicelib/compute/local_worker.py): `python -m nimbus.runner`
+to the same worker the local platform uses (nimbus/runtime/local_worker.py): `python -m nimbus.runtime.runner`
 in its own folder and process group, its max duration enforced, its tree killed on cancel. The worker's
 reports (a runner that died, ran too long) go to the service with the run's own token. Each run's token
 is kept in its job folder (owner-only), so an agent restarted on the same folder still reports the runs
@@ -22,16 +22,18 @@ from typing import Callable
 
 from nimbus.client import ApiClient, api_path
 from nimbus.exceptions import AuthenticationError, ConflictError, InvalidError, NimbusError, NotFoundError
+from nimbus.home import nimbus_home
+from nimbus.runtime.job_spec import JobSpec
+from nimbus.runtime.local_worker import LocalWorker
+from nimbus.runtime.run_states import TERMINAL
 from nimbus.workspace import Workspace
 
 TOKEN_FILE = "run-token"
-TERMINAL = frozenset({"Completed", "Failed", "Canceled"})
 BUSY_POLL_S = 0.2  # while jobs run: how often their ends are noticed and freed slots refilled
 
 
 def default_jobs_dir(workspace: str, compute: str) -> Path:
-    home = Path(os.environ.get("NIMBUS_HOME") or Path.home() / ".nimbus").expanduser()
-    return home / "agent" / workspace / compute / "jobs"
+    return nimbus_home() / "agent" / workspace / compute / "jobs"
 
 
 @dataclass
@@ -58,8 +60,6 @@ class Agent:
     def run(self, once: bool = False) -> int:
         """Claims and runs until stop(); with `once`, until the queue is empty and every claimed run ended.
         Returns the number of runs claimed."""
-        from chalicelib.compute.local_worker import LocalWorker
-
         concurrency = self.settings.concurrency or self._target()["settings"].get("max_concurrent_runs", 1)
         jobs_dir = self.settings.jobs_dir or default_jobs_dir(self.workspace.name, self.settings.compute)
         jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -134,8 +134,6 @@ class Agent:
 
     def _claim(self) -> bool:
         """Claims one run and hands it to the worker; False when nothing is queued (or the service is away)."""
-        from chalicelib.compute.dispatcher import JobSpec
-
         try:
             # Never retried: a repeated claim would take a second run, not this one again.
             claimed = self.workspace.client.request("POST", self._path() + "/claim", json={}, retry=False)

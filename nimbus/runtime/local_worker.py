@@ -1,4 +1,4 @@
-"""The local dispatcher: a worker inside the local platform that runs each job as a process on this machine.
+"""The local worker: runs each job as a process on this machine, for the local platform and instance agents.
 
 Every job gets its own working folder (`jobs_dir/<run_id>/`) and its own session, so its whole process
 tree can be signalled as one group and it outlives a platform restart. `job.json` in that folder records
@@ -24,8 +24,8 @@ from typing import Callable
 
 import psutil
 
-from chalicelib.compute.dispatcher import Dispatcher, JobSpec, runner_command
-from chalicelib.services.runs import TERMINAL
+from nimbus.runtime.job_spec import JobSpec, runner_command
+from nimbus.runtime.run_states import TERMINAL
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class _Job:
     doomed: dict[int, psutil.Process] = field(default_factory=dict)  # members seen when the kill began
 
 
-class LocalWorker(Dispatcher):
+class LocalWorker:
     def __init__(self, jobs_dir: Path, api_url: str, mint_token: Callable[[JobSpec], str],
                  on_died: Callable[[str, str, str], None], run_status: Callable[[str, str], str], *,
                  concurrency: int = 2, python: str = sys.executable, poll_seconds: float = 0.5,

@@ -1,9 +1,9 @@
-"""The runner: executes one submitted run (`python -m nimbus.runner`) and reports it to the service.
+"""The runner: executes one submitted run (`python -m nimbus.runtime.runner`) and reports it to the service.
 
 The worker starts it with NIMBUS_URL, NIMBUS_RUN_TOKEN, NIMBUS_WORKSPACE, NIMBUS_RUN_ID and optionally
 NIMBUS_JOB_DIR (default: the current folder); on AWS Batch, AWS_BATCH_JOB_ATTEMPT numbers the job's
 attempt, and the token may come sealed instead (NIMBUS_RUN_TOKEN_SEALED, opened with KMS: see
-nimbus/sealed_token.py). See docs/execution.md, "The runner".
+nimbus/runtime/sealed_token.py). See docs/execution.md, "The runner".
 
 Each runner process names itself (a random `runner_id`) in its reports and heartbeats, with its Batch
 attempt: the service holds the run for the runner whose Preparing it accepted, restarts the run for a
@@ -30,21 +30,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from nimbus import environments, ranks, sealed_token
+from nimbus.runtime import environment_build, ranks, sealed_token
 from nimbus.client import ApiClient, api_path
-from nimbus.environments import EnvironmentHandle
+from nimbus.runtime.environment_build import EnvironmentHandle
 from nimbus.exceptions import (
     AuthenticationError, ConfigurationError, ConflictError, NimbusError, ServiceUnavailableError,
 )
-from nimbus.heartbeat import Heartbeat
+from nimbus.runtime.heartbeat import Heartbeat
 from nimbus.run import Run
-from nimbus.runner_io import Outcome, RunEnded, ScriptProcess, note
+from nimbus.runtime.run_states import TERMINAL
+from nimbus.runtime.runner_io import Outcome, RunEnded, ScriptProcess, note
 from nimbus.workspace import Workspace
 
 EXIT_REPORTED, EXIT_UNREPORTED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 128 + signal.SIGTERM
 HEARTBEAT_SECONDS = 60.0  # the service fails a Running run on Batch after 10 minutes without one
 RUNNER_ATTEMPTS = 10  # about 40 s of back-off before the service is taken to be unreachable
-TERMINAL = frozenset({"Completed", "Failed", "Canceled"})
 REQUIRED_ENV = ("NIMBUS_URL", "NIMBUS_RUN_TOKEN", "NIMBUS_WORKSPACE", "NIMBUS_RUN_ID")
 
 Extract = Callable[[list, Path, Any], Any]
@@ -100,19 +100,31 @@ def _open_sealed(sealed: str, run_id: str, env: Mapping[str, str], kms) -> str:
         raise ConfigurationError(f"the run token cannot be opened: {err}") from None
 
 
+def prepare_for_run(client: ApiClient, workspace: str, ref: str, home: Path | None = None) -> EnvironmentHandle:
+    """The environment version 'name[:version]' names (a run token may read it): its venv here, or the runner's
+    own interpreter inside the environment's image (built on AWS with NIMBUS_ENVIRONMENT_HASH set:
+    chalicelib/compute/image_build.py)."""
+    name, _, version = ref.partition(":")
+    found = client.get(api_path("workspaces", workspace, "environments", name, "versions", version or "latest"))
+    definition, digest = found["definition"], found["hash"]
+    if os.environ.get("NIMBUS_ENVIRONMENT_HASH") == digest:
+        return EnvironmentHandle(sys.executable, {str(k): str(v) for k, v in (definition.get("variables") or {}).items()})
+    return environment_build.prepare(definition, digest, environment_build.envs_dir() if home is None else home)
+
+
 def prepare_environment(run_config: Mapping[str, Any], client: ApiClient | None = None,
                         workspace: str | None = None) -> EnvironmentHandle:
     """The interpreter and extra variables the script runs with: the runner's own interpreter, or the
     virtualenv of run_config["environment"], built once per definition under NIMBUS_ENVS_DIR (default
-    $NIMBUS_HOME/envs) while the run is Preparing (nimbus/environments.py)."""
+    $NIMBUS_HOME/envs) while the run is Preparing (nimbus/runtime/environment_build.py)."""
     ref = run_config.get("environment")
     if not ref:
         return EnvironmentHandle(sys.executable)
     if client is None or workspace is None:
         raise PreparationError(f"environment {ref!r} needs the service to be read from")
     try:
-        return environments.prepare_for_run(client, workspace, str(ref))
-    except environments.EnvironmentBuildError as err:
+        return prepare_for_run(client, workspace, str(ref))
+    except environment_build.EnvironmentBuildError as err:
         raise PreparationError(str(err)) from None
 
 
@@ -230,7 +242,7 @@ class Runner:
     # --- the script -------------------------------------------------------------------------------
     def _run_script(self, argv: list[str], code_dir: Path, env: dict[str, str], placement: ranks.Placement) -> Outcome:
         (code_dir / "outputs").mkdir(exist_ok=True)
-        # One process, or node_count × process_count_per_node ranks supervised as one (nimbus/ranks.py)
+        # One process, or node_count × process_count_per_node ranks supervised as one (nimbus/runtime/ranks.py)
         self._script = ranks.start_script(argv, code_dir, env, self._log_sender, placement, echo=self._echo)
         try:
             self._script.start()

@@ -28,16 +28,17 @@ import json
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
 import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
-if TYPE_CHECKING:
-    from nimbus.client import ApiClient
+import nimbus
+from nimbus.home import nimbus_home
 
 READY = "nimbus-ready.json"
 PTH = "nimbus-runner.pth"
@@ -64,25 +65,7 @@ def envs_dir(environ: Mapping[str, str] | None = None) -> Path:
     environ = os.environ if environ is None else environ
     if environ.get("NIMBUS_ENVS_DIR"):
         return Path(environ["NIMBUS_ENVS_DIR"]).expanduser()
-    return Path(environ.get("NIMBUS_HOME") or Path.home() / ".nimbus").expanduser() / "envs"
-
-
-def fetch(client: "ApiClient", workspace: str, ref: str) -> dict:
-    """The environment version 'name[:version]' names (a run token may read it)."""
-    from nimbus.client import api_path
-
-    name, _, version = ref.partition(":")
-    return client.get(api_path("workspaces", workspace, "environments", name, "versions", version or "latest"))
-
-
-def prepare_for_run(client: "ApiClient", workspace: str, ref: str, home: Path | None = None) -> EnvironmentHandle:
-    """The environment of a run: its venv here, or the runner's own interpreter inside the environment's
-    image (built on AWS with NIMBUS_ENVIRONMENT_HASH set: chalicelib/compute/image_build.py)."""
-    version = fetch(client, workspace, ref)
-    definition, digest = version["definition"], version["hash"]
-    if os.environ.get("NIMBUS_ENVIRONMENT_HASH") == digest:
-        return EnvironmentHandle(sys.executable, {str(k): str(v) for k, v in (definition.get("variables") or {}).items()})
-    return prepare(definition, digest, envs_dir() if home is None else home)
+    return nimbus_home(environ) / "envs"
 
 
 def prepare(definition: Mapping[str, Any], hash: str, home: str | os.PathLike) -> EnvironmentHandle:
@@ -160,8 +143,6 @@ def _build(definition: Mapping[str, Any], hash: str, target: Path, log_path: Pat
 
 def _pth_lines(own: bool) -> str:
     """Lines of the venv's .pth (see the module's docstring): appended to sys.path after the venv's own."""
-    import nimbus
-
     nimbus_root = str(Path(nimbus.__file__).resolve().parent.parent)
     lines = []
     if own:
@@ -172,8 +153,6 @@ def _pth_lines(own: bool) -> str:
 
 
 def _site_dirs() -> list[str]:
-    import site
-
     return [d for d in site.getsitepackages() if os.path.isdir(d)]
 
 

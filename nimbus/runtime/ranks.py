@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from nimbus.runner_io import KILL_GRACE, Outcome, ScriptProcess
+from nimbus.runtime.runner_io import KILL_GRACE, Outcome, ScriptProcess
 
 LOCAL_ADDR = "127.0.0.1"
 DEFAULT_MASTER_PORT = 29500  # torch's own default: Batch nodes cannot agree on a port picked at random
