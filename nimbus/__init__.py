@@ -16,7 +16,7 @@ from nimbus.version import __version__
 
 # These pull in the HTTP client (requests, urllib3) or yaml, so they load on first use (PEP 562): a
 # scoring function runs `from nimbus import Model` where only the standard library may be installed.
-_LAZY = {"Workspace": "nimbus.workspace", "Experiment": "nimbus.experiment", "Run": "nimbus.run",
+_LAZY = {"Workspace": "nimbus.workspace", "Experiment": "nimbus.experiment", "Run": "nimbus.experiment",
          "ScriptRunConfig": "nimbus.runconfig", "Model": "nimbus.model", "ComputeTarget": "nimbus.compute_target",
          "Environment": "nimbus.environment"}
 

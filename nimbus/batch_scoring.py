@@ -14,14 +14,14 @@ import os
 import sys
 import time
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from nimbus.client import ApiClient
 from nimbus.exceptions import InvalidError
-
-if TYPE_CHECKING:
-    from nimbus.experiment import Experiment
-    from nimbus.model import Model
-    from nimbus.run import Run
+from nimbus.experiment import Experiment, Run
+from nimbus.model import Model
+from nimbus.runconfig import ScriptRunConfig
+from nimbus.workspace import Workspace
 
 MODEL_DIR = "models"  # inside the job's folder: models/<name>/<version>/
 OUTPUTS = "outputs"
@@ -40,8 +40,6 @@ def submit_batch_scoring(experiment: "Experiment", model_refs: Sequence["str | M
     so the run says exactly what it scored with). The inputs travel in the run's snapshot, so they must
     sit inside source_directory (datastores come later). Predictions land in outputs/<output_file>.
     """
-    from nimbus.runconfig import ScriptRunConfig
-
     source = Path(source_directory)
     if not source.is_dir():
         raise InvalidError(f"{str(source)!r} is not a folder", field="source_directory")
@@ -77,8 +75,6 @@ def _inside(root: Path, path: str | os.PathLike, field: str) -> str:
 
 
 def _pin(workspace, ref: "str | Model") -> str:
-    from nimbus.model import Model
-
     if isinstance(ref, Model):
         return ref.id
     name, _, version = str(ref).partition(":")
@@ -88,8 +84,6 @@ def _pin(workspace, ref: "str | Model") -> str:
 # --- scoring (inside the job) ------------------------------------------------------------------------
 def download_models(workspace, refs: Sequence[str], root: Path) -> dict[str, dict[str, str]]:
     """Each version's files under root/<name>/<version>/, and the models.json index that get_model_path reads."""
-    from nimbus.model import Model
-
     index: dict[str, dict[str, str]] = {}
     for ref in refs:
         name, _, version = ref.partition(":")
@@ -160,10 +154,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not inputs.is_dir():
         print(f"inputs {args.inputs!r} is not a folder", file=sys.stderr)
         return EXIT_USAGE
-
-    from nimbus.client import ApiClient
-    from nimbus.run import Run
-    from nimbus.workspace import Workspace
 
     workspace = Workspace(os.environ["NIMBUS_WORKSPACE"],
                           client=ApiClient(os.environ["NIMBUS_URL"], os.environ["NIMBUS_RUN_TOKEN"]))

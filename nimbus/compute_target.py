@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from nimbus.client import api_path
-from nimbus.exceptions import NimbusError
+from nimbus.exceptions import NimbusError, NotFoundError
 
 if TYPE_CHECKING:
     from nimbus.workspace import Workspace
@@ -119,8 +119,6 @@ class ComputeTarget:
         being created); ConflictError while runs on it have not ended. Batch takes minutes to take a
         cluster down: with `wait` this returns once the target is gone (ComputeTargetTimeout after
         `timeout_s`); without, True if it is gone already, False while it is still `Deleting`."""
-        from nimbus.exceptions import NotFoundError
-
         reply = self.workspace.client.request("DELETE", self._path())
         if (reply or {}).get("deleted", True) or not wait:
             return bool((reply or {}).get("deleted", True))

@@ -13,6 +13,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+import yaml
+
+from nimbus.client import api_path
 from nimbus.exceptions import InvalidError
 
 if TYPE_CHECKING:
@@ -49,8 +52,6 @@ class Environment:
     def from_yaml(cls, name: str, file_path: str | os.PathLike) -> "Environment":
         """From a YAML file of `python`, `pip`, `variables` and `base_image`; a conda-style file's
         `dependencies` (`python=3.11` and a `pip:` list) is read too."""
-        import yaml
-
         path = Path(file_path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -130,6 +131,4 @@ def reference(environment: Any) -> Any:
 
 
 def _path(workspace: "Workspace", *more: Any) -> str:
-    from nimbus.client import api_path
-
     return api_path("workspaces", workspace.name, "environments", *(str(m) for m in more))

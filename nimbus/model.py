@@ -9,11 +9,13 @@ library installed, so this module imports the HTTP client (and everything built 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from nimbus.exceptions import InvalidError
 from nimbus.model_path import get_model_path as _get_model_path
+from nimbus.progress import ProgressBar, wanted
 
 if TYPE_CHECKING:
     from nimbus.workspace import Workspace
@@ -72,8 +74,6 @@ class Model:
                  description: str | None = None, model_framework: str | None = None,
                  model_framework_version: str | None = None, show_progress: bool | None = True) -> "Model":
         """Uploads a local file or folder straight to storage and registers it as the next version."""
-        from nimbus.progress import ProgressBar, wanted
-
         files = _local_files(model_path)
         client = workspace.client
         reply = client.post(_path(workspace, model_name, "uploads"),
@@ -106,8 +106,7 @@ class Model:
                  show_progress: bool | None = None) -> str:
         """Writes the version's files under target_dir and returns the path of its asset (file or folder);
         with zip=True writes one `<name>-<version>.zip` there instead and returns its path."""
-        from nimbus.progress import ProgressBar, wanted
-        from nimbus.snapshot import safe_target
+        from nimbus.snapshot import safe_target  # here: a scoring function imports this module with only the standard library
 
         client = self.workspace.client
         files = client.get(self._version_path("files"))["files"]
@@ -173,7 +172,7 @@ class Model:
     def deploy(workspace: "Workspace", name: str, models: Sequence["Model"], inference_config: Any = None,
                deployment_config: Any = None, endpoint: str | None = None, overwrite: bool = True) -> Any:
         """Deploys models as a scoring function (see nimbus.webservice)."""
-        from nimbus.webservice import deploy
+        from nimbus.webservice import deploy  # here: a scoring function imports this module with only the standard library
 
         return deploy(workspace, name, models, inference_config, deployment_config, endpoint=endpoint)
 
@@ -201,7 +200,7 @@ class Model:
 
 
 def _path(workspace: "Workspace", *segments: Any) -> str:
-    from nimbus.client import api_path
+    from nimbus.client import api_path  # here: a scoring function imports this module with only the standard library
 
     return api_path("workspaces", workspace.name, "models", *(str(s) for s in segments))
 
@@ -241,7 +240,5 @@ def _tag_filters(tags: Mapping[str, Any] | Iterable[str | Sequence[str]] | None)
 def _parallel(task, jobs: list) -> list:
     if len(jobs) <= 1:
         return [task(job) for job in jobs]
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=PARALLEL_TRANSFERS, thread_name_prefix="nimbus-model") as pool:
         return list(pool.map(task, jobs))

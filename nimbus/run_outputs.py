@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable
 from nimbus.client import api_path
 from nimbus.exceptions import InvalidError
 from nimbus.progress import ProgressBar, wanted
+from nimbus.snapshot import extract
 
 if TYPE_CHECKING:
     from nimbus.workspace import Workspace
@@ -133,10 +135,6 @@ def _parallel(task: Callable[[Any], Any], jobs: Iterable[Any]) -> list[Any]:
 
 def download_snapshot(run, output_directory: str | os.PathLike = ".", as_zip: bool = False) -> list[str] | str:
     """The code a submitted run executed: its snapshot, as files under output_directory or one zip."""
-    import tempfile
-
-    from nimbus.snapshot import extract
-
     snapshot_id = run.get_details().get("snapshot_id")
     if not snapshot_id:
         raise InvalidError(f"run {run.id} was not submitted from a folder: it has no snapshot")

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from nimbus.environment import reference
 from nimbus.exceptions import InvalidError
 
 COMPUTE_NAME = re.compile(r"[a-z][a-z0-9-]{1,31}")  # `local`, or a target registered in the workspace
@@ -64,8 +65,7 @@ class ScriptRunConfig:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= highest:
                 raise _invalid(name, f"must be a whole number from 1 to {highest}, not {value!r}")
         self.resources = _resources(self.resources)
-        from nimbus.environment import reference  # a registered Environment becomes 'name:version'
-
+        # A registered Environment becomes 'name:version'.
         self.environment = reference(self.environment)
         if self.environment is not None and (not isinstance(self.environment, str) or not 0 < len(self.environment)
                                              <= 255):

@@ -12,9 +12,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
+from nimbus import snapshot
 from nimbus.client import api_path
 from nimbus.environment import Environment, reference
 from nimbus.exceptions import AuthenticationError, InvalidError, NimbusError
+from nimbus.progress import ProgressBar, wanted
 
 if TYPE_CHECKING:
     from nimbus.workspace import Workspace
@@ -176,9 +178,6 @@ def deploy(workspace: "Workspace", name: str, models: Iterable[Any], inference_c
     WebserviceDeploymentError with the service's error. A new endpoint sends all its traffic to its
     first deployment; later deployments start at weight 0 (see Webservice.set_traffic).
     """
-    from nimbus import snapshot
-    from nimbus.progress import ProgressBar, wanted
-
     check_name(name, "name")
     endpoint = check_name(endpoint, "endpoint") if endpoint is not None else name
     ids = model_ids(models)

@@ -1,13 +1,9 @@
-"""Workspace: the top-level container of experiments, runs and their members."""
+"""Workspace: the top-level container of experiments, runs and their members (Experiment.list lists its experiments)."""
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from nimbus.client import ApiClient, api_path
 from nimbus.config import resolve
-
-if TYPE_CHECKING:
-    from nimbus.experiment import Experiment
+from nimbus.exceptions import ConflictError
 
 
 class Workspace:
@@ -40,8 +36,6 @@ class Workspace:
     def create(cls, name: str, description: str = "", url: str | None = None, token: str | None = None,
                exist_ok: bool = False) -> "Workspace":
         """Creates a workspace (you become its owner). With exist_ok, an existing one is returned instead."""
-        from nimbus.exceptions import ConflictError
-
         workspace = cls(name, url, token)
         try:
             workspace.client.post("/v1/workspaces", {"name": name, "description": description})
@@ -77,14 +71,6 @@ class Workspace:
 
     def remove_member(self, user: str) -> None:
         self.client.request("DELETE", api_path("workspaces", self.name, "members", user))
-
-    # --- experiments -----------------------------------------------------------------------------
-    def experiments(self) -> dict[str, "Experiment"]:
-        from nimbus.experiment import Experiment
-
-        items = self.client.paged(api_path("workspaces", self.name, "experiments"), "experiments",
-                                  {"max_results": 1000})
-        return {e["name"]: Experiment(self, e["name"], details=e) for e in items}
 
     def whoami(self) -> dict:
         return self.client.get("/v1/whoami")

@@ -29,9 +29,10 @@ from chalicelib.hosting.host_spawner import INTERPRETER_FILE, ForkedHost, HostSp
 from chalicelib.hosting.port import (
     DeploymentEnvironment, DeploymentSpec, EndpointTarget, FunctionHost, HostState, ScoreResult,
 )
-from chalicelib.local.platform import write_private
 from chalicelib.store.local_blobs import LocalBlobs
 from chalicelib.store.table import Query, Table
+from nimbus.runtime import environment_build
+from nimbus.runtime.private_files import write_private
 
 HOSTS_PK = "HOSTS#local"
 CRASH_LIMIT = 5  # crashes within CRASH_WINDOW_S before a deployment is declared Failed
@@ -243,16 +244,14 @@ class LocalHosts(FunctionHost):
     def _prepare_environment(self, folder: Path, environment: DeploymentEnvironment) -> str | None:
         """The environment's virtualenv (built once, shared with runs), recorded in the folder as the
         interpreter its host starts with; the error text when it cannot be built."""
-        from nimbus import environments
-
-        wanted, own = environment.definition.get("python"), environments.running_python()
+        wanted, own = environment.definition.get("python"), environment_build.running_python()
         if wanted and wanted != own:  # the host's own code runs in the venv, with the platform's packages
             return (f"environment {environment.ref} asks for Python {wanted}; local scoring hosts run the "
                     f"platform's Python {own}: use an environment with python {own!r}")
-        home = environments.envs_dir({**os.environ, "NIMBUS_HOME": str(self.home)})
+        home = environment_build.envs_dir({**os.environ, "NIMBUS_HOME": str(self.home)})
         try:
-            handle = environments.prepare(environment.definition, environment.hash, home)
-        except environments.EnvironmentBuildError as error:
+            handle = environment_build.prepare(environment.definition, environment.hash, home)
+        except environment_build.EnvironmentBuildError as error:
             return f"environment {environment.ref}: {error}"
         (folder / INTERPRETER_FILE).write_text(json.dumps({"python": handle.python, "env": handle.env}))
         return None

@@ -11,21 +11,9 @@ import signal
 from pathlib import Path
 
 from chalicelib.errors import Conflict
+from nimbus.runtime.private_files import write_private
 
 CREDENTIALS = "credentials"
-
-
-def write_private(path: Path, data: dict) -> None:
-    """Atomically replace `path` with JSON readable only by its owner."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(temp, 0o600)
-    os.replace(temp, path)
 
 
 def bootstrap(services, home: Path, url: str) -> dict:

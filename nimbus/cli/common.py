@@ -8,7 +8,7 @@ import click
 from nimbus.client import ApiClient
 from nimbus.config import resolve
 from nimbus.exceptions import NimbusError
-from nimbus.run import Run
+from nimbus.experiment import Run
 from nimbus.workspace import Workspace
 
 

@@ -11,6 +11,7 @@ import yaml
 from nimbus.cli.common import CommandError, connect, key_values, output_option, workspace_option
 from nimbus.cli.output import emit
 from nimbus.compute_target import CREATE_TIMEOUT_S, POLL_SECONDS, ComputeTarget
+from nimbus.runtime.agent import Agent, AgentSettings
 
 COLUMNS = [("NAME", "name"), ("TYPE", "type"), ("STATE", "state"), ("SETTINGS", "settings")]
 FIELDS = ["name", "type", "state", "active_runs", "settings", "resources", "error", "created", "created_by"]
@@ -110,8 +111,6 @@ def agent(compute_name: str, once: bool, concurrency: int | None, poll_seconds: 
 
     SIGTERM or Ctrl-C stops claiming; running jobs may finish within --grace-seconds.
     """
-    from nimbus.runtime.agent import Agent, AgentSettings
-
     settings = AgentSettings(compute_name, concurrency=concurrency, poll_seconds=poll_seconds, grace_s=grace_seconds,
                              jobs_dir=jobs_dir)
     worker = Agent(connect(workspace_name), settings)

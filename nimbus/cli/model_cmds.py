@@ -5,9 +5,13 @@ from pathlib import Path
 
 import click
 
+from nimbus.batch_scoring import submit_batch_scoring
 from nimbus.cli.common import connect, key_values, output_option, workspace_option
 from nimbus.cli.output import emit, print_table
+from nimbus.cli.run_cmds import report_submitted
+from nimbus.experiment import Experiment, Run
 from nimbus.model import Model
+from nimbus.progress import wanted
 
 MODEL_COLUMNS = [("NAME", "name"), ("VERSION", "version"), ("ALIASES", "aliases"), ("TAGS", "tags"),
                  ("FRAMEWORK", "framework"), ("CREATED", "created")]
@@ -45,8 +49,6 @@ def register(name: str, path: str, run_id: str | None, tag: tuple[str, ...], pro
              description: str | None, framework: str | None, framework_version: str | None, progress: bool | None,
              workspace_name: str | None, output: str) -> None:
     """Register NAME's next version from a local file or folder, or from a run's files."""
-    from nimbus.progress import wanted
-    from nimbus.run import Run
 
     workspace = connect(workspace_name)
     options = dict(tags=key_values(tag, "--tag"), properties=key_values(properties, "--property"), description=description,
@@ -101,8 +103,6 @@ def show(ref: str, workspace_name: str | None, output: str) -> None:
 def download(ref: str, target: Path, as_zip: bool, overwrite: bool, progress: bool | None,
              workspace_name: str | None, output: str) -> None:
     """Download a version's files."""
-    from nimbus.progress import wanted
-
     name, version = _ref(ref)
     found = Model(connect(workspace_name), name, version)
     written = found.download(target, exist_ok=overwrite, zip=as_zip, show_progress=wanted(progress))
@@ -175,10 +175,6 @@ def aliases(name: str, workspace_name: str | None, output: str) -> None:
 def batch_score(refs: tuple[str, ...], entry_script: str, inputs: str, source_dir: str, experiment_name: str,
                 output_file: str, continue_on_error: bool, wait: bool, workspace_name: str | None, output: str) -> None:
     """Score every file of a folder with the models' entry script, as a run writing outputs/predictions.jsonl."""
-    from nimbus.batch_scoring import submit_batch_scoring
-    from nimbus.cli.run_cmds import report_submitted
-    from nimbus.experiment import Experiment
-
     for ref in refs:
         _ref(ref)
     experiment = Experiment(connect(workspace_name), experiment_name)

@@ -1,7 +1,6 @@
 """Getting connected: `nimbus up`, `nimbus login`, `nimbus whoami`."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click

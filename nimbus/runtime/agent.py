@@ -12,7 +12,6 @@ their runs marked Failed.
 """
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -25,6 +24,7 @@ from nimbus.exceptions import AuthenticationError, ConflictError, InvalidError, 
 from nimbus.home import nimbus_home
 from nimbus.runtime.job_spec import JobSpec
 from nimbus.runtime.local_worker import LocalWorker
+from nimbus.runtime.private_files import write_private_text
 from nimbus.runtime.run_states import TERMINAL
 from nimbus.workspace import Workspace
 
@@ -160,9 +160,7 @@ class Agent:
         """The claimed token, also kept in the job's folder (created by now) for a later agent's reports."""
         token = self._tokens[spec.run_id]
         path = self._worker.jobs_dir / spec.run_id / TOKEN_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(token)
+        write_private_text(path, token)
         return token
 
     def _run_client(self, run_id: str) -> ApiClient | None:

@@ -25,6 +25,7 @@ from typing import Callable
 import psutil
 
 from nimbus.runtime.job_spec import JobSpec, runner_command
+from nimbus.runtime.private_files import write_private
 from nimbus.runtime.run_states import TERMINAL
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ class LocalWorker:
                                      stdout=runner_log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             process, started = psutil.Process(popen.pid), time.time()
-            _write_private(folder / JOB_FILE, {
+            write_private(folder / JOB_FILE, {
                 "run_id": spec.run_id, "workspace": spec.workspace, "max_duration_s": spec.max_duration_s,
                 "pid": popen.pid, "pgid": popen.pid, "started": started, "create_time": process.create_time()})
         except BaseException:  # an unrecorded job could never be supervised again: do not leave it running
@@ -302,12 +303,3 @@ def _exit_reason(code: int) -> str:
         except ValueError:
             return f"the runner was killed by signal {-code}"
     return f"the runner exited with code {code}"
-
-
-def _write_private(path: Path, data: dict) -> None:
-    """Atomically, readable by the owner only."""
-    temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle)
-    os.replace(temp, path)

@@ -30,14 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from nimbus.runtime import environment_build, ranks, sealed_token
+from nimbus import snapshot
 from nimbus.client import ApiClient, api_path
-from nimbus.runtime.environment_build import EnvironmentHandle
 from nimbus.exceptions import (
     AuthenticationError, ConfigurationError, ConflictError, NimbusError, ServiceUnavailableError,
 )
+from nimbus.experiment import Run
+from nimbus.runtime import environment_build, ranks, sealed_token
+from nimbus.runtime.environment_build import EnvironmentHandle
 from nimbus.runtime.heartbeat import Heartbeat
-from nimbus.run import Run
 from nimbus.runtime.run_states import TERMINAL
 from nimbus.runtime.runner_io import Outcome, RunEnded, ScriptProcess, note
 from nimbus.workspace import Workspace
@@ -327,10 +328,7 @@ class Runner:
         reply = self.client.get(api_path("workspaces", self.settings.workspace, "snapshots", snapshot_id, "downloads"))
         code_dir = self.settings.job_dir / "code"
         code_dir.mkdir(parents=True, exist_ok=True)
-        extract = self._extract
-        if extract is None:
-            from nimbus.snapshot import extract
-        extract(reply["files"], code_dir, self.client)
+        (self._extract or snapshot.extract)(reply["files"], code_dir, self.client)
         return code_dir
 
     def _log_sender(self, stream: str) -> Callable[[str], None]:

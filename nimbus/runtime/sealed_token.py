@@ -70,7 +70,7 @@ def open_sealed(sealed: str, run_id: str, *, kms=None, env: Mapping[str, str] | 
     request = decrypt_request(sealed, run_id)
     if kms is None:
         kms = _kms_client(os.environ if env is None else env)
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError  # here: boto3 is an optional install (aws-runner)
 
     try:
         answer = kms.decrypt(**request)
@@ -93,7 +93,7 @@ def _kms_client(env: Mapping[str, str]):
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     if not region:
         raise SealedTokenError(f"opening {SEALED_ENV} needs the AWS region (AWS_REGION or AWS_DEFAULT_REGION)")
-    try:
+    try:  # here: boto3 is an optional install (nimbus-ml[aws-runner]) that only a Batch runner needs
         import boto3
         from botocore.config import Config
     except ImportError:

@@ -26,7 +26,7 @@ from chalicelib.compute.batch_provisioner import BatchProvisioner
 from nimbus.runtime.job_spec import JobSpec
 from chalicelib.settings import Settings
 from nimbus import ScriptRunConfig, sealed_token, snapshot
-from nimbus.run import Run
+from nimbus.experiment import Run
 
 REGION = "us-east-1"
 

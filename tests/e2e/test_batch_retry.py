@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from chalicelib.compute import batch_spec
-from nimbus.run import Run
+from nimbus.experiment import Run
 from tests.e2e.test_batch_container_command import queued_batch_run
 
 TRAIN = """\

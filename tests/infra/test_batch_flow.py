@@ -18,7 +18,7 @@ from chalicelib.services.common import Context
 from chalicelib.settings import Settings
 from chalicelib.store.factory import build_blobs, build_table
 from chalicelib.store.table import Query
-from nimbus import sealed_token
+from nimbus.runtime import sealed_token
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"

@@ -18,7 +18,7 @@ from chalicelib.compute import batch_spec, image_build
 from chalicelib.hosting import lambda_package
 from chalicelib.settings import Settings
 from chalicelib.store import schema
-from nimbus import sealed_token
+from nimbus.runtime import sealed_token
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "template.json"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import email
 import pkgutil
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -54,9 +55,15 @@ def test_every_client_module_imports_without_the_server_packages(tmp_path):
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
-    out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of what the project ships: setuptools writes build/ beside the sources.
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for package in ("nimbus", "chalicelib"):
+        shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "app.py", source / "app.py")  # present in the tree, so its absence from the wheel proves something
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(out), str(ROOT)], check=True, capture_output=True, timeout=300)
+                    "--wheel-dir", str(out), str(source)], check=True, capture_output=True, timeout=300)
     return zipfile.ZipFile(next(out.glob("nimbus_ml-*.whl")))
 
 

@@ -30,12 +30,12 @@ def test_members(workspace, user_token):
     assert [m["user"] for m in workspace.members()] == ["admin"]
 
 
-def test_experiments_by_name(workspace):
-    assert workspace.experiments() == {}
+def test_experiments_are_listed(workspace):
+    assert Experiment.list(workspace) == []
     assert Experiment(workspace, "later").run_count == 0
     Experiment(workspace, "a").start_logging()
     Experiment(workspace, "b").start_logging()
-    experiments = workspace.experiments()
+    experiments = {experiment.name: experiment for experiment in Experiment.list(workspace)}
     assert sorted(experiments) == ["a", "b"] and experiments["a"].run_count == 1
 
 

@@ -69,7 +69,7 @@ def test_the_dockerfile_pip_step_installs_its_requirements_file_for_real(tmp_pat
     context = tmp_path / "context"
     with zipfile.ZipFile(io.BytesIO(build_context(definition, definition_hash(definition)))) as archive:
         archive.extractall(context)
-    assert (context / "nimbus-client" / "nimbus" / "runner.py").is_file()
+    assert (context / "nimbus-client" / "nimbus" / "runtime" / "runner.py").is_file()
     # When the Dockerfile's requirements step runs here, its image paths mapped onto the context
     lines = (context / "Dockerfile").read_text().splitlines()
     copied = dict(line.split()[1:3][::-1] for line in lines if line.startswith("COPY "))  # image path -> context path

@@ -31,7 +31,7 @@ def test_a_bare_environment_is_a_venv_that_sees_nimbus_and_is_reused_at_once(tmp
     assert handle.env["COLOR"] == "blue" and handle.env["VIRTUAL_ENV"] == str(target)
     assert handle.env["PATH"].startswith(str(target / "bin"))
     # the script's interpreter is the venv's, and Run.get_context() can be imported in it
-    assert run_in(handle, "import sys, nimbus.run; print(sys.prefix)") == str(target)
+    assert run_in(handle, "import sys, nimbus.experiment; print(sys.prefix)") == str(target)
 
     ready = (target / READY).stat().st_mtime_ns
     started = time.perf_counter()

@@ -7,7 +7,7 @@ import uuid
 import orjson
 import pytest
 
-import nimbus.client
+import nimbus.experiment
 from nimbus import Run
 from nimbus.exceptions import ConfigurationError, InvalidError
 from nimbus.offline_run import OfflineRun
@@ -71,7 +71,7 @@ def test_without_any_one_variable_the_context_is_offline(context_env, missing):
 
 
 def test_complete_in_a_submitted_script_sends_metrics_but_leaves_the_status_to_the_runner(context_env):
-    context_env.setattr(nimbus.client, "ApiClient", RecordingClient)
+    context_env.setattr(nimbus.experiment, "ApiClient", RecordingClient)
     run = Run.get_context()
     run.log("loss", 0.5)
 
@@ -82,7 +82,7 @@ def test_complete_in_a_submitted_script_sends_metrics_but_leaves_the_status_to_t
 
 
 def test_an_error_in_a_submitted_script_is_left_for_the_runner_to_report(context_env):
-    context_env.setattr(nimbus.client, "ApiClient", RecordingClient)
+    context_env.setattr(nimbus.experiment, "ApiClient", RecordingClient)
     run = Run.get_context()
 
     with pytest.raises(ZeroDivisionError):
@@ -93,7 +93,7 @@ def test_an_error_in_a_submitted_script_is_left_for_the_runner_to_report(context
 
 
 def test_a_submitted_script_creates_child_runs_with_its_run_token(context_env):
-    context_env.setattr(nimbus.client, "ApiClient", RecordingClient)
+    context_env.setattr(nimbus.experiment, "ApiClient", RecordingClient)
     run = Run.get_context()
 
     child = run.child_run("fold-1")

@@ -209,7 +209,7 @@ def captured(monkeypatch):
     seen = {}
 
     def fake_submit(self, config, tags=None, client_token=None, show_progress=None):
-        from nimbus.run import Run
+        from nimbus.experiment import Run
 
         seen.update(config=config, tags=tags, experiment=self.name)
         return Run(self.workspace, "run-9", details={"id": "run-9", "status": "Queued", "experiment": self.name})
