@@ -5,7 +5,7 @@ from chalicelib.api.deps import services
 from chalicelib.api.models import CreateCompute
 from chalicelib.api.routing import endpoint, json_response
 from chalicelib.errors import Invalid
-from chalicelib.services.runs import run_view
+from chalicelib.services.run_views import run_view
 
 bp = Blueprint(__name__)
 COMPUTES = "/v1/workspaces/{workspace}/computes"

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import logging
 
 from chalicelib import settings as settings_module
-from chalicelib.services.common import Context
+from chalicelib.domain.context import Context
 from chalicelib.services.compute_targets import ComputeTargets
 from chalicelib.services.experiments import Experiments
 from chalicelib.services.identity import Identity

@@ -6,7 +6,8 @@ from chalicelib.api.deps import services
 from chalicelib.api.models import AddProperties, Body, ChangeStatus, CreateRun, UpdateTags
 from chalicelib.api.routing import endpoint, query_int, query_str
 from chalicelib.errors import Forbidden, Invalid
-from chalicelib.services.runs import Reporter, run_view
+from chalicelib.services.run_views import run_view
+from chalicelib.services.runs import Reporter
 
 bp = Blueprint(__name__)
 RUN = "/v1/workspaces/{workspace}/runs/{run_id}"

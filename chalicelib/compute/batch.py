@@ -20,7 +20,7 @@ from chalicelib.compute.aws_calls import Calls, RoleArns, error_code, lazy_clien
 from chalicelib.compute.dispatcher import Dispatcher
 from nimbus.runtime.job_spec import JobSpec
 from chalicelib.errors import Conflict, Invalid, NimbusError, NotFound, Unavailable
-from chalicelib.services import keys
+from chalicelib.domain import table_keys
 from nimbus.runtime.run_states import ACTIVE
 from chalicelib.services.runs import Runs
 from chalicelib.settings import Settings
@@ -139,7 +139,7 @@ class BatchDispatcher(Dispatcher):
         entry = batch_job_key(spec.run_id)
         try:
             self.ctx.table.transact([
-                Update(keys.run(spec.run_id), set={"job": job},
+                Update(table_keys.run(spec.run_id), set={"job": job},
                        condition=all_of(item_exists(), attr_in("status", ACTIVE))),
                 Put({"pk": entry.pk, "sk": entry.sk, "entity": "batch_job", "workspace": spec.workspace,
                      "job_id": job["job_id"], "created": self.ctx.now()}),
@@ -154,7 +154,7 @@ class BatchDispatcher(Dispatcher):
             pass  # it ended meanwhile: that outcome stands
 
     def cancel(self, run_id: str) -> bool:
-        run = self.ctx.table.get_item(keys.run(run_id)) if run_id.isalnum() else None
+        run = self.ctx.table.get_item(table_keys.run(run_id)) if run_id.isalnum() else None
         job = (run or {}).get("job") or {}
         if job.get("type") != "batch":
             return False

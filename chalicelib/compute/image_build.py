@@ -31,8 +31,8 @@ from typing import Any, Mapping
 import yaml
 
 from chalicelib.errors import NimbusError
-from chalicelib.services import keys
-from chalicelib.services.common import Context
+from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
 from chalicelib.services.environments import IMAGE_BUILD_KIND
 from chalicelib.services.workspaces import Workspaces
 from chalicelib.store.table import (
@@ -196,7 +196,7 @@ class ImageBuilds:
         from botocore.exceptions import BotoCoreError, ClientError
 
         digest = item["hash"]
-        key = keys.environment_build(digest, IMAGE_BUILD_KIND + workspace)
+        key = table_keys.environment_build(digest, IMAGE_BUILD_KIND + workspace)
         claim = {"pk": key.pk, "sk": key.sk, "entity": "environment_build", "workspace": workspace, "hash": digest,
                  "state": "Building", "format": IMAGE_FORMAT, "started": self.ctx.now()}
         try:
@@ -219,7 +219,7 @@ class ImageBuilds:
 
     def refresh(self, workspace: str, digest: str) -> dict | None:
         """The build item, its state brought up to date from CodeBuild while it is Building."""
-        key = keys.environment_build(digest, IMAGE_BUILD_KIND + workspace)
+        key = table_keys.environment_build(digest, IMAGE_BUILD_KIND + workspace)
         item = self.ctx.table.get_item(key)
         if item is None or item.get("state") != "Building" or not item.get("build_id"):
             return item

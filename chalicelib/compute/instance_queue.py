@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from chalicelib.compute.dispatcher import Dispatcher
 from nimbus.runtime.job_spec import JobSpec
-from chalicelib.services import keys
-from chalicelib.services.common import Context
+from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
 from chalicelib.services.identity import Identity, digest
 from chalicelib.store.table import (
     Check, ConditionFailed, Delete, Key, Operation, Put, Query, Update, all_of, any_of, attr_absent, attr_eq, attr_lt,
@@ -57,7 +57,7 @@ class InstanceQueue(Dispatcher):
         self.ctx = ctx
 
     def queue_entry(self, spec: JobSpec) -> Put:
-        key = keys.instance_queue_entry(spec.workspace, spec.compute, spec.run_id)
+        key = table_keys.instance_queue_entry(spec.workspace, spec.compute, spec.run_id)
         return Put({"pk": key.pk, "sk": key.sk, "entity": "instance_queued_job", "workspace": spec.workspace,
                     "target": spec.compute, "max_duration_s": spec.max_duration_s, "created": self.ctx.now()},
                    item_absent())
@@ -66,7 +66,7 @@ class InstanceQueue(Dispatcher):
         """Nothing more: the queue item written with the run is the whole hand-over."""
 
     def cancel_job(self, spec: JobSpec) -> bool:
-        key = keys.instance_queue_entry(spec.workspace, spec.compute, spec.run_id)
+        key = table_keys.instance_queue_entry(spec.workspace, spec.compute, spec.run_id)
         try:
             self.ctx.table.delete(key.pk, key.sk, item_exists())
         except ConditionFailed:
@@ -74,7 +74,7 @@ class InstanceQueue(Dispatcher):
         return True
 
     def cancel(self, run_id: str) -> bool:
-        run = self.ctx.table.get_item(keys.run(run_id))
+        run = self.ctx.table.get_item(table_keys.run(run_id))
         if run is None or not run.get("compute_target"):
             return False
         return self.cancel_job(JobSpec(run_id, run["workspace"], None, compute=run["compute_target"]))
@@ -83,12 +83,12 @@ class InstanceQueue(Dispatcher):
         """(the oldest queued run not leased to another agent, a token for it), or None when there is none,
         or when `limit` runs of the target (its max_concurrent_runs) are leased or running already."""
         slots = _Slots(self.ctx, workspace, target, limit)
-        query = Query(keys.instance_queue_pk(workspace, target), limit=CLAIM_PAGE)
+        query = Query(table_keys.instance_queue_pk(workspace, target), limit=CLAIM_PAGE)
         for entry in self.ctx.table.query_all(query):
             now = self.ctx.clock()
             if _leased(entry, now):
                 continue  # with another agent until its lease lapses
-            run = self.ctx.table.get_item(keys.run(entry["sk"]))
+            run = self.ctx.table.get_item(table_keys.run(entry["sk"]))
             if run is None or run["status"] != "Queued":
                 self._drop(entry)  # canceled, failed or started meanwhile: nothing to run
                 continue
@@ -118,7 +118,7 @@ class InstanceQueue(Dispatcher):
                                               condition=all_of(item_exists(), free))]
         if previous is not None and previous.get("token"):
             # The lapsed claim's token stops working: its runner, if it ever starts, is refused
-            operations.append(Delete(keys.token(previous["token"])))
+            operations.append(Delete(table_keys.token(previous["token"])))
         operations.extend(slot)
         try:
             if len(operations) == 1:
@@ -137,7 +137,7 @@ class InstanceQueue(Dispatcher):
             pass  # another claim (or the run's own report) removed it first
 
     def _revoke(self, token: str) -> None:
-        key = keys.token(digest(token))
+        key = table_keys.token(digest(token))
         self.ctx.table.delete(key.pk, key.sk)
 
 
@@ -173,20 +173,20 @@ class _Slots:
         lapsed: list[tuple[int, dict, dict]] = []
         for index, item in held:
             holder = item.get("holder")
-            if self.ctx.table.get_item(keys.active_run(self.workspace, self.target, holder)) is None:
+            if self.ctx.table.get_item(table_keys.active_run(self.workspace, self.target, holder)) is None:
                 return [self._take(index, run_id, now, attr_eq("holder", holder)),
-                        Check(keys.active_run(self.workspace, self.target, holder), item_absent())]
-            entry = self.ctx.table.get_item(keys.instance_queue_entry(self.workspace, self.target, holder))
+                        Check(table_keys.active_run(self.workspace, self.target, holder), item_absent())]
+            entry = self.ctx.table.get_item(table_keys.instance_queue_entry(self.workspace, self.target, holder))
             if entry is not None and isinstance(entry.get("lease"), dict) and not _leased(entry, now):
                 lapsed.append((index, item, entry))
         for index, item, entry in lapsed:  # queued, but its agent is gone: its slot goes to this run
             lease, holder = entry["lease"], item["holder"]
             operations = [self._take(index, run_id, now, attr_eq("holder", holder)),
-                          Check(keys.instance_queue_entry(self.workspace, self.target, holder),
+                          Check(table_keys.instance_queue_entry(self.workspace, self.target, holder),
                                 all_of(attr_eq(("lease", "token"), lease.get("token")),
                                        attr_lt(("lease", "until"), now)))]
             if lease.get("token"):
-                operations.append(Delete(keys.token(lease["token"])))
+                operations.append(Delete(table_keys.token(lease["token"])))
             return operations
         return None
 

@@ -15,8 +15,9 @@ import secrets
 from typing import Protocol
 
 from chalicelib.errors import Invalid, NimbusError
-from chalicelib.services import keys
-from chalicelib.services.common import Context, parse_iso
+from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
+from chalicelib.domain.timestamps import parse_iso
 from chalicelib.store.table import (
     Cond, ConditionFailed, Key, Put, Query, Update, all_of, any_of, attr_absent, attr_eq, attr_lt,
 )
@@ -67,7 +68,7 @@ class ClusterLifecycle:
     def start(self, workspace: str, item: dict) -> dict:
         """Attached → Succeeded; made → the compute environment asked for (step `compute_environment`);
         refused → Failed with the reason (the error is raised on)."""
-        key = keys.compute_target(workspace, item["name"])
+        key = table_keys.compute_target(workspace, item["name"])
         try:
             resources = self.provisioner.start(workspace, item["name"], item["settings"])
         except Exception as error:
@@ -128,7 +129,7 @@ class ClusterLifecycle:
 
     def _adopt(self, workspace: str, item: dict) -> dict:
         """A create request that died between asking for the compute environment and recording it."""
-        key = keys.compute_target(workspace, item["name"])
+        key = table_keys.compute_target(workspace, item["name"])
         found = self.provisioner.find_started(workspace, item["name"])
         if found is None:
             return self._fail(workspace, item, "the creation was interrupted before its compute environment was "
@@ -141,7 +142,7 @@ class ClusterLifecycle:
 
     def _create_queue(self, workspace: str, item: dict) -> dict:
         """The queue, made by the one caller that claims the step; the others read what it recorded."""
-        key, now, token = keys.compute_target(workspace, item["name"]), self.ctx.clock(), secrets.token_hex(8)
+        key, now, token = table_keys.compute_target(workspace, item["name"]), self.ctx.clock(), secrets.token_hex(8)
         free = any_of(attr_absent(("claim", "until")), attr_lt(("claim", "until"), now))
         try:
             self.ctx.table.update(Update(key, set={"claim": {"token": token, "until": now + STEP_CLAIM_S}},
@@ -173,7 +174,7 @@ class ClusterLifecycle:
             pass  # taken over or changed meanwhile
 
     def _succeed(self, workspace: str, item: dict) -> dict:
-        key = keys.compute_target(workspace, item["name"])
+        key = table_keys.compute_target(workspace, item["name"])
         try:
             done = self.ctx.table.update(Update(key, set={"state": "Succeeded"}, remove=["step", "claim"],
                                                 condition=all_of(same_attempt(item, "Creating"),
@@ -185,7 +186,7 @@ class ClusterLifecycle:
 
     def _fail(self, workspace: str, item: dict, message: str) -> dict:
         """Creating → Failed with the reason; what was made is then taken down (`cleanup` until it is gone)."""
-        key = keys.compute_target(workspace, item["name"])
+        key = table_keys.compute_target(workspace, item["name"])
         changes: dict = {"state": "Failed", "error": {"message": message}}
         if (item.get("resources") or {}).get("created"):
             changes["cleanup"] = True
@@ -198,7 +199,7 @@ class ClusterLifecycle:
         return self._clean_up(workspace, failed)
 
     def _clean_up(self, workspace: str, item: dict) -> dict:
-        key = keys.compute_target(workspace, item["name"])
+        key = table_keys.compute_target(workspace, item["name"])
         if item.get("cleanup") and not self.provisioner.dismantle(item.get("resources") or {}):
             return item  # Batch is still taking it down: the next look goes on
         try:
@@ -228,7 +229,7 @@ class ClusterLifecycle:
             return counts
         for entry in list(self.ctx.table.query_all(Query(PENDING_PK))):
             counts["checked"] += 1
-            item = self.ctx.table.get_item(keys.compute_target(entry["workspace"], entry["name"]))
+            item = self.ctx.table.get_item(table_keys.compute_target(entry["workspace"], entry["name"]))
             if item is None and entry.get("resources"):  # deleted with its workspace: the entry is all that is left
                 try:
                     if not self.provisioner.dismantle(entry["resources"]):
@@ -250,14 +251,14 @@ class ClusterLifecycle:
         try:
             self.remove(workspace, item["name"])
         except ConditionFailed:
-            return self.ctx.table.get_item(keys.compute_target(workspace, item["name"]))
+            return self.ctx.table.get_item(table_keys.compute_target(workspace, item["name"]))
         return None
 
     def tear_down(self, workspace: str, name: str, resources: dict) -> bool:
         """A Deleting target's cluster taken down as far as it goes now; True once nothing is left. Taking
         a cluster down takes minutes: later looks go on, from the item or, once a workspace deleted
         meanwhile took the item, from the pending entry, which carries the resources."""
-        key, pending = keys.compute_target(workspace, name), pending_key(workspace, name)
+        key, pending = table_keys.compute_target(workspace, name), pending_key(workspace, name)
         self.ctx.table.transact([
             Update(key, set={"resources": resources, "cleanup": True}, condition=attr_eq("state", "Deleting")),
             Put({"pk": pending.pk, "sk": pending.sk, "entity": "compute_pending", "workspace": workspace,
@@ -270,6 +271,6 @@ class ClusterLifecycle:
 
     def remove(self, workspace: str, name: str) -> None:
         """The Deleting target's item and its pending entry."""
-        key = keys.compute_target(workspace, name)
+        key = table_keys.compute_target(workspace, name)
         self.ctx.table.delete(key.pk, key.sk, attr_eq("state", "Deleting"))
         self.settled(workspace, name)

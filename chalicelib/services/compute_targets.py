@@ -16,8 +16,10 @@ import secrets
 from typing import Callable
 
 from chalicelib.errors import Conflict, Invalid, NotFound
-from chalicelib.services import keys
-from chalicelib.services.common import Context, check_name, parse_iso
+from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
+from chalicelib.domain.timestamps import parse_iso
+from chalicelib.domain.validation import check_name
 from chalicelib.services.cluster_lifecycle import (
     START_GRACE_S, ClusterLifecycle, Provisioner, pending_key, same_attempt,
 )
@@ -62,14 +64,14 @@ class ComputeTargets:
         if kind == "batch" and self.provisioner is None:
             raise Invalid("AWS Batch is not configured on this deployment: use an instance target, or run on "
                           "the AWS deployment", field="type")
-        key = keys.compute_target(workspace, name)
+        key = table_keys.compute_target(workspace, name)
         item = {"pk": key.pk, "sk": key.sk, "entity": "compute_target", "name": name, "type": kind,
                 "settings": settings, "state": "Creating" if kind == "batch" else "Succeeded", "resources": {},
                 "error": None, "created": self.ctx.now(), "created_by": principal.user,
                 "attempt": secrets.token_hex(8)}
         # A name whose earlier create failed may be reused once what it made is gone.
         reusable = any_of(item_absent(), all_of(attr_eq("state", "Failed"), attr_absent("cleanup")))
-        operations = [Put(item, reusable), Check(keys.workspace(workspace), item_exists())]
+        operations = [Put(item, reusable), Check(table_keys.workspace(workspace), item_exists())]
         if kind == "batch":  # the sweep's list of targets on their way
             pending = pending_key(workspace, name)
             operations.append(Put({"pk": pending.pk, "sk": pending.sk, "entity": "compute_pending",
@@ -94,7 +96,7 @@ class ComputeTargets:
         """The stored target (None for `local`, or when there is none)."""
         if name == LOCAL or not isinstance(name, str) or not NAME.fullmatch(name):
             return None
-        return self.ctx.table.get_item(keys.compute_target(workspace, name))
+        return self.ctx.table.get_item(table_keys.compute_target(workspace, name))
 
     def record(self, workspace: str, name: str) -> dict:
         """The stored target (for `local`, its built-in view); NotFound when there is none."""
@@ -118,7 +120,7 @@ class ComputeTargets:
         return {**view, "active_runs": self._active_count(workspace, name)}
 
     def list(self, workspace: str) -> list[dict]:
-        stored = self.ctx.table.query_all(Query(keys.workspace_pk(workspace), sk_prefix=keys.COMPUTE_PREFIX))
+        stored = self.ctx.table.query_all(Query(table_keys.workspace_pk(workspace), sk_prefix=table_keys.COMPUTE_PREFIX))
         return [dict(_LOCAL_VIEW), *(target_view(i) for i in stored)]
 
     def usable(self, workspace: str, name: str) -> dict | None:
@@ -135,7 +137,7 @@ class ComputeTargets:
         return item
 
     def _active_count(self, workspace: str, name: str) -> int:
-        return sum(1 for _ in self.ctx.table.query_all(Query(keys.active_runs_pk(workspace, name))))
+        return sum(1 for _ in self.ctx.table.query_all(Query(table_keys.active_runs_pk(workspace, name))))
 
     # --- delete ---------------------------------------------------------------------------------
     def delete(self, workspace: str, name: str, stop_runs: Callable[[list[str]], None] | None = None) -> bool:
@@ -145,7 +147,7 @@ class ComputeTargets:
         if name == LOCAL:
             raise Invalid("compute target 'local' is built in and cannot be deleted", field="name")
         item = self.record(workspace, name)
-        state, key = item["state"], keys.compute_target(workspace, name)
+        state, key = item["state"], table_keys.compute_target(workspace, name)
         resources = item.get("resources") or {}
         if state == "Creating" and not resources.get("created") and \
                 self.ctx.clock() - parse_iso(item["created"]) < START_GRACE_S:
@@ -158,8 +160,8 @@ class ComputeTargets:
         except ConditionFailed:
             raise Conflict(f"compute target {name!r} changed meanwhile; retry") from None
         if stop_runs is not None:
-            stop_runs([i["sk"] for i in self.ctx.table.query_all(Query(keys.active_runs_pk(workspace, name)))])
-        active = self.ctx.table.query(Query(keys.active_runs_pk(workspace, name), limit=ACTIVE_RUNS_NAMED)).items
+            stop_runs([i["sk"] for i in self.ctx.table.query_all(Query(table_keys.active_runs_pk(workspace, name)))])
+        active = self.ctx.table.query(Query(table_keys.active_runs_pk(workspace, name), limit=ACTIVE_RUNS_NAMED)).items
         if active:
             self._restore(key, state)
             ids = ", ".join(i["sk"] for i in active)
@@ -188,7 +190,7 @@ class ComputeTargets:
         """Every stored target of the workspace, with what Nimbus made for it; their active runs are ended
         by `stop_runs` first (a forced workspace delete). Returns how many were deleted (a cluster Batch is
         still taking down is finished by the sweep, from its pending entry)."""
-        stored = list(self.ctx.table.query_all(Query(keys.workspace_pk(workspace), sk_prefix=keys.COMPUTE_PREFIX)))
+        stored = list(self.ctx.table.query_all(Query(table_keys.workspace_pk(workspace), sk_prefix=table_keys.COMPUTE_PREFIX)))
         for item in stored:
             if item["state"] != "Deleting":
                 self.delete(workspace, item["name"], stop_runs)

@@ -17,8 +17,9 @@ from chalicelib.errors import Conflict, Invalid, NotFound, Unauthorized, Unavail
 from chalicelib.hosting.port import (
     DeploymentConfig, DeploymentEnvironment, DeploymentSpec, EndpointTarget, FunctionHost, HostState, ScoreResult, SourceFile,
 )
-from chalicelib.services import keys
-from chalicelib.services.common import Context, check_name
+from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
+from chalicelib.domain.validation import check_name
 from chalicelib.services.environments import Environments
 from chalicelib.services.identity import Principal
 from chalicelib.services.registry import Registry
@@ -76,7 +77,7 @@ class Deployments:
             capture_prefix=self._capture_prefix(workspace, endpoint) if config.capture_rate > 0 else "")
         host.check(spec)  # before anything is written, the endpoint included
         with self._lease(workspace, endpoint, create=True, principal=principal):
-            previous = self.ctx.table.get_item(keys.deployment(workspace, endpoint, name))
+            previous = self.ctx.table.get_item(table_keys.deployment(workspace, endpoint, name))
             revision = (previous or {}).get("revision", 0) + 1
             spec = dataclasses.replace(spec, revision=revision)
             item = self._record(principal, workspace, endpoint, name, sorted(versions), snapshot_id, entry_script,
@@ -114,7 +115,7 @@ class Deployments:
 
     def _record(self, principal, workspace, endpoint, name, models, snapshot_id, entry_script, environment, config,
                 revision, previous) -> dict:
-        key = keys.deployment(workspace, endpoint, name)
+        key = table_keys.deployment(workspace, endpoint, name)
         now = self.ctx.now()
         return {"pk": key.pk, "sk": key.sk, "entity": "deployment", "workspace": workspace, "endpoint": endpoint,
                 "name": name, "models": models, "snapshot_id": snapshot_id, "entry_script": entry_script,
@@ -135,7 +136,7 @@ class Deployments:
         # The endpoint's first deployment takes all its traffic; later ones start at 0. (The lease keeps
         # other changes of the endpoint out meanwhile.)
         first = not self._endpoint_item(workspace, endpoint).get("traffic")
-        operations.append(Update(keys.endpoint(workspace, endpoint),
+        operations.append(Update(table_keys.endpoint(workspace, endpoint),
                                  set_if_absent={("traffic", item["name"]): 100 if first else 0},
                                  condition=item_exists()))
         for ref in sorted(after - before):
@@ -164,7 +165,7 @@ class Deployments:
         """Record what the host answered, unless a newer revision was written meanwhile."""
         try:
             return self.ctx.table.update(Update(
-                keys.deployment(workspace, endpoint, name),
+                table_keys.deployment(workspace, endpoint, name),
                 set={"state": state.state, "error": state.error, "host": state.details, "updated": self.ctx.now()},
                 condition=attr_eq("revision", revision)))
         except ConditionFailed:
@@ -174,7 +175,7 @@ class Deployments:
                      error: str | None) -> None:
         """A host's own report (a local host that keeps crashing, or came back); stale revisions are ignored."""
         try:
-            self.ctx.table.update(Update(keys.deployment(workspace, endpoint, name),
+            self.ctx.table.update(Update(table_keys.deployment(workspace, endpoint, name),
                                          set={"state": state, "error": error, "updated": self.ctx.now()},
                                          condition=attr_eq("revision", revision)))
         except ConditionFailed:
@@ -185,7 +186,7 @@ class Deployments:
         Workspaces(self.ctx).record(workspace)
         pair = {name: new_key() for name in KEY_NAMES}
         self.secrets.put(self._secret_name(workspace, endpoint), json.dumps(pair))
-        key = keys.endpoint(workspace, endpoint)
+        key = table_keys.endpoint(workspace, endpoint)
         item = {"pk": key.pk, "sk": key.sk, "entity": "endpoint", "workspace": workspace, "name": endpoint,
                 "traffic": {}, "key_hashes": {n: key_digest(v) for n, v in pair.items()},
                 "created": self.ctx.now(), "created_by": principal.user}
@@ -201,8 +202,8 @@ class Deployments:
 
     def list_endpoints(self, workspace: str) -> dict:
         Workspaces(self.ctx).record(workspace)
-        items = list(self.ctx.table.query_all(Query(keys.workspace_pk(workspace), sk_prefix="ENDPOINT#")))
-        deployments = list(self.ctx.table.query_all(Query(keys.workspace_pk(workspace), sk_prefix="DEPLOY#")))
+        items = list(self.ctx.table.query_all(Query(table_keys.workspace_pk(workspace), sk_prefix="ENDPOINT#")))
+        deployments = list(self.ctx.table.query_all(Query(table_keys.workspace_pk(workspace), sk_prefix="DEPLOY#")))
         return {"endpoints": [self._endpoint_view(item, [d for d in deployments if d["endpoint"] == item["name"]])
                               for item in items]}
 
@@ -210,7 +211,7 @@ class Deployments:
         with self._lease(workspace, endpoint):
             deployments = {d["name"]: d for d in self._deployment_items(workspace, endpoint)}
             check_traffic(traffic, deployments)
-            self.ctx.table.update(Update(keys.endpoint(workspace, endpoint),
+            self.ctx.table.update(Update(table_keys.endpoint(workspace, endpoint),
                                          set={"traffic": {n: traffic.get(n, 0) for n in deployments}},
                                          condition=item_exists()))
             self._route(workspace, endpoint)
@@ -228,7 +229,7 @@ class Deployments:
             self._host().remove_endpoint(workspace, endpoint)
             Telemetry(self.ctx).delete_endpoint(workspace, endpoint)
             self.secrets.delete(self._secret_name(workspace, endpoint))
-            key = keys.endpoint(workspace, endpoint)
+            key = table_keys.endpoint(workspace, endpoint)
             self.ctx.table.delete(key.pk, key.sk)
         return {"endpoint": endpoint, "deleted": True, "deployments": removed}
 
@@ -251,8 +252,8 @@ class Deployments:
     def _remove_deployment(self, workspace: str, endpoint: str, item: dict) -> str:
         self._host().remove(workspace, endpoint, item["name"], item.get("host") or {})
         usage_key = f"{endpoint}/{item['name']}"
-        operations = [Delete(keys.deployment(workspace, endpoint, item["name"])),
-                      Update(keys.endpoint(workspace, endpoint), remove=[("traffic", item["name"])])]
+        operations = [Delete(table_keys.deployment(workspace, endpoint, item["name"])),
+                      Update(table_keys.endpoint(workspace, endpoint), remove=[("traffic", item["name"])])]
         for ref in item.get("models", []):
             model, version = ref.rsplit(":", 1)
             operations += self.registry.release_operations(workspace, model, int(version), usage_key)
@@ -276,7 +277,7 @@ class Deployments:
             pair = json.loads(self.secrets.get(self._secret_name(workspace, endpoint)))
             pair[which] = new_key()
             self.secrets.put(self._secret_name(workspace, endpoint), json.dumps(pair))
-            item = self.ctx.table.update(Update(keys.endpoint(workspace, endpoint),
+            item = self.ctx.table.update(Update(table_keys.endpoint(workspace, endpoint),
                                                 set={("key_hashes", which): key_digest(pair[which])},
                                                 condition=item_exists()))
             self._host().endpoint_keys_changed(workspace, endpoint, list(item["key_hashes"].values()))
@@ -285,7 +286,7 @@ class Deployments:
     # --- scoring -------------------------------------------------------------------------------
     def score(self, workspace: str, endpoint: str, authorization: str | None, body: bytes,
               content_type: str) -> ScoreResult:
-        item = self.ctx.table.get_item(keys.endpoint(workspace, endpoint))
+        item = self.ctx.table.get_item(table_keys.endpoint(workspace, endpoint))
         scheme, _, presented = (authorization or "").partition(" ")
         valid = item is not None and scheme.lower() == "bearer" and presented and any(
             hmac.compare_digest(key_digest(presented.strip()), digest) for digest in item["key_hashes"].values())
@@ -308,7 +309,7 @@ class Deployments:
 
         def __enter__(self):
             service, now = self.service, self.service.ctx.clock()
-            key = keys.endpoint(self.workspace, self.endpoint)
+            key = table_keys.endpoint(self.workspace, self.endpoint)
             for attempt in range(2):
                 try:
                     service.ctx.table.update(Update(
@@ -326,7 +327,7 @@ class Deployments:
 
         def __exit__(self, *exc):
             try:
-                self.service.ctx.table.update(Update(keys.endpoint(self.workspace, self.endpoint),
+                self.service.ctx.table.update(Update(table_keys.endpoint(self.workspace, self.endpoint),
                                                      remove=["lease"], condition=attr_eq(("lease", "token"), self.token)))
             except ConditionFailed:
                 pass  # the endpoint was deleted (by this very request), or the lease lapsed and moved on
@@ -341,20 +342,20 @@ class Deployments:
         return self.host
 
     def _endpoint_item(self, workspace: str, endpoint: str) -> dict:
-        item = self.ctx.table.get_item(keys.endpoint(workspace, endpoint))
+        item = self.ctx.table.get_item(table_keys.endpoint(workspace, endpoint))
         if item is None:
             raise NotFound(f"endpoint {endpoint!r} not found in workspace {workspace!r}", field="endpoint")
         return item
 
     def _deployment_item(self, workspace: str, endpoint: str, name: str) -> dict:
-        item = self.ctx.table.get_item(keys.deployment(workspace, endpoint, name))
+        item = self.ctx.table.get_item(table_keys.deployment(workspace, endpoint, name))
         if item is None:
             raise NotFound(f"deployment {name!r} not found in endpoint {endpoint!r}", field="deployment")
         return item
 
     def _deployment_items(self, workspace: str, endpoint: str) -> list[dict]:
-        return list(self.ctx.table.query_all(Query(keys.workspace_pk(workspace),
-                                                   sk_prefix=keys.deployment_prefix(endpoint))))
+        return list(self.ctx.table.query_all(Query(table_keys.workspace_pk(workspace),
+                                                   sk_prefix=table_keys.deployment_prefix(endpoint))))
 
     def _endpoint_view(self, item: dict, deployments: list[dict]) -> dict:
         return {"name": item["name"], "workspace": item["workspace"],

@@ -17,8 +17,9 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 
 from chalicelib.errors import Conflict, Invalid, NotFound, Unavailable
-from chalicelib.services import keys
-from chalicelib.services.common import Context, check_name
+from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
+from chalicelib.domain.validation import check_name
 from chalicelib.services.identity import Principal
 from chalicelib.services.registry import _backoff
 from chalicelib.services.registry_input import parse_version
@@ -157,15 +158,15 @@ class Environments:
         definition = normalize_definition(python, pip, variables, base_image)
         digest = definition_hash(definition)
         record = Workspaces(self.ctx).record(workspace)
-        name_key = keys.environment(workspace, name)
+        name_key = table_keys.environment(workspace, name)
         for attempt in range(CREATE_ATTEMPTS):
             current = int((self.ctx.table.get_item(name_key) or {}).get("latest_version", 0))
             if current:
-                latest = self.ctx.table.get_item(keys.environment_version(workspace, name, current))
+                latest = self.ctx.table.get_item(table_keys.environment_version(workspace, name, current))
                 if latest is not None and latest["hash"] == digest:
                     return self._view(workspace, latest), False
             version = current + 1
-            key = keys.environment_version(workspace, name, version)
+            key = table_keys.environment_version(workspace, name, version)
             item = {"pk": key.pk, "sk": key.sk, "entity": "environment_version", "workspace": workspace, "name": name,
                     "version": version, "definition": definition, "hash": digest, "used": False,
                     "created": self.ctx.now(), "created_by": principal.user}
@@ -175,7 +176,7 @@ class Environments:
             try:
                 # The check on the workspace's id keeps a version out of a workspace deleted meanwhile.
                 self.ctx.table.transact([bump, Put(item, item_absent()),
-                                         Check(keys.workspace(workspace), attr_eq("id", record["id"]))])
+                                         Check(table_keys.workspace(workspace), attr_eq("id", record["id"]))])
             except ConditionFailed as failure:
                 if failure.index == 2:
                     raise NotFound(f"workspace {workspace!r} not found") from None
@@ -198,10 +199,10 @@ class Environments:
 
     def list(self, workspace: str) -> dict:
         """Every environment's latest version, by name."""
-        names = self.ctx.table.query_all(Query(keys.workspace_pk(workspace), sk_prefix=keys.ENVIRONMENT_PREFIX))
+        names = self.ctx.table.query_all(Query(table_keys.workspace_pk(workspace), sk_prefix=table_keys.ENVIRONMENT_PREFIX))
         found = []
         for entry in names:
-            item = self.ctx.table.get_item(keys.environment_version(workspace, entry["name"],
+            item = self.ctx.table.get_item(table_keys.environment_version(workspace, entry["name"],
                                                                     int(entry["latest_version"])))
             if item is not None:
                 found.append(self._view(workspace, item))
@@ -214,7 +215,7 @@ class Environments:
         _check_unused(item)
         definition = normalize_definition(python, pip, variables, base_image)
         digest = definition_hash(definition)
-        update = Update(keys.environment_version(workspace, name, int(item["version"])),
+        update = Update(table_keys.environment_version(workspace, name, int(item["version"])),
                         set={"definition": definition, "hash": digest, "updated": self.ctx.now(),
                              "updated_by": principal.user},
                         condition=all_of(item_exists(), attr_eq("used", False)))
@@ -235,7 +236,7 @@ class Environments:
         """Marks the version used, in the submit transaction. The condition on its hash fails the
         transaction if the definition was replaced since `item` was read, so a run never records a
         definition other than the one it runs."""
-        key = keys.environment_version(workspace, item["name"], int(item["version"]))
+        key = table_keys.environment_version(workspace, item["name"], int(item["version"]))
         return [Update(key, set={"used": True}, condition=all_of(item_exists(), attr_eq("hash", item["hash"])))]
 
     def environment_for(self, workspace: str, run_config: dict) -> tuple[dict | None, list[Operation], dict]:
@@ -252,7 +253,7 @@ class Environments:
     def builds(self, workspace: str, digest: str) -> list[dict]:
         """This workspace's builds of a definition (an image build is refreshed while it runs)."""
         found = []
-        for item in self.ctx.table.query_all(Query(keys.environment_builds_pk(digest))):
+        for item in self.ctx.table.query_all(Query(table_keys.environment_builds_pk(digest))):
             if item["sk"] != IMAGE_BUILD_KIND + workspace:
                 continue
             if item.get("state") == "Building" and item.get("build_id") and self.ctx.settings.codebuild_project:
@@ -289,12 +290,12 @@ class Environments:
         check_environment_name(name, "name" if field == "version" else field)
         text = str(version)
         if text == "latest":
-            page = self.ctx.table.query(Query(keys.workspace_pk(workspace),
-                                              sk_prefix=keys.environment_versions_prefix(name), forward=False, limit=1))
+            page = self.ctx.table.query(Query(table_keys.workspace_pk(workspace),
+                                              sk_prefix=table_keys.environment_versions_prefix(name), forward=False, limit=1))
             item = page.items[0] if page.items else None
         else:
             number = parse_version(text, field)
-            item = self.ctx.table.get_item(keys.environment_version(workspace, name, number))
+            item = self.ctx.table.get_item(table_keys.environment_version(workspace, name, number))
         if item is None:
             raise NotFound(f"environment {name}:{text} not found in workspace {workspace!r}")
         return item

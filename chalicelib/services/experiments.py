@@ -2,15 +2,10 @@
 from __future__ import annotations
 
 from chalicelib.errors import NotFound
-from chalicelib.services import keys
-from chalicelib.services.common import (
-    EXPERIMENT_NAME, EXPERIMENT_RULE, Context, check_name, check_page_size, decode_page_token, encode_page_token, start_key,
-)
+from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
+from chalicelib.domain.validation import check_experiment_name, check_page_size, decode_page_token, encode_page_token, start_key
 from chalicelib.store.table import Query, Update
-
-
-def check_experiment_name(name: str) -> str:
-    return check_name(name, EXPERIMENT_NAME, "experiment", EXPERIMENT_RULE)
 
 
 class Experiments:
@@ -19,14 +14,14 @@ class Experiments:
 
     def upsert_for_new_run(self, workspace: str, name: str, user: str) -> Update:
         """The write that creates the experiment if needed and counts one more run (in the run's transaction)."""
-        key = keys.experiment(workspace, name)
+        key = table_keys.experiment(workspace, name)
         return Update(key, set_if_absent={"entity": "experiment", "name": name, "workspace": workspace,
                                           "created": self.ctx.now(), "created_by": user},
                       set={"last_run": self.ctx.now()}, add={"run_count": 1})
 
     def get(self, workspace: str, name: str) -> dict:
         check_experiment_name(name)
-        item = self.ctx.table.get_item(keys.experiment(workspace, name))
+        item = self.ctx.table.get_item(table_keys.experiment(workspace, name))
         if item is None:
             raise NotFound(f"experiment {name!r} not found in workspace {workspace!r}")
         return experiment_view(item)
@@ -34,8 +29,8 @@ class Experiments:
     def list(self, workspace: str, max_results: int = 100, page_token: str | None = None) -> dict:
         check_page_size(max_results)
         state = decode_page_token(page_token)
-        page = self.ctx.table.query(Query(keys.workspace_pk(workspace), sk_prefix="EXP#", limit=max_results,
-                                          start=start_key(state, pk=keys.workspace_pk(workspace))))
+        page = self.ctx.table.query(Query(table_keys.workspace_pk(workspace), sk_prefix="EXP#", limit=max_results,
+                                          start=start_key(state, pk=table_keys.workspace_pk(workspace))))
         return {"experiments": [experiment_view(i) for i in page.items],
                 "next_page_token": encode_page_token({"k": page.next}) if page.next else None}
 

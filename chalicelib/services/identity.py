@@ -7,8 +7,10 @@ import secrets
 from dataclasses import dataclass
 
 from chalicelib.errors import Conflict, Forbidden, NotFound, Unauthorized
-from chalicelib.services import keys
-from chalicelib.services.common import USER_NAME, USER_RULE, Context, check_name, new_id
+from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
+from chalicelib.domain.ids import new_id
+from chalicelib.domain.validation import check_name, USER_NAME, USER_RULE
 from chalicelib.store.table import ConditionFailed, Put, Query, item_absent
 
 TOKEN_PREFIX = "nmb_"
@@ -38,10 +40,10 @@ class Identity:
     def create_user(self, name: str, *, is_admin: bool = False, by: Principal | None = None) -> dict:
         self._require_admin(by)
         check_name(name, USER_NAME, "name", USER_RULE)
-        key = keys.user(name)
+        key = table_keys.user(name)
         item = {"pk": key.pk, "sk": key.sk, "entity": "user", "name": name, "is_admin": is_admin,
                 "created": self.ctx.now(), "created_by": by.user if by else None,
-                "gsi1pk": keys.USERS_INDEX_PK, "gsi1sk": name}
+                "gsi1pk": table_keys.USERS_INDEX_PK, "gsi1sk": name}
         try:
             self.ctx.table.put(item, item_absent())
         except ConditionFailed:
@@ -49,14 +51,14 @@ class Identity:
         return user_view(item)
 
     def get_user(self, name: str) -> dict:
-        item = self.ctx.table.get_item(keys.user(name))
+        item = self.ctx.table.get_item(table_keys.user(name))
         if item is None:
             raise NotFound(f"user {name!r} not found")
         return user_view(item)
 
     def list_users(self, by: Principal) -> list[dict]:
         self._require_admin(by)
-        return [user_view(i) for i in self.ctx.table.query_all(Query(keys.USERS_INDEX_PK, index="gsi1"))]
+        return [user_view(i) for i in self.ctx.table.query_all(Query(table_keys.USERS_INDEX_PK, index="gsi1"))]
 
     # --- tokens ---------------------------------------------------------------------------------
     def create_token(self, user: str, *, name: str = "default", by: Principal | None = None) -> dict:
@@ -66,23 +68,23 @@ class Identity:
         self.get_user(user)
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token_id = new_id(self.ctx.clock)
-        key = keys.token(digest(secret))
+        key = table_keys.token(digest(secret))
         item = {"pk": key.pk, "sk": key.sk, "entity": "token", "token_id": token_id, "user": user,
                 "name": name[:128], "created": self.ctx.now(),
-                "gsi1pk": keys.tokens_of_index_pk(user), "gsi1sk": f"TOKEN#{token_id}"}
+                "gsi1pk": table_keys.tokens_of_index_pk(user), "gsi1sk": f"TOKEN#{token_id}"}
         self.ctx.table.transact([Put(item, item_absent())])
         return {**token_view(item), "token": secret}
 
     def list_tokens(self, user: str, by: Principal) -> list[dict]:
         if by.user != user:
             self._require_admin(by)
-        query = Query(keys.tokens_of_index_pk(user), index="gsi1", sk_prefix="TOKEN#")
+        query = Query(table_keys.tokens_of_index_pk(user), index="gsi1", sk_prefix="TOKEN#")
         return [token_view(i) for i in self.ctx.table.query_all(query)]
 
     def revoke_token(self, user: str, token_id: str, by: Principal) -> None:
         if by.user != user:
             self._require_admin(by)
-        query = Query(keys.tokens_of_index_pk(user), index="gsi1", sk_prefix=f"TOKEN#{token_id}")
+        query = Query(table_keys.tokens_of_index_pk(user), index="gsi1", sk_prefix=f"TOKEN#{token_id}")
         found = [i for i in self.ctx.table.query_all(query) if i["token_id"] == token_id]
         if not found:
             raise NotFound(f"token {token_id!r} not found")
@@ -95,12 +97,12 @@ class Identity:
         secret = secret.strip()
         if scheme.lower() != "bearer" or not _TOKEN_SHAPE.fullmatch(secret):
             raise Unauthorized("malformed token: expected 'Authorization: Bearer nmb_…'")
-        item = self.ctx.table.get_item(keys.token(digest(secret)))
+        item = self.ctx.table.get_item(table_keys.token(digest(secret)))
         if item is None:
             raise Unauthorized("invalid or revoked token")
         if item.get("run_id"):
             return self._run_principal(item)
-        user = self.ctx.table.get_item(keys.user(item["user"]))
+        user = self.ctx.table.get_item(table_keys.user(item["user"]))
         if user is None:
             raise Unauthorized("the token's user no longer exists")
         return Principal(user=item["user"], is_admin=bool(user.get("is_admin")), token_id=item["token_id"])
@@ -108,7 +110,7 @@ class Identity:
     def create_run_token(self, run_id: str, workspace: str, user: str) -> str:
         """A token that acts for one run only, valid until the run ends; only its digest is stored."""
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        key = keys.token(digest(secret))
+        key = table_keys.token(digest(secret))
         item = {"pk": key.pk, "sk": key.sk, "entity": "run_token", "token_id": new_id(self.ctx.clock), "user": user,
                 "run_id": run_id, "workspace": workspace, "name": f"run {run_id}", "created": self.ctx.now()}
         self.ctx.table.put(item, item_absent())
@@ -117,7 +119,7 @@ class Identity:
     def _run_principal(self, item: dict) -> Principal:
         from nimbus.runtime.run_states import TERMINAL
 
-        run = self.ctx.table.get_item(keys.run(item["run_id"]))
+        run = self.ctx.table.get_item(table_keys.run(item["run_id"]))
         if run is None or run["status"] in TERMINAL:
             raise Unauthorized("this run token has expired: its run has ended")
         return Principal(user=item["user"], is_admin=False, token_id=item["token_id"], run_id=item["run_id"],

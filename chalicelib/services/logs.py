@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 
 from chalicelib.errors import Conflict, Invalid, TooLarge
-from chalicelib.services import keys
-from chalicelib.services.common import Context
+from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
 from nimbus.runtime.run_states import TERMINAL
 from chalicelib.services.runs import Runs
 from chalicelib.store.table import Query, Update
@@ -35,19 +35,19 @@ class Logs:
         if run["status"] in TERMINAL:
             raise Conflict(f"run {run_id} is {run['status']}: its logs are closed")
         # The stream's size is an atomic counter: each append reserves its own range of offsets.
-        stream_key = keys.log_stream(run_id, stream)
+        stream_key = table_keys.log_stream(run_id, stream)
         meta = self.ctx.table.update(Update(stream_key, set_if_absent={"entity": "log_stream", "name": stream,
                                                                        "created": self.ctx.now()},
                                             add={"size": len(text)}))
         end = meta["size"]
         start = end - len(text)
-        self.ctx.table.put({"pk": stream_key.pk, "sk": keys.log_chunk_sk(stream, start), "entity": "log_chunk",
+        self.ctx.table.put({"pk": stream_key.pk, "sk": table_keys.log_chunk_sk(stream, start), "entity": "log_chunk",
                             "text": text, "offset": start})
         return {"stream": stream, "offset": start, "next_offset": end}
 
     def streams(self, workspace: str, run_id: str) -> list[dict]:
         Runs(self.ctx).get(workspace, run_id)
-        items = self.ctx.table.query_all(Query(keys.run_pk(run_id), sk_prefix="LOGSTREAM#"))
+        items = self.ctx.table.query_all(Query(table_keys.run_pk(run_id), sk_prefix="LOGSTREAM#"))
         return [{"stream": i["name"], "size": i["size"], "created": i["created"]} for i in items]
 
     def read(self, workspace: str, run_id: str, stream: str, offset: int = 0, max_chars: int = MAX_READ) -> dict:
@@ -57,11 +57,11 @@ class Logs:
         if not 1 <= max_chars <= MAX_READ:
             raise Invalid(f"max_chars must be between 1 and {MAX_READ}", field="max_chars")
         run = Runs(self.ctx).get(workspace, run_id)
-        pk, prefix = keys.run_pk(run_id), keys.log_chunk_prefix(stream)
+        pk, prefix = table_keys.run_pk(run_id), table_keys.log_chunk_prefix(stream)
         # The chunk holding `offset` is the last one starting at or before it.
-        first = self.ctx.table.query(Query(pk, sk_gte=prefix, sk_lte=keys.log_chunk_sk(stream, offset),
+        first = self.ctx.table.query(Query(pk, sk_gte=prefix, sk_lte=table_keys.log_chunk_sk(stream, offset),
                                            forward=False, limit=1)).items
-        start_sk = first[0]["sk"] if first else keys.log_chunk_sk(stream, offset)
+        start_sk = first[0]["sk"] if first else table_keys.log_chunk_sk(stream, offset)
         parts, count, position = [], 0, offset
         for item in self.ctx.table.query_all(Query(pk, sk_gte=start_sk, sk_lte=prefix + "~", limit=100)):
             chunk_start, text = item["offset"], item["text"]

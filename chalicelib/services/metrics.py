@@ -16,8 +16,10 @@ from typing import Any
 
 from chalicelib.errors import Conflict, Invalid, TooLarge
 from chalicelib.json_codec import dumps_stored, loads
-from chalicelib.services import keys
-from chalicelib.services.common import Context, check_page_size, decode_page_token, encode_page_token, new_id, start_key
+from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
+from chalicelib.domain.ids import new_id
+from chalicelib.domain.validation import check_page_size, decode_page_token, encode_page_token, start_key
 from nimbus.runtime.run_states import ACTIVE
 from chalicelib.services.runs import Runs
 from chalicelib.store.blobs import check_key
@@ -131,8 +133,8 @@ def _chunks(run_id: str, series: Series, batch_id: str, first: int = 0) -> list[
             if end - start == 1:
                 raise TooLarge(f"one value of metric {series.name!r} exceeds {CHUNK_BYTES} bytes", field="metrics")
             end = start + (end - start) // 2
-        sk = f"{keys.metric_prefix(series.name)}{batch_id}#{first + len(items):04d}"
-        items.append({"pk": keys.run_pk(run_id), "sk": sk,
+        sk = f"{table_keys.metric_prefix(series.name)}{batch_id}#{first + len(items):04d}"
+        items.append({"pk": table_keys.run_pk(run_id), "sk": sk,
                       "entity": "metric_chunk", "name": series.name, "type": series.type, "count": end - start,
                       "data": data, **({} if series.rank is None else {"rank": series.rank})})
         start = end
@@ -178,7 +180,7 @@ class Metrics:
             part = items[start : start + GROUP_ITEMS]
             last = start + GROUP_ITEMS >= len(items)
             latest = {("metrics", s.name): s.values[-1] for s in series_list if s.type == "scalar"} if last else {}
-            update = Update(keys.run(run_id), set={**{("metric_types", s.name): s.type for s in series_list}, **latest},
+            update = Update(table_keys.run(run_id), set={**{("metric_types", s.name): s.type for s in series_list}, **latest},
                             condition=all_of(attr_in("status", ACTIVE),
                                              *[attr_absent_or_eq(("metric_types", name), kind)
                                                for name, kind in {s.name: s.type for s in series_list}.items()]))
@@ -200,7 +202,7 @@ class Metrics:
             raise Invalid(f"run {run_id} has no metric {name!r}", field="name")
         # The token holds the key of the last chunk read in full and how many points of the next one were read.
         state = decode_page_token(page_token) or {}
-        pk, prefix = keys.run_pk(run_id), keys.metric_prefix(name)
+        pk, prefix = table_keys.run_pk(run_id), table_keys.metric_prefix(name)
         before, skip = start_key(state), state.get("i", 0)
         if (before is not None and (before.get("pk") != pk or not before.get("sk", "").startswith(prefix))) \
                 or not isinstance(skip, int) or isinstance(skip, bool) or skip < 0:

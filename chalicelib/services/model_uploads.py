@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 from chalicelib.errors import Invalid, NotFound, TooLarge
-from chalicelib.services.common import Context, new_id
+from chalicelib.domain.context import Context
+from chalicelib.domain.ids import new_id
 from chalicelib.services.outputs import check_output_path
 from chalicelib.services.registry_input import MAX_FILES, check_file_list, check_model_name, check_upload_files
 from chalicelib.services.runs import Runs

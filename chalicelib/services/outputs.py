@@ -4,7 +4,9 @@ from __future__ import annotations
 import posixpath
 
 from chalicelib.errors import Invalid, NotFound
-from chalicelib.services.common import Context, check_page_size, decode_page_token, encode_page_token, new_id
+from chalicelib.domain.context import Context
+from chalicelib.domain.ids import new_id
+from chalicelib.domain.validation import check_page_size, decode_page_token, encode_page_token
 from chalicelib.services.runs import Runs
 from chalicelib.store.blobs import check_key
 

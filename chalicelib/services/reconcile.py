@@ -26,8 +26,9 @@ from typing import Iterable, Iterator
 from chalicelib.compute import aws_calls, batch
 from chalicelib.compute.batch_spec import run_of_job_name
 from chalicelib.errors import Conflict, NotFound
-from chalicelib.services import keys
-from chalicelib.services.common import Context, iso, parse_iso
+from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
+from chalicelib.domain.timestamps import iso, parse_iso
 from nimbus.runtime.run_states import TERMINAL
 from chalicelib.services.runs import Runs
 from chalicelib.store.table import Query
@@ -46,7 +47,7 @@ def active_runs(ctx: Context, targets: Iterable[tuple[str, str]]) -> Iterator[tu
     """(workspace, run_id) of the runs not yet ended on these (workspace, target) pairs, from the
     `ACTIVE#<ws>#<target>` partitions the submit transaction writes."""
     for workspace, target in targets:
-        for item in ctx.table.query_all(Query(keys.active_runs_pk(workspace, target))):
+        for item in ctx.table.query_all(Query(table_keys.active_runs_pk(workspace, target))):
             yield workspace, item["sk"]
 
 

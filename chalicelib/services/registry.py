@@ -11,10 +11,10 @@ from typing import Any, Iterator, Sequence
 
 from chalicelib.errors import Conflict, Invalid, NotFound, Unavailable
 from chalicelib.hosting.port import ModelFiles
-from chalicelib.services import keys
-from chalicelib.services.common import (
-    Context, check_page_size, decode_page_token, encode_page_token, new_id, start_key,
-)
+from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
+from chalicelib.domain.ids import new_id
+from chalicelib.domain.validation import check_page_size, decode_page_token, encode_page_token, start_key
 from chalicelib.services.identity import Principal
 from chalicelib.services.model_uploads import ModelFileSources, files_prefix
 from chalicelib.services.registry_input import (
@@ -73,12 +73,12 @@ class Registry:
 
     def _add_version(self, workspace: str, name: str, record: dict, item: dict) -> tuple[dict, dict]:
         """Optimistic numbering: the model's counter moves from n to n + 1 only if it still reads n."""
-        model_key = keys.model(workspace, name)
+        model_key = table_keys.model(workspace, name)
         for attempt in range(REGISTER_ATTEMPTS):
             model = self.ctx.table.get_item(model_key)
             current = int(model["latest_version"]) if model else 0
             version = current + 1
-            key = keys.model_version(workspace, name, version)
+            key = table_keys.model_version(workspace, name, version)
             new = {**item, "pk": key.pk, "sk": key.sk, "version": version}
             bump = Update(model_key, set={"latest_version": version},
                           set_if_absent={"entity": "model", "workspace": workspace, "name": name, "aliases": {},
@@ -87,7 +87,7 @@ class Registry:
             try:
                 # The check on the workspace's id keeps a version out of a workspace deleted meanwhile.
                 self.ctx.table.transact([bump, Put(new, item_absent()),
-                                         Check(keys.workspace(workspace), attr_eq("id", record["id"]))])
+                                         Check(table_keys.workspace(workspace), attr_eq("id", record["id"]))])
             except ConditionFailed as failure:
                 if failure.index == 2:
                     raise NotFound(f"workspace {workspace!r} not found") from None
@@ -114,11 +114,11 @@ class Registry:
         """One model's versions, newest first."""
         check_page_size(max_results)
         model = self._model(workspace, name)
-        start = start_key(decode_page_token(page_token), pk=keys.workspace_pk(workspace))
-        prefix = keys.model_versions_prefix(name)
+        start = start_key(decode_page_token(page_token), pk=table_keys.workspace_pk(workspace))
+        prefix = table_keys.model_versions_prefix(name)
         if start is not None and not start.get("sk", "").startswith(prefix):
             raise Invalid("page_token does not belong to this listing", field="page_token")
-        page = self.ctx.table.query(Query(keys.workspace_pk(workspace), sk_prefix=prefix, forward=False,
+        page = self.ctx.table.query(Query(table_keys.workspace_pk(workspace), sk_prefix=prefix, forward=False,
                                           limit=max_results, start=start))
         return {"versions": [version_view(model, i) for i in page.items],
                 "next_page_token": encode_page_token({"k": page.next}) if page.next else None}
@@ -148,7 +148,7 @@ class Registry:
         if after_name is not None and (not isinstance(after_name, str) or not MODEL_NAME.fullmatch(after_name)):
             raise Invalid("page_token is malformed", field="page_token")
         if after_sk is not None and (after_name is None or not isinstance(after_sk, str)
-                                     or not after_sk.startswith(keys.model_versions_prefix(after_name))):
+                                     or not after_sk.startswith(table_keys.model_versions_prefix(after_name))):
             raise Invalid("page_token is malformed", field="page_token")
         return after_name, after_sk
 
@@ -157,16 +157,16 @@ class Registry:
         """Model items in name order, after `after_name` (or from it, when a page ended inside it)."""
         if name is not None:
             if after_name is None or (after_name == name and resume_inside):
-                model = self.ctx.table.get_item(keys.model(workspace, name))
+                model = self.ctx.table.get_item(table_keys.model(workspace, name))
                 if model is not None:
                     yield model
             return
-        pk, start = keys.workspace_pk(workspace), None
+        pk, start = table_keys.workspace_pk(workspace), None
         if after_name is not None:
-            if resume_inside and (model := self.ctx.table.get_item(keys.model(workspace, after_name))):
+            if resume_inside and (model := self.ctx.table.get_item(table_keys.model(workspace, after_name))):
                 yield model
-            start = {"pk": pk, "sk": keys.model(workspace, after_name).sk}
-        yield from self.ctx.table.query_all(Query(pk, sk_prefix=keys.MODEL_PREFIX, start=start, limit=100))
+            start = {"pk": pk, "sk": table_keys.model(workspace, after_name).sk}
+        yield from self.ctx.table.query_all(Query(pk, sk_prefix=table_keys.MODEL_PREFIX, start=start, limit=100))
 
     def _candidates(self, workspace: str, model: dict, all_versions: bool, after_sk: str | None) -> Iterator[dict]:
         if not all_versions:
@@ -174,8 +174,8 @@ class Registry:
             if latest is not None:
                 yield latest
             return
-        pk = keys.workspace_pk(workspace)
-        yield from self.ctx.table.query_all(Query(pk, sk_prefix=keys.model_versions_prefix(model["name"]),
+        pk = table_keys.workspace_pk(workspace)
+        yield from self.ctx.table.query_all(Query(pk, sk_prefix=table_keys.model_versions_prefix(model["name"]),
                                                   forward=False, limit=100,
                                                   start={"pk": pk, "sk": after_sk} if after_sk else None))
 
@@ -187,7 +187,7 @@ class Registry:
 
     def model_files(self, workspace: str, version_view: dict) -> ModelFiles:
         """What a deployment needs of a version (its blob prefix stays inside the service)."""
-        item = self.ctx.table.get_item(keys.model_version(workspace, version_view["name"], version_view["version"]))
+        item = self.ctx.table.get_item(table_keys.model_version(workspace, version_view["name"], version_view["version"]))
         if item is None:
             raise NotFound(f"model {version_view['id']} not found in workspace {workspace!r}")
         return ModelFiles(item["name"], int(item["version"]), item["asset_path"], item["blob_prefix"],
@@ -217,7 +217,7 @@ class Registry:
         if not changes and not remove:
             return version_view(model, item)
         condition = all_of(item_exists(), *(attr_absent_or_eq(("properties", k), v) for k, v in properties.items()))
-        update = Update(keys.model_version(workspace, name, item["version"]), set=changes,
+        update = Update(table_keys.model_version(workspace, name, item["version"]), set=changes,
                         remove=[("tags", k) for k in remove], condition=condition)
         try:
             new = self.ctx.table.update(update)
@@ -233,7 +233,7 @@ class Registry:
     def delete_version(self, principal: Principal, workspace: str, name: str, version: str) -> dict:
         """Refused while a deployment uses the version; aliases on it go too (recorded in their history)."""
         number = parse_version(version)
-        key = keys.model_version(workspace, name, number)
+        key = table_keys.model_version(workspace, name, number)
         item = None
         for attempt in range(ALIAS_ATTEMPTS):
             model = self._model(workspace, name)
@@ -245,7 +245,7 @@ class Registry:
             operations: list[Operation] = [Delete(key, all_of(item_exists(), attr_absent_or_eq("deployment_count", 0)))]
             if pointing:
                 moves = int(model.get("alias_moves", 0))
-                operations.append(Update(keys.model(workspace, name), remove=[("aliases", a) for a in pointing],
+                operations.append(Update(table_keys.model(workspace, name), remove=[("aliases", a) for a in pointing],
                                          add={"alias_moves": len(pointing)},
                                          condition=all_of(attr_absent_or_eq("alias_moves", moves),
                                                           *(attr_eq(("aliases", a), number) for a in pointing))))
@@ -275,14 +275,14 @@ class Registry:
 
     def aliases(self, workspace: str, name: str) -> dict:
         model = self._model(workspace, name)
-        moves = self.ctx.table.query_all(Query(keys.workspace_pk(workspace),
-                                               sk_prefix=keys.model_alias_moves_prefix(name)))
+        moves = self.ctx.table.query_all(Query(table_keys.workspace_pk(workspace),
+                                               sk_prefix=table_keys.model_alias_moves_prefix(name)))
         return {"aliases": model.get("aliases", {}),
                 "history": [{"alias": m["alias"], "from": m["from"], "to": m["to"], "by": m["by"], "at": m["at"]}
                             for m in moves]}
 
     def _move_alias(self, principal: Principal, workspace: str, name: str, alias: str, target: int | None) -> dict:
-        model_key = keys.model(workspace, name)
+        model_key = table_keys.model(workspace, name)
         for attempt in range(ALIAS_ATTEMPTS):
             model = self._model(workspace, name)
             previous, moves = model.get("aliases", {}).get(alias), int(model.get("alias_moves", 0))
@@ -301,7 +301,7 @@ class Registry:
             history = self._history(workspace, name, moves + 1, alias, previous, target, principal.user)
             operations: list[Operation] = [move, history]
             if target is not None:
-                operations.append(Check(keys.model_version(workspace, name, target), item_exists()))
+                operations.append(Check(table_keys.model_version(workspace, name, target), item_exists()))
             try:
                 self.ctx.table.transact(operations)
             except ConditionFailed as failure:
@@ -314,7 +314,7 @@ class Registry:
 
     def _history(self, workspace: str, name: str, sequence: int, alias: str, previous: int | None,
                  target: int | None, by: str) -> Put:
-        key = keys.model_alias_move(workspace, name, sequence)
+        key = table_keys.model_alias_move(workspace, name, sequence)
         return Put({"pk": key.pk, "sk": key.sk, "entity": "model_alias_move", "name": name, "alias": alias,
                     "from": previous, "to": target, "by": by, "at": self.ctx.now()}, item_absent())
 
@@ -327,7 +327,7 @@ class Registry:
         under the condition that the entry is still absent. A ConditionFailed on these means a concurrent
         change: call again and retry the transaction. Raises NotFound when the version does not exist.
         """
-        key = keys.model_version(workspace, name, int(version))
+        key = table_keys.model_version(workspace, name, int(version))
         item = self.ctx.table.get_item(key)
         if item is None:
             raise NotFound(f"model {name}:{version} not found in workspace {workspace!r}")
@@ -340,7 +340,7 @@ class Registry:
     def release_operations(self, workspace: str, name: str, version: int, deployment_key: str) -> list[Operation]:
         """The writes that end `deployment_key`'s use of name:version: the entry goes, the count drops by one
         (condition: the entry is still there). Empty when the version does not list the deployment."""
-        key = keys.model_version(workspace, name, int(version))
+        key = table_keys.model_version(workspace, name, int(version))
         item = self.ctx.table.get_item(key)
         entry = ("deployments", deployment_key)
         if item is None or deployment_key not in item.get("deployments", {}):
@@ -350,14 +350,14 @@ class Registry:
     # --- helpers --------------------------------------------------------------------------------
     def _model(self, workspace: str, name: str) -> dict:
         check_model_name(name)
-        model = self.ctx.table.get_item(keys.model(workspace, name))
+        model = self.ctx.table.get_item(table_keys.model(workspace, name))
         if model is None:
             raise NotFound(f"model {name!r} not found in workspace {workspace!r}")
         return model
 
     def _latest(self, workspace: str, name: str) -> dict | None:
         """The highest existing version (the counter may name a deleted one)."""
-        page = self.ctx.table.query(Query(keys.workspace_pk(workspace), sk_prefix=keys.model_versions_prefix(name),
+        page = self.ctx.table.query(Query(table_keys.workspace_pk(workspace), sk_prefix=table_keys.model_versions_prefix(name),
                                           forward=False, limit=1))
         return page.items[0] if page.items else None
 
@@ -368,12 +368,12 @@ class Registry:
         if text == "latest":
             item = self._latest(workspace, name)
         elif text.isascii() and text.isdigit():
-            item = self.ctx.table.get_item(keys.model_version(workspace, name, parse_version(text, field)))
+            item = self.ctx.table.get_item(table_keys.model_version(workspace, name, parse_version(text, field)))
         elif ALIAS_NAME.fullmatch(text):
             number = model.get("aliases", {}).get(text)
             if number is None:
                 raise NotFound(f"model {name!r} has no alias {text!r}")
-            item = self.ctx.table.get_item(keys.model_version(workspace, name, int(number)))
+            item = self.ctx.table.get_item(table_keys.model_version(workspace, name, int(number)))
         else:
             raise Invalid(f"{field} {text!r} must be a version number, an alias or 'latest'", field=field)
         if item is None:

@@ -6,8 +6,8 @@ import re
 from typing import Any, Sequence
 
 from chalicelib.errors import Conflict, Invalid, TooLarge
-from chalicelib.services.common import check_name
-from chalicelib.services.runs import check_entries
+from chalicelib.domain.validation import check_name
+from chalicelib.domain.validation import check_entries
 from chalicelib.services.snapshots import check_path
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")

@@ -12,8 +12,10 @@ import math
 import operator
 
 from chalicelib.errors import Invalid
-from chalicelib.services.common import check_page_size, decode_page_token, encode_page_token
+from chalicelib.domain.validation import check_page_size, decode_page_token, encode_page_token
+from chalicelib.services.run_views import run_summary
 from chalicelib.store.table import Query, Table
+from nimbus.runtime.run_states import STATUSES
 
 OPERATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "=": operator.eq, "!=": operator.ne}
 ORDER_FIELDS = ("created", "started", "ended", "duration_s", "status")
@@ -21,8 +23,6 @@ ORDER_FIELDS = ("created", "started", "ended", "duration_s", "status")
 
 def search_runs(table: Table, partition: str, *, statuses, tags, metrics, top_level, order_by, descending,
                 max_results, page_token) -> dict:
-    from chalicelib.services.runs import STATUSES, run_summary
-
     check_page_size(max_results)
     for status in statuses:
         if status not in STATUSES:

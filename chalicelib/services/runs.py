@@ -8,9 +8,17 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from chalicelib.errors import Conflict, Invalid, NotFound
-from chalicelib.services import keys
-from chalicelib.services.common import Context, check_page_size, decode_page_token, encode_page_token, new_id, parse_iso, start_key
-from chalicelib.services.experiments import Experiments, check_experiment_name
+from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
+from chalicelib.domain.ids import new_id
+from chalicelib.domain.timestamps import parse_iso
+from chalicelib.domain.validation import (
+    ENTRY_KEY, MAX_TAGS, check_entries, check_experiment_name, check_page_size, decode_page_token, encode_page_token,
+    start_key,
+)
+from chalicelib.services.experiments import Experiments
+from chalicelib.services.run_search import search_runs
+from chalicelib.services.run_views import run_summary
 from chalicelib.services.identity import Principal
 from nimbus.runtime.run_states import ACTIVE, STATUSES, TERMINAL, TRANSITIONS
 from chalicelib.store.table import (
@@ -18,9 +26,6 @@ from chalicelib.store.table import (
     attr_eq, attr_in, attr_lt, item_absent, item_exists,
 )
 
-MAX_TAGS = 200
-_KEY = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
-MAX_VALUE = 5000
 MAX_ENTRIES_BYTES = 64 * 1024
 CHILD_SUMMARY_LIMIT = 1000
 MAX_DEPTH = 100  # child runs nest at most this deep
@@ -45,19 +50,6 @@ class Reporter:
         if self.attempt is not None and (isinstance(self.attempt, bool) or not isinstance(self.attempt, int)
                                          or not 1 <= self.attempt <= MAX_ATTEMPTS):
             raise Invalid(f"attempt must be a whole number from 1 to {MAX_ATTEMPTS}", field="attempt")
-
-
-def check_entries(entries: dict[str, Any], field: str) -> dict[str, str]:
-    if not isinstance(entries, dict):
-        raise Invalid(f"{field} must be an object of string keys and values", field=field)
-    if len(entries) > MAX_TAGS:
-        raise Invalid(f"at most {MAX_TAGS} {field} per request", field=field)
-    for key, value in entries.items():
-        if not isinstance(key, str) or not _KEY.fullmatch(key):
-            raise Invalid(f"{field} key {key!r} must be 1-255 printable characters", field=f"{field}.{key}")
-        if not isinstance(value, str) or len(value) > MAX_VALUE:
-            raise Invalid(f"{field}.{key} must be a string of at most {MAX_VALUE} characters", field=f"{field}.{key}")
-    return entries
 
 
 def check_room(current: dict[str, str], added: dict[str, str], field: str) -> None:
@@ -116,7 +108,7 @@ class Runs:
             raise Invalid("experiment is required", field="experiment")
         check_experiment_name(experiment)
         now, run_id = self.ctx.now(), run_id or new_id(self.ctx.clock)
-        key = keys.run(run_id)
+        key = table_keys.run(run_id)
         item = {
             "pk": key.pk, "sk": key.sk, "entity": "run", "id": run_id, "workspace": workspace,
             "experiment": experiment, "status": status, "created": now, "started": now if status == "Running" else None,
@@ -124,13 +116,13 @@ class Runs:
             "display_name": (display_name or run_id)[:255], "tags": tags, "properties": properties, "error": None,
             "parent_id": parent_id, "root_id": parent["root_id"] if parent else run_id,
             "depth": parent["depth"] + 1 if parent else 0, "metrics": {}, "metric_types": {},
-            "gsi1pk": keys.experiment_runs_index_pk(workspace, experiment), "gsi1sk": f"{now}#{run_id}",
+            "gsi1pk": table_keys.experiment_runs_index_pk(workspace, experiment), "gsi1sk": f"{now}#{run_id}",
         }
         operations = [Put(item, item_absent()), Experiments(self.ctx).upsert_for_new_run(workspace, experiment, principal.user),
-                      Check(keys.workspace(workspace), item_exists())]
+                      Check(table_keys.workspace(workspace), item_exists())]
         if parent is not None:
-            item["gsi2pk"], item["gsi2sk"] = keys.children_index_pk(parent_id), f"{now}#{run_id}"
-            operations.append(Check(keys.run(parent_id), attr_eq("status", parent["status"])))
+            item["gsi2pk"], item["gsi2sk"] = table_keys.children_index_pk(parent_id), f"{now}#{run_id}"
+            operations.append(Check(table_keys.run(parent_id), attr_eq("status", parent["status"])))
         item.update(submission or {})
         own = len(operations)
         try:
@@ -144,7 +136,7 @@ class Runs:
         return item
 
     def get(self, workspace: str, run_id: str) -> dict:
-        item = self.ctx.table.get_item(keys.run(run_id)) if _plausible_id(run_id) else None
+        item = self.ctx.table.get_item(table_keys.run(run_id)) if _plausible_id(run_id) else None
         if item is None or item["workspace"] != workspace:
             raise NotFound(f"run {run_id!r} not found in workspace {workspace!r}")
         return item
@@ -155,7 +147,7 @@ class Runs:
         for _ in range(MAX_DEPTH):
             if current == ancestor_id:
                 return True
-            item = self.ctx.table.get_item(keys.run(current)) if _plausible_id(current) else None
+            item = self.ctx.table.get_item(table_keys.run(current)) if _plausible_id(current) else None
             if item is None or item["workspace"] != workspace or not item.get("parent_id"):
                 return False
             current = item["parent_id"]
@@ -164,13 +156,13 @@ class Runs:
     def children(self, workspace: str, run_id: str, max_results: int = 100, page_token: str | None = None) -> dict:
         self.get(workspace, run_id)
         check_page_size(max_results)
-        page = self.ctx.table.query(Query(keys.children_index_pk(run_id), index="gsi2", limit=max_results,
-                                          start=start_key(decode_page_token(page_token), gsi2pk=keys.children_index_pk(run_id))))
+        page = self.ctx.table.query(Query(table_keys.children_index_pk(run_id), index="gsi2", limit=max_results,
+                                          start=start_key(decode_page_token(page_token), gsi2pk=table_keys.children_index_pk(run_id))))
         return {"runs": [run_summary(i) for i in page.items],
                 "next_page_token": encode_page_token({"k": page.next}) if page.next else None}
 
     def children_statuses(self, run_id: str) -> dict[str, int]:
-        query = Query(keys.children_index_pk(run_id), index="gsi2", limit=CHILD_SUMMARY_LIMIT)
+        query = Query(table_keys.children_index_pk(run_id), index="gsi2", limit=CHILD_SUMMARY_LIMIT)
         return dict(Counter(i["status"] for i in self.ctx.table.query(query).items))
 
     # --- change ---------------------------------------------------------------------------------
@@ -178,12 +170,12 @@ class Runs:
         check_entries(tags, "tags")
         remove = list(remove or [])
         for index, key in enumerate(remove):
-            if not isinstance(key, str) or not _KEY.fullmatch(key):
+            if not isinstance(key, str) or not ENTRY_KEY.fullmatch(key):
                 raise Invalid(f"remove[{index}] must be a tag key of 1-255 printable characters", field=f"remove[{index}]")
         if len(tags) + len(remove) == 0:
             raise Invalid("give tags to set or remove", field="tags")
         check_room(self.get(workspace, run_id)["tags"], tags, "tags")
-        update = Update(keys.run(run_id), set={("tags", k): v for k, v in tags.items()},
+        update = Update(table_keys.run(run_id), set={("tags", k): v for k, v in tags.items()},
                         remove=[("tags", k) for k in remove if k not in tags], condition=item_exists())
         return self.ctx.table.update(update)
 
@@ -194,7 +186,7 @@ class Runs:
         check_room(self.get(workspace, run_id)["properties"], properties, "properties")
         condition = all_of(item_exists(), *[attr_absent_or_eq(("properties", k), v) for k, v in properties.items()])
         try:
-            return self.ctx.table.update(Update(keys.run(run_id), set={("properties", k): v for k, v in properties.items()},
+            return self.ctx.table.update(Update(table_keys.run(run_id), set={("properties", k): v for k, v in properties.items()},
                                                 condition=condition))
         except ConditionFailed:
             current = self.get(workspace, run_id)["properties"]
@@ -210,7 +202,7 @@ class Runs:
             _check_holder(run, reporter)
         condition = all_of(attr_in("status", ACTIVE), _reporter_condition(run, reporter))
         try:
-            return self.ctx.table.update(Update(keys.run(run_id), set={"heartbeat": self.ctx.now()},
+            return self.ctx.table.update(Update(table_keys.run(run_id), set={"heartbeat": self.ctx.now()},
                                                 condition=condition))
         except ConditionFailed:
             run = self.get(workspace, run_id)
@@ -255,12 +247,12 @@ class Runs:
                                 "attempts": merge_attempt(run.get("attempts") or [], attempt,
                                                           {"runner_id": reporter.runner_id, "started": now})})
                 condition = all_of(condition, _attempts_as_read(run))
-            update = Update(keys.run(run_id), set=changes, condition=condition)
+            update = Update(table_keys.run(run_id), set=changes, condition=condition)
             also: list = []
             if status in TERMINAL and run.get("compute_target"):  # the target no longer counts it as active
-                also.append(Delete(keys.active_run(workspace, run["compute_target"], run_id)))
+                also.append(Delete(table_keys.active_run(workspace, run["compute_target"], run_id)))
             if current == "Queued" and run.get("compute_target"):  # off an instance target's queue (no-op otherwise)
-                also.append(Delete(keys.instance_queue_entry(workspace, run["compute_target"], run_id)))
+                also.append(Delete(table_keys.instance_queue_entry(workspace, run["compute_target"], run_id)))
             try:
                 if also:
                     self.ctx.table.transact([update, *also])
@@ -283,7 +275,7 @@ class Runs:
             if merged == (run.get("attempts") or []):
                 return False
             try:
-                self.ctx.table.update(Update(keys.run(run_id), set={"attempts": merged}, condition=all_of(
+                self.ctx.table.update(Update(table_keys.run(run_id), set={"attempts": merged}, condition=all_of(
                     attr_in("status", ACTIVE), _attempts_as_read(run))))
                 return True
             except ConditionFailed:
@@ -297,10 +289,8 @@ class Runs:
                page_token: str | None = None) -> dict:
         """Runs of one experiment (without child runs when `top_level`): one Query of the experiment's
         index partition, filtered and sorted here."""
-        from chalicelib.services.run_search import search_runs
-
         check_experiment_name(experiment)
-        return search_runs(self.ctx.table, keys.experiment_runs_index_pk(workspace, experiment),
+        return search_runs(self.ctx.table, table_keys.experiment_runs_index_pk(workspace, experiment),
                            statuses=statuses or [], tags=tags or [], metrics=metrics or [], top_level=top_level,
                            order_by=order_by,
                            descending=descending, max_results=max_results, page_token=page_token)
@@ -368,16 +358,3 @@ def _plausible_id(run_id: str) -> bool:
     return isinstance(run_id, str) and 0 < len(run_id) <= 64 and run_id.isalnum()
 
 
-def run_summary(item: dict) -> dict:
-    return {k: item.get(k) for k in ("id", "experiment", "display_name", "status", "created", "started", "ended",
-                                      "duration_s", "submitted_by", "parent_id", "tags", "metrics")}
-
-
-def run_view(item: dict, children: dict[str, int] | None = None) -> dict:
-    view = run_summary(item)
-    view.update({k: item.get(k) for k in ("properties", "error", "root_id", "depth", "metric_types", "snapshot_id",
-                                          "run_config", "git", "ci", "compute_target", "job", "attempt",
-                                          "runner_id")})
-    view["attempts"] = item.get("attempts") or []
-    view["children"] = children or {}
-    return view

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from chalicelib.errors import Invalid, NotFound, TooLarge
-from chalicelib.services import keys
-from chalicelib.services.common import Context
+from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
 from chalicelib.services.identity import Principal
 from chalicelib.services.outputs import check_output_path
 from chalicelib.services.workspaces import Workspaces
@@ -49,7 +49,7 @@ def max_bytes() -> int:
 
 
 def snapshot_key(workspace: str, snapshot_id: str) -> Key:
-    return Key(keys.workspace_pk(workspace), f"SNAPSHOT#{snapshot_id}")
+    return Key(table_keys.workspace_pk(workspace), f"SNAPSHOT#{snapshot_id}")
 
 
 def manifest_bytes(files: list[dict]) -> bytes:
@@ -97,7 +97,7 @@ class Snapshots:
         # The check on the workspace's id keeps a snapshot out of a workspace deleted (or re-created) meanwhile.
         try:
             self.ctx.table.transact([Put(item, item_absent()),
-                                     Check(keys.workspace(workspace), attr_eq("id", record["id"]))])
+                                     Check(table_keys.workspace(workspace), attr_eq("id", record["id"]))])
         except ConditionFailed as failure:
             if failure.index == 1:
                 raise NotFound(f"workspace {workspace!r} not found") from None

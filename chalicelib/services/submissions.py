@@ -10,8 +10,9 @@ from dataclasses import replace
 from chalicelib.compute.dispatcher import Dispatcher
 from nimbus.runtime.job_spec import JobSpec
 from chalicelib.errors import Conflict, Invalid
-from chalicelib.services import keys
-from chalicelib.services.common import Context, new_id
+from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
+from chalicelib.domain.ids import new_id
 from chalicelib.services.compute_settings import RESOURCES, check_resources
 from chalicelib.services.compute_targets import LOCAL, ComputeTargets, Provisioner
 from chalicelib.services.environments import Environments, environment_for
@@ -21,7 +22,7 @@ from chalicelib.store.table import Check, ConditionFailed, Key, Operation, Put, 
 
 
 def submission_key(workspace: str, client_token: str) -> Key:
-    return Key(keys.workspace_pk(workspace), f"SUBMIT#{client_token}")
+    return Key(table_keys.workspace_pk(workspace), f"SUBMIT#{client_token}")
 
 
 class Submissions:
@@ -43,7 +44,7 @@ class Submissions:
         if self.dispatcher is None:
             raise Invalid("this deployment runs no submitted jobs", field="run_config.compute")
         target = ComputeTargets(self.ctx, self.provisioner).usable(workspace, run_config.get("compute") or LOCAL)
-        if self.ctx.table.get(keys.workspace_pk(workspace), f"SNAPSHOT#{snapshot_id}") is None:
+        if self.ctx.table.get(table_keys.workspace_pk(workspace), f"SNAPSHOT#{snapshot_id}") is None:
             raise Invalid(f"snapshot {snapshot_id} not found in workspace {workspace!r}; upload it first",
                           field="snapshot_id")
         run_id, extra = new_id(self.ctx.clock), []
@@ -106,9 +107,9 @@ def job_spec(run_id: str, workspace: str, run_config: dict, target: dict | None)
 def active_entry(spec: JobSpec, now: str) -> list[Operation]:
     """The run's ACTIVE item, and a check that its target is still usable: a target being deleted either
     fails this transaction or sees the item (docs/compute.md)."""
-    key = keys.active_run(spec.workspace, spec.compute, spec.run_id)
+    key = table_keys.active_run(spec.workspace, spec.compute, spec.run_id)
     operations: list[Operation] = [Put({"pk": key.pk, "sk": key.sk, "entity": "active_run", "workspace": spec.workspace,
                                         "target": spec.compute, "created": now}, item_absent())]
     if spec.target is not None:
-        operations.append(Check(keys.compute_target(spec.workspace, spec.compute), attr_eq("state", "Succeeded")))
+        operations.append(Check(table_keys.compute_target(spec.workspace, spec.compute), attr_eq("state", "Succeeded")))
     return operations

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from chalicelib.errors import Invalid
 from chalicelib.scoring.telemetry import histogram_of, minute_label, percentile_ms, telemetry_pk
-from chalicelib.services.common import Context
+from chalicelib.domain.context import Context
 from chalicelib.store.table import Key, Query
 
 MAX_WINDOW_MINUTES = 30 * 24 * 60  # what the items' TTL keeps

@@ -5,8 +5,9 @@ import secrets
 from typing import TYPE_CHECKING, Callable
 
 from chalicelib.errors import Conflict, Forbidden, Invalid, NotFound
-from chalicelib.services import keys
-from chalicelib.services.common import WORKSPACE_NAME, WORKSPACE_RULE, Context, check_name
+from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
+from chalicelib.domain.validation import check_name, WORKSPACE_NAME, WORKSPACE_RULE
 from chalicelib.services.identity import Identity, Principal
 from chalicelib.store.table import (
     Check, ConditionFailed, Delete, Key, Put, Query, Update, attr_eq, attr_gt, item_absent, item_exists,
@@ -30,7 +31,7 @@ class Workspaces:
 
     def authorize(self, principal: Principal, workspace: str, minimum: str = "reader") -> dict:
         """The caller's membership; 404 when not a member (the workspace's existence stays private)."""
-        member = self.ctx.table.get_item(keys.member(workspace, principal.user))
+        member = self.ctx.table.get_item(table_keys.member(workspace, principal.user))
         if member is None:
             raise NotFound(f"workspace {workspace!r} not found")
         if rank(member["role"]) < rank(minimum):
@@ -39,7 +40,7 @@ class Workspaces:
 
     def create(self, principal: Principal, name: str, description: str = "") -> dict:
         check_name(name, WORKSPACE_NAME, "name", WORKSPACE_RULE)
-        key = keys.workspace(name)
+        key = table_keys.workspace(name)
         now = self.ctx.now()
         item = {"pk": key.pk, "sk": key.sk, "entity": "workspace", "name": name, "description": description,
                 "id": secrets.token_hex(8), "created": now, "created_by": principal.user, "owners": 1}
@@ -52,20 +53,20 @@ class Workspaces:
 
     def get(self, principal: Principal, name: str) -> dict:
         member = self.authorize(principal, name)
-        item = self.ctx.table.get_item(keys.workspace(name))
+        item = self.ctx.table.get_item(table_keys.workspace(name))
         if item is None:
             raise NotFound(f"workspace {name!r} not found")
         return workspace_view(item, member["role"])
 
     def record(self, name: str) -> dict:
         """The stored workspace, for other services (no access check)."""
-        item = self.ctx.table.get_item(keys.workspace(name))
+        item = self.ctx.table.get_item(table_keys.workspace(name))
         if item is None:
             raise NotFound(f"workspace {name!r} not found")
         return item
 
     def list(self, principal: Principal) -> list[dict]:
-        memberships = self.ctx.table.query_all(Query(keys.tokens_of_index_pk(principal.user), index="gsi1", sk_prefix="WS#"))
+        memberships = self.ctx.table.query_all(Query(table_keys.tokens_of_index_pk(principal.user), index="gsi1", sk_prefix="WS#"))
         return [{"name": m["workspace"], "role": m["role"]} for m in memberships]
 
     def delete(self, principal: Principal, name: str, force: bool = False, targets: "ComputeTargets | None" = None,
@@ -78,7 +79,7 @@ class Workspaces:
         self.authorize(principal, name, "owner")
         if not force:
             for prefix in _CONTENT_PREFIXES:
-                if self.ctx.table.query(Query(keys.workspace_pk(name), sk_prefix=prefix, limit=1)).items:
+                if self.ctx.table.query(Query(table_keys.workspace_pk(name), sk_prefix=prefix, limit=1)).items:
                     raise Conflict(f"workspace {name!r} is not empty; delete with force to remove everything in it")
         removed_targets = 0
         if force:
@@ -87,13 +88,13 @@ class Workspaces:
             def end_runs(run_ids: list[str]) -> None:
                 self._end_runs(name, run_ids, stop_run)
 
-            end_runs([i["sk"] for i in self.ctx.table.query_all(Query(keys.active_runs_pk(name, LOCAL)))])
+            end_runs([i["sk"] for i in self.ctx.table.query_all(Query(table_keys.active_runs_pk(name, LOCAL)))])
             removed_targets = (targets or ComputeTargets(self.ctx)).delete_all(name, end_runs)
         record = self.record(name)
         # The META item goes first, conditionally: a concurrent delete or re-create cannot interleave.
         self.ctx.table.delete(record["pk"], record["sk"], attr_eq("id", record["id"]))
         removed_runs = self._delete_runs(name)
-        members = list(self.ctx.table.query_all(Query(keys.workspace_pk(name))))
+        members = list(self.ctx.table.query_all(Query(table_keys.workspace_pk(name))))
         self.ctx.table.batch_delete([Key(i["pk"], i["sk"]) for i in members])
         blobs = self.ctx.blobs.delete_prefix(record["blob_prefix"])
         return {"name": name, "deleted": True, "runs": removed_runs, "blobs": blobs, "compute_targets": removed_targets}
@@ -112,10 +113,10 @@ class Workspaces:
 
     def _delete_runs(self, name: str) -> int:
         count = 0
-        for experiment in self.ctx.table.query_all(Query(keys.workspace_pk(name), sk_prefix="EXP#")):
-            runs = self.ctx.table.query_all(Query(keys.experiment_runs_index_pk(name, experiment["name"]), index="gsi1"))
+        for experiment in self.ctx.table.query_all(Query(table_keys.workspace_pk(name), sk_prefix="EXP#")):
+            runs = self.ctx.table.query_all(Query(table_keys.experiment_runs_index_pk(name, experiment["name"]), index="gsi1"))
             for run in list(runs):
-                items = list(self.ctx.table.query_all(Query(keys.run_pk(run["id"]))))
+                items = list(self.ctx.table.query_all(Query(table_keys.run_pk(run["id"]))))
                 self.ctx.table.batch_delete([Key(i["pk"], i["sk"]) for i in items])
                 count += 1
         return count
@@ -126,7 +127,7 @@ class Workspaces:
         self.authorize(principal, workspace, "owner")
         _check_role(role)
         Identity(self.ctx).get_user(user)
-        current = self.ctx.table.get_item(keys.member(workspace, user))
+        current = self.ctx.table.get_item(table_keys.member(workspace, user))
         op = self._member_put(workspace, user, role, principal)
         op.condition = item_absent() if current is None else attr_eq("role", current["role"])
         was_owner, is_owner = current is not None and current["role"] == "owner", role == "owner"
@@ -135,22 +136,22 @@ class Workspaces:
 
     def list_members(self, principal: Principal, workspace: str) -> list[dict]:
         self.authorize(principal, workspace)
-        query = Query(keys.workspace_pk(workspace), sk_prefix="MEMBER#")
+        query = Query(table_keys.workspace_pk(workspace), sk_prefix="MEMBER#")
         return [member_view(i) for i in self.ctx.table.query_all(query)]
 
     def remove_member(self, principal: Principal, workspace: str, user: str) -> None:
         if principal.user != user:  # anyone may leave; only owners remove others
             self.authorize(principal, workspace, "owner")
-        member = self.ctx.table.get_item(keys.member(workspace, user))
+        member = self.ctx.table.get_item(table_keys.member(workspace, user))
         if member is None:
             raise NotFound(f"user {user!r} is not a member of {workspace!r}")
-        delete = Delete(keys.member(workspace, user), attr_eq("role", member["role"]))
+        delete = Delete(table_keys.member(workspace, user), attr_eq("role", member["role"]))
         self._change_members(workspace, user, delete, -1 if member["role"] == "owner" else 0)
 
     def _change_members(self, workspace: str, user: str, op: Put | Delete, owner_delta: int) -> None:
         """One transaction: the member write and the workspace's owner count, never below one."""
         guard = attr_gt("owners", 1) if owner_delta < 0 else item_exists()
-        key = keys.workspace(workspace)
+        key = table_keys.workspace(workspace)
         count = Update(key, add={"owners": owner_delta}, condition=guard) if owner_delta else Check(key, guard)
         try:
             self.ctx.table.transact([op, count])
@@ -163,10 +164,10 @@ class Workspaces:
             raise Conflict(f"the membership of {user!r} changed meanwhile; retry") from None
 
     def _member_put(self, workspace: str, user: str, role: str, by: Principal) -> Put:
-        key = keys.member(workspace, user)
+        key = table_keys.member(workspace, user)
         return Put({"pk": key.pk, "sk": key.sk, "entity": "member", "workspace": workspace, "user": user,
                     "role": role, "added": self.ctx.now(), "added_by": by.user,
-                    "gsi1pk": keys.tokens_of_index_pk(user), "gsi1sk": f"WS#{workspace}"})
+                    "gsi1pk": table_keys.tokens_of_index_pk(user), "gsi1sk": f"WS#{workspace}"})
 
 
 def _check_role(role: str) -> None:

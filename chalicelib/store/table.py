@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
+from chalicelib.domain.table_keys import Key
 from chalicelib.errors import Conflict
 
 Path = tuple[str, ...]  # ("status",) or ("metrics", "accuracy"): a top-level or nested map attribute
@@ -130,12 +131,6 @@ def _same(a: Any, b: Any) -> bool:
 
 
 # --- operations -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Key:
-    pk: str
-    sk: str
-
-
 @dataclass
 class Put:
     item: dict

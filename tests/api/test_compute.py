@@ -8,7 +8,7 @@ import pytest
 
 from chalicelib.compute.instance_queue import LEASE_SECONDS, InstanceQueue
 from chalicelib.compute.router import ComputeRouter
-from chalicelib.services import keys
+from chalicelib.domain import table_keys
 from chalicelib.store.table import Update
 from tests.api.helpers import all_at_once
 from tests.api.test_submit import RecordingDispatcher
@@ -281,7 +281,7 @@ def test_a_run_that_left_queued_is_removed_from_the_queue_at_the_next_claim(api,
     api.ok("POST", COMPUTES, {"name": "box", "type": "instance"})
     first, second = (submit(api, snapshot_id, "box")[1] for _ in range(2))
     # A run moved out of Queued without its report touching the queue (as before leases existed)
-    services.ctx.table.update(Update(keys.run(first["id"]), set={"status": "Failed"}))
+    services.ctx.table.update(Update(table_keys.run(first["id"]), set={"status": "Failed"}))
     assert [i["sk"] for i in services.ctx.table.query_all(_query("QUEUE#team#box"))] == [first["id"], second["id"]]
     assert api.ok("POST", f"{COMPUTES}/box/claim")["run"]["id"] == second["id"]
     assert [i["sk"] for i in services.ctx.table.query_all(_query("QUEUE#team#box"))] == [second["id"]]

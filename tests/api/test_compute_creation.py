@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.errors import Invalid
-from chalicelib.services import keys
+from chalicelib.domain import table_keys
 from chalicelib.services.cluster_lifecycle import CREATE_TIMEOUT_S, PENDING_PK, START_GRACE_S
 from chalicelib.services.compute_targets import ComputeTargets
 from chalicelib.store.table import Query, Update
@@ -124,7 +124,7 @@ def test_an_interrupted_start_is_adopted_or_failed(api, services, provisioner, c
     # Given two creates whose requests died before recording their compute environment
     for name in ("found", "lost"):
         create(api, name)
-        services.ctx.table.update(Update(keys.compute_target("team", name), set={"resources": {}},
+        services.ctx.table.update(Update(table_keys.compute_target("team", name), set={"resources": {}},
                                          remove=["step"]))
     assert api.ok("GET", f"{COMPUTES}/found")["state"] == "Creating"  # its request may still be at it
     clock[0] += START_GRACE_S + 1
@@ -145,7 +145,7 @@ def test_a_target_being_created_can_be_deleted(api, services, provisioner, clock
 
     # One whose start is not recorded yet waits for its request; later, what it made is found and deleted
     create(api)
-    services.ctx.table.update(Update(keys.compute_target("team", "cluster"), set={"resources": {}}, remove=["step"]))
+    services.ctx.table.update(Update(table_keys.compute_target("team", "cluster"), set={"resources": {}}, remove=["step"]))
     status, body = api.call("DELETE", f"{COMPUTES}/cluster")
     assert status == 409 and "being started" in body["message"]
     clock[0] += START_GRACE_S + 1

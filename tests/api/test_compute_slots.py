@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from chalicelib.compute.instance_queue import LEASE_SECONDS, slot_key, slots_pk
-from chalicelib.services import keys
+from chalicelib.domain import table_keys
 from chalicelib.store.table import Query
 from tests.api.helpers import all_at_once
 from tests.api.test_compute import WS, submit
@@ -116,7 +116,7 @@ def test_the_slot_of_a_lapsed_lease_goes_to_the_next_run_and_its_token_stops_wor
     # Given a slot held by a queued run whose lease lapsed, and an older run waiting (as a crash can leave it)
     box(api, 1)
     older, holder = queued(api, snapshot, clock, 2)
-    entry_key = keys.instance_queue_entry("team", "box", older)
+    entry_key = table_keys.instance_queue_entry("team", "box", older)
     parked = services.ctx.table.get_item(entry_key)
     services.ctx.table.delete(entry_key.pk, entry_key.sk)  # out of the way while the holder is claimed
     held = claim(api)

@@ -149,14 +149,14 @@ def test_concurrent_appends_lose_nothing(api, run, services):
 
 def test_a_reader_stops_at_a_range_still_being_written_until_the_run_ends(api, services):
     # Given an append that reserved offsets 6..11 but has not written its text yet
-    from chalicelib.services import keys
+    from chalicelib.domain import table_keys
     from chalicelib.store.table import Update
 
     api.ok("POST", "/v1/workspaces", {"name": "gaps"})
     run = api.ok("POST", "/v1/workspaces/gaps/runs", {"experiment": "e", "status": "Running"})
     base = f"/v1/workspaces/gaps/runs/{run['id']}/logs/stdout"
     api.ok("POST", base, {"text": "first\n"})
-    services.ctx.table.update(Update(keys.log_stream(run["id"], "stdout"), add={"size": 6}))
+    services.ctx.table.update(Update(table_keys.log_stream(run["id"], "stdout"), add={"size": 6}))
     api.ok("POST", base, {"text": "third\n"})
 
     # When a follower reads while the run is active, it stops before the hole

@@ -6,7 +6,7 @@ from urllib.parse import quote
 import pytest
 
 from chalicelib.errors import Conflict, NotFound
-from chalicelib.services import keys
+from chalicelib.domain import table_keys
 from chalicelib.services.identity import Principal
 from tests.api.helpers import all_at_once, every_page, token_param, transfer
 
@@ -300,7 +300,7 @@ def test_a_deployed_version_cannot_be_deleted(api, backend, services, ws):
     # When the deployment lets go, the delete goes through: files and alias go with it
     table.transact(registry.release_operations("ws", "m", 1, "ep/blue"))
     assert registry.release_operations("ws", "m", 1, "ep/blue") == []
-    item = table.get_item(keys.model_version("ws", "m", 1))
+    item = table.get_item(table_keys.model_version("ws", "m", 1))
     assert item["deployment_count"] == 0 and item["deployments"] == {}
     prefix = registry.model_files("ws", first).blob_prefix
     assert api.ok("DELETE", f"{MODELS}/m/versions/1") == {"deleted": "m:1"}

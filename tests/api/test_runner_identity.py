@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from chalicelib.errors import Conflict
-from chalicelib.services import keys
+from chalicelib.domain import table_keys
 from chalicelib.services.runs import Reporter
 from chalicelib.store.table import Update
 
@@ -65,7 +65,7 @@ def test_a_later_attempt_restarts_an_active_run_and_the_earlier_one_can_no_longe
     report(ws, run["id"], "Preparing", A, 1)
     first = report(ws, run["id"], "Running", A, 1)[1]
     stale = "2026-01-01T00:00:00.000Z"
-    services.ctx.table.update(Update(keys.run(run["id"]), set={"heartbeat": stale}))
+    services.ctx.table.update(Update(table_keys.run(run["id"]), set={"heartbeat": stale}))
 
     # When Batch runs attempt 2 (the host of attempt 1 went away) and its runner reports Preparing
     code, restarted = report(ws, run["id"], "Preparing", B, 2)

@@ -5,7 +5,7 @@ import pytest
 
 from tests.api.helpers import every_page, token_param
 
-from chalicelib.services.common import iso, parse_iso
+from chalicelib.domain.timestamps import iso, parse_iso
 
 RUNS = "/v1/workspaces/ws/runs"
 

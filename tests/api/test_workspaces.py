@@ -5,7 +5,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from chalicelib.errors import Conflict, NotFound
-from chalicelib.services import keys
+from chalicelib.domain import table_keys
 from chalicelib.store.table import Query
 
 WS = "/v1/workspaces"
@@ -116,8 +116,8 @@ def test_delete_refused_while_not_empty_then_forced(api, services):
     # Then the runs, their metrics, logs and blobs are gone; the neighbour is untouched
     assert api.call("GET", f"{WS}/busy")[0] == 404
     for run_id in (run["id"], child["id"]):
-        assert list(services.ctx.table.query_all(Query(keys.run_pk(run_id)))) == []
-    assert list(services.ctx.table.query_all(Query(keys.workspace_pk("busy")))) == []
+        assert list(services.ctx.table.query_all(Query(table_keys.run_pk(run_id)))) == []
+    assert list(services.ctx.table.query_all(Query(table_keys.workspace_pk("busy")))) == []
     assert list(services.ctx.blobs.list_all(busy_prefix)) == []
     assert [b.key for b in services.ctx.blobs.list_all(neighbour_prefix)] == [
         services.outputs.run_prefix("neighbour", other["id"]) + "outputs/keep.bin"]
@@ -441,8 +441,8 @@ def test_a_forced_delete_cancels_runs_and_deletes_the_batch_resources_nimbus_mad
     assert sorted(provisioner.dismantled, key=str) == sorted([made, starting["resources"]], key=str)
     assert local.canceled == [local_run["id"]]
     assert api.call("GET", f"{WS}/team/runs/{claimed['run']['id']}", token=claimed["run_token"])[0] in (401, 404)
-    for pk in (slots_pk("team", "box"), keys.active_runs_pk("team", "box"), keys.instance_queue_pk("team", "box"),
-               PENDING_PK, keys.workspace_pk("team")):
+    for pk in (slots_pk("team", "box"), table_keys.active_runs_pk("team", "box"), table_keys.instance_queue_pk("team", "box"),
+               PENDING_PK, table_keys.workspace_pk("team")):
         assert list(services.ctx.table.query_all(Query(pk))) == [], pk
     assert all(api.call("GET", f"{WS}/team/runs/{r['id']}")[0] == 404 for r in runs)
 

@@ -5,7 +5,7 @@ import pytest
 
 from chalicelib.errors import Invalid
 from chalicelib.scoring.telemetry import TelemetryRecorder, bucket_ms, bucket_of
-from chalicelib.services.common import Context
+from chalicelib.domain.context import Context
 from chalicelib.services.telemetry import Telemetry
 from chalicelib.store.table import Query
 

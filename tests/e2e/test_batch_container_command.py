@@ -25,7 +25,8 @@ from chalicelib.compute.batch import BatchDispatcher
 from chalicelib.compute.batch_provisioner import BatchProvisioner
 from nimbus.runtime.job_spec import JobSpec
 from chalicelib.settings import Settings
-from nimbus import ScriptRunConfig, sealed_token, snapshot
+from nimbus import ScriptRunConfig, snapshot
+from nimbus.runtime import sealed_token
 from nimbus.experiment import Run
 
 REGION = "us-east-1"

@@ -14,7 +14,7 @@ from chalicelib.api.deps import Services
 from chalicelib.compute.batch import BATCH_JOBS_PK, BatchDispatcher
 from chalicelib.compute.batch_provisioner import BatchProvisioner
 from nimbus.runtime.job_spec import JobSpec
-from chalicelib.services.common import Context
+from chalicelib.domain.context import Context
 from chalicelib.settings import Settings
 from chalicelib.store.factory import build_blobs, build_table
 from chalicelib.store.table import Query

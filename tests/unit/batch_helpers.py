@@ -7,7 +7,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from chalicelib.api.deps import Services
-from chalicelib.services.common import Context
+from chalicelib.domain.context import Context
 from chalicelib.settings import Settings
 from chalicelib.store import schema
 from chalicelib.store.factory import build_blobs, build_table

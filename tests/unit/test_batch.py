@@ -263,7 +263,7 @@ def test_a_batch_run_takes_its_environments_built_image_or_is_refused(account):
 
     from chalicelib.compute.image_build import IMAGE_BUILD_KIND, IMAGE_FORMAT
     from chalicelib.errors import Conflict, Invalid
-    from chalicelib.services import keys
+    from chalicelib.domain import table_keys
     from chalicelib.services.environments import Environments
 
     environment = {"name": "sklearn", "version": 2, "hash": "ab" * 32, "definition": {"pip": []}}
@@ -278,7 +278,7 @@ def test_a_batch_run_takes_its_environments_built_image_or_is_refused(account):
         building.built_image("team", environment, "run_config.environment")
     assert refused.value.field == "run_config.environment" and "sklearn:2" in refused.value.message
 
-    key = keys.environment_build(environment["hash"], IMAGE_BUILD_KIND + "team")
+    key = table_keys.environment_build(environment["hash"], IMAGE_BUILD_KIND + "team")
     ctx.table.put({"pk": key.pk, "sk": key.sk, "state": "Succeeded", "format": IMAGE_FORMAT,
                    "image_uri": "123.dkr.ecr.us-east-1.amazonaws.com/nimbus/team:abab-2"})
     assert building.built_image("team", environment, "run_config.environment").endswith("nimbus/team:abab-2")

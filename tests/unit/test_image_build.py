@@ -17,7 +17,7 @@ import yaml
 from chalicelib.compute import image_build
 from chalicelib.compute.image_build import IMAGE_FORMAT, ImageBuilds, build_context, buildspec, dockerfile
 from chalicelib.services.environments import definition_hash, normalize_definition
-from chalicelib.services import keys
+from chalicelib.domain import table_keys
 from chalicelib.services.identity import Principal
 from tests.wheels import build_tiny_wheel
 
@@ -179,7 +179,7 @@ def test_a_new_definition_starts_one_image_build_shared_by_identical_ones(aws_se
     assert build["state"] == "Succeeded" and build["image_uri"] == f"{uri}:{first['hash']}-{IMAGE_FORMAT}"
     assert build["log_key"] == prefix + "build.log" and build["kind"] == "image"
     assert environments.get("team", "twin", "latest")["builds"] == [build]
-    version = aws_services.ctx.table.get_item(keys.environment_version("team", "sklearn", 1))
+    version = aws_services.ctx.table.get_item(table_keys.environment_version("team", "sklearn", 1))
     assert ImageBuilds(aws_services.ctx).ready_image("team", version) == build["image_uri"]
     assert ImageBuilds(aws_services.ctx).ready_image("elsewhere", version) is None
 
@@ -188,11 +188,11 @@ def test_an_image_of_an_older_format_is_built_again_under_a_tag_of_its_own(aws_s
     import boto3
 
     aws_services.environments.create(ADMIN, "team", "sklearn", pip=["numpy==2.0.0"])
-    version = aws_services.ctx.table.get_item(keys.environment_version("team", "sklearn", 1))
+    version = aws_services.ctx.table.get_item(table_keys.environment_version("team", "sklearn", 1))
     builds = ImageBuilds(aws_services.ctx)
     assert builds.ready_image("team", version)  # built (moto finishes at once)
     # an image built before the format existed: a build item without it, tagged with the bare hash
-    key = keys.environment_build(version["hash"], "image#team")
+    key = table_keys.environment_build(version["hash"], "image#team")
     old = aws_services.ctx.table.get_item(key)
     aws_services.ctx.table.put({k: v for k, v in old.items() if k != "format"}
                                | {"image_uri": old["image_uri"].rsplit("-", 1)[0]})
@@ -211,7 +211,7 @@ def test_a_build_that_cannot_start_is_failed_and_claimed_again_later(aws_service
     from botocore.exceptions import ClientError
 
     aws_services.environments.create(ADMIN, "team", "other", pip=["pandas"])
-    item = aws_services.ctx.table.get_item(keys.environment_version("team", "other", 1))
+    item = aws_services.ctx.table.get_item(table_keys.environment_version("team", "other", 1))
     broken = {**item, "hash": "b" * 64}
 
     # a build whose start is refused records the failure

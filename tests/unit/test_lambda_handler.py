@@ -10,7 +10,7 @@ import pytest
 
 from chalicelib.scoring import lambda_handler
 from chalicelib.scoring.runtime import MAX_BODY
-from chalicelib.services.common import Context
+from chalicelib.domain.context import Context
 from chalicelib.services.telemetry import Telemetry
 from chalicelib.settings import Settings
 from chalicelib.store import schema

@@ -11,8 +11,9 @@ from chalicelib.compute import batch
 from chalicelib.compute.batch import BatchDispatcher
 from chalicelib.compute.batch_provisioner import BatchProvisioner
 from nimbus.runtime.job_spec import JobSpec
-from chalicelib.services import keys
-from chalicelib.services.common import Context, iso
+from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
+from chalicelib.domain.timestamps import iso
 from chalicelib.services.reconcile import Reconciler, active_runs
 from chalicelib.services.runs import Reporter
 from chalicelib.store.factory import build_blobs, build_table
@@ -42,7 +43,7 @@ class World:
             self.services.runs.transition("team", run["id"], status)
         job = {"type": "batch", "job_id": job_id, "job_name": f"nimbus-team-{run['id']}", "job_queue": "q"}
         table = self.services.ctx.table
-        table.update(Update(keys.run(run["id"]), set={"job": job, **extra}))
+        table.update(Update(table_keys.run(run["id"]), set={"job": job, **extra}))
         entry = batch.batch_job_key(run["id"])
         table.put({"pk": entry.pk, "sk": entry.sk, "entity": "batch_job", "workspace": "team", "job_id": job_id})
         return self.services.runs.get("team", run["id"])
@@ -169,7 +170,7 @@ def test_an_explicit_list_of_runs_is_swept_as_given(world):
 def test_active_runs_reads_the_active_partitions_of_targets(world):
     table = world.services.ctx.table
     for run_id in ("r1", "r2"):
-        key = keys.active_run("team", "gpu", run_id)
+        key = table_keys.active_run("team", "gpu", run_id)
         table.put({"pk": key.pk, "sk": key.sk, "entity": "active_run"})
     assert sorted(active_runs(world.services.ctx, [("team", "gpu"), ("team", "cpu")])) == [("team", "r1"),
                                                                                          ("team", "r2")]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.services.common import Context
+from chalicelib.domain.context import Context
 from chalicelib.services.telemetry import Telemetry
 from chalicelib.settings import Settings
 from chalicelib.store.factory import build_blobs, build_table

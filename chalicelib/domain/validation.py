@@ -1,46 +1,17 @@
-"""Small helpers shared by the services: ids, clock, names, opaque page tokens."""
+"""Validators the services share: names, tags and properties, page sizes and opaque page tokens."""
 from __future__ import annotations
 
 import base64
 import binascii
 import json
 import re
-import secrets
-import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+from typing import Any
 
 from chalicelib.errors import Invalid
-from chalicelib.settings import Settings
-from chalicelib.store.blobs import Blobs
-from chalicelib.store.table import Table
 
-
-@dataclass
-class Context:
-    """What every service works with: the two ports, the settings and a clock (tests can move it)."""
-
-    table: Table
-    blobs: Blobs
-    settings: Settings
-    clock: Callable[[], float] = time.time
-
-    def now(self) -> str:
-        return iso(self.clock())
-
-
-def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def parse_iso(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
-
-
-def new_id(clock: Callable[[], float] = time.time) -> str:
-    """Time-ordered and unique: 12 hex digits of milliseconds, then 10 random hex digits."""
-    return f"{int(clock() * 1000):012x}{secrets.token_hex(5)}"
+MAX_TAGS = 200
+ENTRY_KEY = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
+MAX_VALUE = 5000
 
 
 def check_name(value: str, pattern: re.Pattern, field: str, rule: str) -> str:
@@ -55,6 +26,23 @@ EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 EXPERIMENT_RULE = "1-255 characters: letters, digits, '_', '.' and '-', starting with a letter or digit"
 USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 USER_RULE = "1-64 characters: lowercase letters, digits, '.', '_' and '-'"
+
+
+def check_experiment_name(name: str) -> str:
+    return check_name(name, EXPERIMENT_NAME, "experiment", EXPERIMENT_RULE)
+
+
+def check_entries(entries: dict[str, Any], field: str) -> dict[str, str]:
+    if not isinstance(entries, dict):
+        raise Invalid(f"{field} must be an object of string keys and values", field=field)
+    if len(entries) > MAX_TAGS:
+        raise Invalid(f"at most {MAX_TAGS} {field} per request", field=field)
+    for key, value in entries.items():
+        if not isinstance(key, str) or not ENTRY_KEY.fullmatch(key):
+            raise Invalid(f"{field} key {key!r} must be 1-255 printable characters", field=f"{field}.{key}")
+        if not isinstance(value, str) or len(value) > MAX_VALUE:
+            raise Invalid(f"{field}.{key} must be a string of at most {MAX_VALUE} characters", field=f"{field}.{key}")
+    return entries
 
 
 def encode_page_token(state: dict) -> str:

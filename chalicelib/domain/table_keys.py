@@ -1,9 +1,14 @@
-"""Key builders for every entity of the single table (docs/data-model.md explains each pattern)."""
+"""The single table's keys: Key, and a builder for every entity (docs/data-model.md explains each pattern)."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
-from chalicelib.store.table import Key
+
+@dataclass(frozen=True)
+class Key:
+    pk: str
+    sk: str
 
 
 def user(name: str) -> Key:
