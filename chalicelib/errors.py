@@ -1,14 +1,30 @@
-"""Domain errors. Each carries its HTTP status; they become responses in one place (api/routing.py)."""
+"""Domain errors. Each has a code of nimbus/error_codes.py, which gives the HTTP status of its answer;
+they become responses in one place (api/routing.py)."""
 from __future__ import annotations
+
+from nimbus import error_codes as codes
+from nimbus.error_codes import ErrorCode
 
 
 class NimbusError(Exception):
-    status = 500
-    code = "InternalError"
+    """An error answered with a code of the table: a subclass names its own
+    (`class Invalid(NimbusError, code=codes.INVALID)`), an instance may carry any other
+    (`NimbusError(message, code=codes.SCORING_TIMEOUT)`). Without one it is an InternalError."""
 
-    def __init__(self, message: str, *, field: str | None = None, details: dict | None = None):
+    code = codes.INTERNAL_ERROR.code
+    status = codes.INTERNAL_ERROR.status
+
+    def __init_subclass__(cls, code: ErrorCode | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code, cls.status = code.code, code.status
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None, field: str | None = None,
+                 details: dict | None = None):
         super().__init__(message)
         self.message = message
+        if code is not None:
+            self.code, self.status = code.code, code.status
         self.field = field
         self.details = details or {}
 
@@ -21,38 +37,37 @@ class NimbusError(Exception):
         return body
 
 
-class Invalid(NimbusError):
-    status = 400
-    code = "Invalid"
+class Invalid(NimbusError, code=codes.INVALID):
+    pass
 
 
-class Unauthorized(NimbusError):
-    status = 401
-    code = "Unauthorized"
+class Unauthorized(NimbusError, code=codes.UNAUTHORIZED):
+    pass
 
 
-class Forbidden(NimbusError):
-    status = 403
-    code = "Forbidden"
+class Forbidden(NimbusError, code=codes.FORBIDDEN):
+    pass
 
 
-class NotFound(NimbusError):
-    status = 404
-    code = "NotFound"
+class NotFound(NimbusError, code=codes.NOT_FOUND):
+    pass
 
 
-class Conflict(NimbusError):
-    status = 409
-    code = "Conflict"
+class MethodNotAllowed(NimbusError, code=codes.METHOD_NOT_ALLOWED):
+    pass
 
 
-class TooLarge(NimbusError):
-    status = 413
-    code = "TooLarge"
+class LengthRequired(NimbusError, code=codes.LENGTH_REQUIRED):
+    pass
 
 
-class Unavailable(NimbusError):
+class Conflict(NimbusError, code=codes.CONFLICT):
+    pass
+
+
+class TooLarge(NimbusError, code=codes.TOO_LARGE):
+    pass
+
+
+class Unavailable(NimbusError, code=codes.UNAVAILABLE):
     """A backend is throttling or briefly unreachable: safe to retry."""
-
-    status = 503
-    code = "Unavailable"

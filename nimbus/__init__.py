@@ -9,8 +9,8 @@
 import importlib
 
 from nimbus.exceptions import (
-    AuthenticationError, ConfigurationError, ConflictError, ForbiddenError, InvalidError, NimbusError, NotFoundError,
-    ServiceUnavailableError, TooLargeError,
+    AuthenticationError, ConfigurationError, ConflictError, ForbiddenError, InternalServerError, InvalidError,
+    NimbusError, NotFoundError, ServiceUnavailableError, TooLargeError,
 )
 from nimbus.version import __version__
 
@@ -23,7 +23,7 @@ _LAZY = {"Workspace": "nimbus.workspace", "Experiment": "nimbus.experiment", "Ru
 __all__ = [
     "Workspace", "Experiment", "Run", "ScriptRunConfig", "Model", "ComputeTarget", "Environment", "NimbusError",
     "ConfigurationError", "InvalidError", "AuthenticationError", "ForbiddenError", "NotFoundError", "ConflictError",
-    "TooLargeError", "ServiceUnavailableError", "__version__",
+    "TooLargeError", "ServiceUnavailableError", "InternalServerError", "__version__",
 ]
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 from nimbus import snapshot
 from nimbus.client import api_path
 from nimbus.environment import Environment, reference
-from nimbus.exceptions import AuthenticationError, InvalidError, NimbusError
+from nimbus.exceptions import AuthenticationError, InvalidError, NimbusError, WebserviceScoringError
 from nimbus.progress import ProgressBar, wanted
 
 if TYPE_CHECKING:
@@ -33,12 +33,6 @@ class WebserviceDeploymentError(NimbusError):
     """A deployment ended Failed; `details["deployment"]` holds the service's view of it."""
 
     code = "DeploymentFailed"
-
-
-class WebserviceScoringError(NimbusError):
-    """The endpoint could not score a request; `status`, `code` and the message come from the service."""
-
-    code = "ScoringError"
 
 
 def _invalid(field: str, message: str) -> InvalidError:
@@ -304,6 +298,8 @@ class Webservice:
         key = self._primary_key or self.get_keys()[0]
         try:
             return self.workspace.client.request("POST", self._path("score"), data=body, retry=False, token=key)
+        except WebserviceScoringError:
+            raise
         except NimbusError as err:
             if err.status == 500 or (err.code or "").startswith("Scoring"):
                 raise WebserviceScoringError(err.message, status=err.status, code=err.code, field=err.field,

@@ -14,6 +14,7 @@ from chalicelib.api.deps import services
 from chalicelib.errors import Forbidden, Invalid, NimbusError, TooLarge
 from chalicelib.json_codec import dumps_strict, loads_exact
 from chalicelib.telemetry import logger
+from nimbus import error_codes as codes
 
 MAX_BODY = 6 * 1024 * 1024  # a Lambda request payload stops at 6 MB
 
@@ -48,7 +49,8 @@ def endpoint(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, a
                 return json_response(error.to_dict(), error.status)
             except Exception:  # noqa: BLE001 - the client gets no internals; the log gets everything
                 logger.exception("unhandled error", extra={"path": path})
-                return json_response({"code": "InternalError", "message": "internal error"}, 500)
+                internal = NimbusError("internal error")
+                return json_response(internal.to_dict(), internal.status)
 
         bp.route(path, methods=list(methods), content_types=list(content_types))(view)
         return fn
@@ -112,14 +114,18 @@ def query_bool(request, name: str) -> bool:
     return raw in ("true", "1", "yes")
 
 
+# What Chalice answers itself, as {"Code": "MethodNotAllowedError" or "UnsupportedMediaType", "Message"}.
+_FRAMEWORK_ERRORS = {405: (codes.METHOD_NOT_ALLOWED, None), 415: (codes.UNSUPPORTED_MEDIA_TYPE, "Content-Type")}
+
+
 def framework_errors_middleware(event, get_response):
-    """Chalice answers a wrong method (405) or content type (415) itself, as {"Code", "Message"}: give
-    those the API's own error shape, so clients parse one kind of error."""
+    """Chalice answers a wrong method (405) or content type (415) itself, in its own error shape: give
+    those the API's shape and the table's code, so clients parse one kind of error."""
     response = get_response(event)
-    if response.status_code in (405, 415) and isinstance(response.body, dict) and "Code" in response.body:
-        body = {"code": response.body["Code"], "message": response.body.get("Message", "")}
-        if response.status_code == 415:
-            body["field"] = "Content-Type"
-        response.body = dumps_strict(body).decode()
+    framework = _FRAMEWORK_ERRORS.get(response.status_code)
+    if framework and isinstance(response.body, dict) and "Code" in response.body:
+        code, field = framework
+        error = NimbusError(str(response.body.get("Message", "")), code=code, field=field)
+        response.body = dumps_strict(error.to_dict()).decode()
         response.headers["Content-Type"] = "application/json"
     return response

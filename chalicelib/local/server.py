@@ -18,6 +18,7 @@ from chalice.local import LocalGateway, LocalGatewayException
 from chalicelib.api import deps
 from chalicelib.api.app import app
 from chalicelib.api.deps import Services
+from chalicelib.errors import NotFound
 from chalicelib.store.blob_server import serve_blob
 
 MAX_REQUEST = 6 * 1024 * 1024 + 1  # the app answers 413 beyond its limit; we stop reading here
@@ -47,8 +48,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             response = self.server.gateway.handle_request(self.command, self.path, headers, body)
         except LocalGatewayException:  # chalice reports an unknown route as API Gateway would (403)
-            self._reply(404, {"Content-Type": "application/json"},
-                        json.dumps({"code": "NotFound", "message": f"no route {self.command} {split.path}"}).encode())
+            missing = NotFound(f"no route {self.command} {split.path}")
+            self._reply(missing.status, {"Content-Type": "application/json"}, json.dumps(missing.to_dict()).encode())
             return
         payload = response.get("body") or b""
         if isinstance(payload, str):

@@ -11,7 +11,7 @@ import posixpath
 from typing import BinaryIO
 from urllib.parse import quote, unquote
 
-from chalicelib.errors import Forbidden, NimbusError
+from chalicelib.errors import Forbidden, LengthRequired, MethodNotAllowed, NimbusError, NotFound
 from chalicelib.store.blobs import check_key
 from chalicelib.store.local_blobs import LocalBlobs
 
@@ -30,15 +30,16 @@ def serve_blob(blobs: LocalBlobs, method: str, path: str, query: dict[str, str],
         return _json(err.status, err.to_dict())
     except Exception:  # the details go to the log, never to the caller
         log.exception("blob request failed: %s %s", method, path)
-        return _json(500, {"code": "InternalError", "message": "internal error"})
+        internal = NimbusError("internal error")
+        return _json(internal.status, internal.to_dict())
 
 
 def _serve(blobs: LocalBlobs, method: str, path: str, query: dict[str, str], body_stream: BinaryIO,
            content_length: int | None) -> Response:
     if not path.startswith(PREFIX):
-        return _json(404, {"code": "NotFound", "message": "no such endpoint"})
+        raise NotFound("no such endpoint")
     if method not in OPS:
-        return _json(405, {"code": "MethodNotAllowed", "message": f"{method} is not supported"})
+        raise MethodNotAllowed(f"{method} is not supported")
     key = check_key(unquote(path[len(PREFIX):]))
     # A URL signed for downloads must not accept uploads, and vice versa.
     if query.get("op") != OPS[method]:
@@ -47,7 +48,7 @@ def _serve(blobs: LocalBlobs, method: str, path: str, query: dict[str, str], bod
 
     if method == "PUT":
         if content_length is None:
-            return _json(411, {"code": "LengthRequired", "message": "Content-Length is required"})
+            raise LengthRequired("Content-Length is required")
         blobs.write_stream(key, body_stream, content_length)
         return 200, {"Content-Length": "0"}, [b""]
 

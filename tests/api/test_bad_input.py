@@ -206,7 +206,7 @@ def test_bad_query_parameters(api, services, world):
 
 def test_a_method_a_route_lacks_is_405_in_the_api_error_shape(api):
     code, body = api.call("PUT", "/v1/workspaces")
-    assert code == 405 and body["code"] == "MethodNotAllowedError" and "PUT" in body["message"]
+    assert code == 405 and body["code"] == "MethodNotAllowed" and "PUT" in body["message"]
 
 
 def test_wrong_content_type_is_refused(api, services, world):

@@ -9,7 +9,8 @@ import pytest
 from nimbus import client as client_module
 from nimbus.client import ApiClient, api_path
 from nimbus.exceptions import (
-    ConflictError, InvalidError, NimbusError, NotFoundError, ServiceUnavailableError, TooLargeError, error_for_status,
+    ConflictError, InternalServerError, InvalidError, NimbusError, NotFoundError, ServiceUnavailableError,
+    TooLargeError, error_for_status,
 )
 
 
@@ -79,9 +80,13 @@ def test_statuses_map_to_error_types():
     assert isinstance(error_for_status(400, {"message": "bad"}, "x"), InvalidError)
     assert isinstance(error_for_status(404, None, "x"), NotFoundError)
     assert isinstance(error_for_status(413, {}, "x"), TooLargeError)
-    unknown = error_for_status(500, {"code": "InternalError", "message": "internal error"}, "x")
-    assert type(unknown) is NimbusError and unknown.status == 500 and str(unknown) == "internal error"
-    assert error_for_status(418, "not a dict", "HTTP 418").message == "HTTP 418"
+    internal = error_for_status(500, {"code": "InternalError", "message": "internal error"}, "x")
+    assert type(internal) is InternalServerError and internal.status == 500 and str(internal) == "internal error"
+    # A code this version does not know goes by the status; an unknown status is a plain NimbusError
+    newer = error_for_status(409, {"code": "SomethingNew", "message": "m"}, "x")
+    assert type(newer) is ConflictError and newer.code == "SomethingNew"
+    unknown = error_for_status(418, "not a dict", "HTTP 418")
+    assert type(unknown) is NimbusError and unknown.message == "HTTP 418"
 
 
 def test_path_segments_are_encoded():
