@@ -1,11 +1,12 @@
-"""Generate the CloudFormation template (and the Chalice IAM policy files) from the code.
+"""Generate the CloudFormation template from the code.
 
-    python infra/build.py          # rewrite infra/template.json and .chalice/policy-<stage>.json
-    python infra/build.py --check  # exit 1 if any committed file differs from what the code says
+    python infra/build.py          # rewrite infra/template.json
+    python infra/build.py --check  # exit 1 if the committed template differs from what the code says
 
 The table's keys and indexes come from chalicelib.store.schema, so the deployed table, the moto
 fixtures and the SQLite adapter cannot disagree. The API function's permissions are declared once,
-here, and written both as the template's managed policy and as the Chalice stage policy files.
+here, as the template's managed policy, which the template attaches to the role Chalice declares for
+the functions (`chalice package --merge-template infra/template.json`).
 """
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ if str(ROOT) not in sys.path:
 from chalicelib.store import schema  # noqa: E402
 
 TEMPLATE_PATH = ROOT / "infra" / "template.json"
-CHALICE_DIR = ROOT / ".chalice"
 STAGES = ("dev", "prod")
 APP_NAME = "nimbus"
+# The logical id of the role `chalice package` gives every function when Chalice manages the role and
+# autogenerates its policy (.chalice/config.json); the template declares it to replace its policy.
+CHALICE_ROLE = "DefaultRole"
 
 # DynamoDB actions of the API function. No Scan: every access path is a key or index query.
 # TransactWriteItems is not an IAM action of its own: a transaction is authorized by the
@@ -504,6 +507,7 @@ def _api_function_policy() -> dict:
         "Type": "AWS::IAM::ManagedPolicy",
         "Properties": {
             "Description": _sub("Least privilege of the Nimbus API function (${Stage})"),
+            "Roles": [{"Ref": CHALICE_ROLE}],
             "PolicyDocument": {
                 "Version": "2012-10-17",
                 "Statement": _policy_statements(
@@ -519,6 +523,24 @@ def _api_function_policy() -> dict:
                                 "alias": _sub(run_token_key_alias("${Stage}"))},
                 ),
             },
+        },
+    }
+
+
+def _chalice_role() -> dict:
+    """The role `chalice package` declares for every function of the app (autogen_policy on). Declared here
+    in full, it replaces Chalice's in the merged template: no inline policy (Chalice's would grant logs on
+    every log group), ApiFunctionPolicy is attached to it (the policy's `Roles`)."""
+    return {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "Description": _sub("Role of the Nimbus API functions (${Stage})"),
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                               "Action": "sts:AssumeRole"}],
+            },
+            "Policies": [],
         },
     }
 
@@ -785,6 +807,7 @@ def template() -> dict:
             "ArtifactBucket": _bucket(),
             "ArtifactBucketPolicy": _bucket_policy(),
             "ApiFunctionPolicy": _api_function_policy(),
+            CHALICE_ROLE: _chalice_role(),
             "ScoringFunctionRole": _scoring_role(),
             **_batch_resources(),
             **_run_token_key_resources(),
@@ -808,49 +831,6 @@ def template() -> dict:
     }
 
 
-def stage_policy(stage: str) -> dict:
-    """The Chalice IAM policy of one stage: the managed policy's statements with literal ARNs.
-
-    Only the account and region positions are wildcards (Chalice policy files cannot reference them), and
-    the run token key's id, which SealRunTokens pins through the key's alias (kms:RequestAlias).
-    """
-    table = f"arn:aws:dynamodb:*:*:table/{table_name(stage)}"
-    bucket = f"arn:aws:s3:::{bucket_name(stage)}"
-    log_group = f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP_NAME}-{stage}*"
-    scoring_logs = f"arn:aws:logs:*:*:log-group:/aws/lambda/{scoring_function_prefix(stage)}*"
-    return {
-        "Version": "2012-10-17",
-        "Statement": _policy_statements(
-            table_arn=table,
-            index_arn=f"{table}/index/*",
-            bucket_arn=bucket,
-            objects_arn=f"{bucket}/*",
-            log_group_arns=[log_group, f"{log_group}:log-stream:*"],
-            scoring={
-                "functions": f"arn:aws:lambda:*:*:function:{scoring_function_prefix(stage)}*",
-                "role": f"arn:aws:iam::*:role/{scoring_role_name(stage)}",
-                "log_groups": [f"{scoring_logs}", f"{scoring_logs}:*"],
-                "secrets": f"arn:aws:secretsmanager:*:*:secret:{secrets_prefix(stage)}*",
-            },
-            batch={
-                "compute_environments": f"arn:aws:batch:*:*:compute-environment/{batch_prefix(stage)}*",
-                "job_queues": f"arn:aws:batch:*:*:job-queue/{batch_prefix(stage)}*",
-                "job_definitions": f"arn:aws:batch:*:*:job-definition/{batch_prefix(stage)}*",
-                "jobs": "arn:aws:batch:*:*:job/*",
-                "roles": [f"arn:aws:iam::*:role/{batch_role_name(stage, kind)}"
-                          for kind in ("job", "execution", "instance")],
-                "service_linked_role": "arn:aws:iam::*:role/aws-service-role/batch.amazonaws.com/*",
-            },
-            images={
-                "project": f"arn:aws:codebuild:*:*:project/{image_project_name(stage)}",
-                "repositories": f"arn:aws:ecr:*:*:repository/{image_repositories(stage)}",
-            },
-            # The key's id is not known before it exists: any key of the account, named by the alias.
-            run_tokens={"key": "arn:aws:kms:*:*:key/*", "alias": run_token_key_alias(stage)},
-        ),
-    }
-
-
 def _dump(document: dict) -> str:
     return json.dumps(document, indent=2, sort_keys=False) + "\n"
 
@@ -862,10 +842,7 @@ def render() -> str:
 
 def outputs() -> dict[Path, str]:
     """Every generated file and its expected text."""
-    files = {TEMPLATE_PATH: render()}
-    for stage in STAGES:
-        files[CHALICE_DIR / f"policy-{stage}.json"] = _dump(stage_policy(stage))
-    return files
+    return {TEMPLATE_PATH: render()}
 
 
 def stale() -> list[Path]:
