@@ -4,7 +4,6 @@ from __future__ import annotations
 import ast
 import copy
 import fnmatch
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,21 +17,13 @@ from chalicelib.compute import batch_spec, image_build
 from chalicelib.hosting import lambda_package
 from chalicelib.settings import Settings
 from chalicelib.store import schema
+from infra import build
+from infra.stack import api_policy, images, names, run_tokens
 from nimbus import sealed_token
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "template.json"
 BIN = Path(sys.executable).parent
-
-
-def _load_build():
-    spec = importlib.util.spec_from_file_location("nimbus_infra_build", ROOT / "infra" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build = _load_build()
 
 
 def _template() -> dict:
@@ -51,7 +42,8 @@ def _statements_by_sid(document: dict) -> dict[str, dict]:
 
 REGION, ACCOUNT = "us-east-1", "123456789012"  # where moto deploys
 # moto's CloudFormation warns of the types it skips (their properties are asserted on the template)
-MOTO_SKIPS = pytest.mark.filterwarnings("ignore:Tried to parse AWS.{2}(S3.{2}BucketPolicy|CodeBuild.{2}Project):UserWarning")
+MOTO_SKIPS = pytest.mark.filterwarnings(
+    "ignore:Tried to parse AWS.{2}(S3.{2}BucketPolicy|CodeBuild.{2}Project):UserWarning")
 
 
 def _deploy(stage: str) -> dict[str, str]:
@@ -83,7 +75,7 @@ def _deployed_api_policy(outputs: dict[str, str]) -> dict[str, dict]:
 @pytest.fixture
 def stage_policies(aws_env) -> dict[str, dict[str, dict]]:
     """Each stage's API policy, deployed."""
-    return {stage: _deployed_api_policy(_deploy(stage)) for stage in build.STAGES}
+    return {stage: _deployed_api_policy(_deploy(stage)) for stage in names.STAGES}
 
 
 def _arn(service: str, resource: str) -> str:
@@ -157,29 +149,29 @@ def test_chalice_declares_the_role_the_template_gives_the_api_policy():
         assert scope.get("manage_iam_role", True) is True and scope.get("autogen_policy", True) is True
         assert "iam_policy_file" not in scope and "iam_role_arn" not in scope
     assert not list((ROOT / ".chalice").glob("policy-*.json"))
-    role = _template()["Resources"][build.CHALICE_ROLE]
+    role = _template()["Resources"][api_policy.CHALICE_ROLE]
     (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "lambda.amazonaws.com"}
     assert role["Properties"]["Policies"] == []  # replaces the inline policy Chalice would generate
     assert "ManagedPolicyArns" not in role["Properties"]
     policy = _template()["Resources"]["ApiFunctionPolicy"]["Properties"]
-    assert policy["Roles"] == [{"Ref": build.CHALICE_ROLE}]
+    assert policy["Roles"] == [{"Ref": api_policy.CHALICE_ROLE}]
 
 
 @MOTO_SKIPS
-@pytest.mark.parametrize("stage", build.STAGES)
+@pytest.mark.parametrize("stage", names.STAGES)
 def test_the_stage_config_names_what_the_deployed_api_policy_grants(stage, stage_policies):
     config = json.loads((ROOT / ".chalice" / "config.json").read_text(encoding="utf-8"))
     policy = stage_policies[stage]
     # The function is told the same names the template gives the table and the bucket.
     env = config["stages"][stage]["environment_variables"]
     assert env["NIMBUS_BACKEND"] == "aws"
-    assert env["NIMBUS_TABLE"] == build.table_name(stage)
-    assert env["NIMBUS_BUCKET"] == build.bucket_name(stage)
+    assert env["NIMBUS_TABLE"] == names.table_name(stage)
+    assert env["NIMBUS_BUCKET"] == names.bucket_name(stage)
     assert policy["Table"]["Resource"][0] == _arn("dynamodb", f"table/{env['NIMBUS_TABLE']}")
     assert policy["ArtifactBucket"]["Resource"] == f"arn:aws:s3:::{env['NIMBUS_BUCKET']}"
     # Scoring functions: the role the stage passes them, the names the host gives them, the secrets.
-    assert env["NIMBUS_SCORING_ROLE_ARN"] == build.scoring_role_name(stage)
+    assert env["NIMBUS_SCORING_ROLE_ARN"] == names.scoring_role_name(stage)
     assert policy["PassScoringRole"]["Resource"] == f"arn:aws:iam::{ACCOUNT}:role/{env['NIMBUS_SCORING_ROLE_ARN']}"
     settings = Settings.from_env(env)
     prefix = lambda_package.function_prefix(settings.table_name)
@@ -187,23 +179,23 @@ def test_the_stage_config_names_what_the_deployed_api_policy_grants(stage, stage
     assert lambda_package.function_name(settings.table_name, "ws", "ep").startswith(prefix)
     assert policy["Secrets"]["Resource"] == _arn("secretsmanager", f"secret:{settings.secret_name_prefix}*")
     # Batch: the names the adapters give resources are those the policy grants, the roles those it passes
-    prefix = build.batch_prefix(stage)
+    prefix = names.batch_prefix(stage)
     assert batch_spec.resource_name(settings.table_name, "ws", "gpu").startswith(prefix)
     assert batch_spec.job_definition_name(settings.table_name, None).startswith(prefix)
     assert batch_spec.job_definition_name(settings.table_name, {"hash": "ab" * 32}).startswith(prefix)
     assert _arn("batch", f"job-queue/{prefix}*") in policy["BatchJobs"]["Resource"]
     for kind, configured in (("job", settings.batch_job_role_arn), ("execution", settings.batch_execution_role_arn),
                              ("instance", settings.batch_instance_role_arn)):
-        assert configured == build.batch_role_name(stage, kind)
+        assert configured == names.batch_role_name(stage, kind)
         assert f"arn:aws:iam::{ACCOUNT}:role/{configured}" in policy["PassBatchRoles"]["Resource"]
     # Environment images: the project the stage starts builds on, the repositories it makes
-    assert env["NIMBUS_CODEBUILD_PROJECT"] == settings.codebuild_project == build.image_project_name(stage)
+    assert env["NIMBUS_CODEBUILD_PROJECT"] == settings.codebuild_project == names.image_project_name(stage)
     assert policy["ImageBuilds"]["Resource"] == _arn("codebuild", f"project/{settings.codebuild_project}")
     repository = image_build.repository_name(settings.table_name, '-ws--x-')
     assert fnmatch.fnmatchcase(_arn("ecr", f"repository/{repository}"), policy["ImageRepositories"]["Resource"])
-    other = next(s for s in build.STAGES if s != stage)  # stages sharing an account share no repository
-    assert not fnmatch.fnmatchcase(_arn("ecr", f"repository/{image_build.repository_name(build.table_name(other), 'ws')}"),
-                                   policy["ImageRepositories"]["Resource"])
+    other = next(s for s in names.STAGES if s != stage)  # stages sharing an account share no repository
+    theirs = image_build.repository_name(names.table_name(other), "ws")
+    assert not fnmatch.fnmatchcase(_arn("ecr", f"repository/{theirs}"), policy["ImageRepositories"]["Resource"])
 
 
 def test_api_policy_lets_the_api_manage_scoring_functions_and_secrets():
@@ -230,7 +222,7 @@ def test_api_policy_lets_the_api_manage_scoring_functions_and_secrets():
 def test_scoring_role_reads_models_and_writes_telemetry_only():
     role = _template()["Resources"]["ScoringFunctionRole"]["Properties"]
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
-    assert trust["Principal"] == {"Service": "lambda.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
+    assert trust["Principal"] == {"Service": "lambda.amazonaws.com"} and trust["Action"] == ["sts:AssumeRole"]
     (policy,) = role["Policies"]
     statements = _statements_by_sid(policy["PolicyDocument"])
     assert statements["ReadModels"]["Action"] == ["s3:GetObject"]
@@ -302,11 +294,11 @@ def test_the_run_token_key_is_symmetric_rotated_and_administered_by_the_account(
     # The account owns the key (AWS's default key policy): IAM policies decide who uses it.
     (owner,) = key["KeyPolicy"]["Statement"]
     assert owner["Principal"] == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
-    assert owner["Effect"] == "Allow" and owner["Action"] == "kms:*" and owner["Resource"] == "*"
+    assert owner["Effect"] == "Allow" and owner["Action"] == ["kms:*"] and owner["Resource"] == ["*"]
     alias = resources["RunTokenKeyAlias"]["Properties"]
     assert alias == {"AliasName": {"Fn::Sub": "alias/nimbus-${Stage}-run-tokens"}, "TargetKeyId": {"Ref": "RunTokenKey"}}
-    for stage in build.STAGES:
-        assert build.run_token_key_alias(stage) == f"alias/nimbus-{stage}-run-tokens"
+    for stage in names.STAGES:
+        assert names.run_token_key_alias(stage) == f"alias/nimbus-{stage}-run-tokens"
 
 
 def test_the_api_may_only_seal_run_tokens_and_only_the_runner_may_open_them():
@@ -326,10 +318,10 @@ def test_the_api_may_only_seal_run_tokens_and_only_the_runner_may_open_them():
 @MOTO_SKIPS
 def test_stage_policies_seal_through_the_alias_the_stage_config_names(stage_policies):
     config = json.loads((ROOT / ".chalice" / "config.json").read_text(encoding="utf-8"))
-    for stage in build.STAGES:
+    for stage in names.STAGES:
         env = config["stages"][stage]["environment_variables"]
         settings = Settings.from_env(env)
-        assert env["NIMBUS_RUN_TOKEN_KEY"] == settings.run_token_key == build.run_token_key_alias(stage)
+        assert env["NIMBUS_RUN_TOKEN_KEY"] == settings.run_token_key == names.run_token_key_alias(stage)
         sealing = stage_policies[stage]["SealRunTokens"]
         assert sealing["Action"] == ["kms:Encrypt"] and sealing["Resource"].startswith(_arn("kms", "key/"))
         assert sealing["Condition"] == {"StringEquals": {"kms:RequestAlias": settings.run_token_key},
@@ -339,7 +331,7 @@ def test_stage_policies_seal_through_the_alias_the_stage_config_names(stage_poli
         assert request["KeyId"] == sealing["Condition"]["StringEquals"]["kms:RequestAlias"]
         assert list(request["EncryptionContext"]) == RUN_CONTEXT_ONLY["ForAllValues:StringEquals"][
             "kms:EncryptionContextKeys"]
-    assert build.RUN_TOKEN_CONTEXT_KEY == sealed_token.CONTEXT_KEY
+    assert run_tokens.CONTEXT_KEY == sealed_token.CONTEXT_KEY
 
 
 @MOTO_SKIPS
@@ -373,8 +365,8 @@ def test_api_policy_lets_lambda_pull_the_environment_images_of_scoring_functions
                    "ecr:SetRepositoryPolicy"],
         "Resource": statements["ImageRepositories"]["Resource"]}
     for stage, policy in stage_policies.items():
-        assert policy["ScoringImages"]["Resource"] == _arn("ecr", f"repository/{build.table_name(stage)}/*")
-        assert fnmatch.fnmatchcase(_arn("ecr", f"repository/{image_build.repository_name(build.table_name(stage), 'team')}"),
+        assert policy["ScoringImages"]["Resource"] == _arn("ecr", f"repository/{names.table_name(stage)}/*")
+        assert fnmatch.fnmatchcase(_arn("ecr", f"repository/{image_build.repository_name(names.table_name(stage), 'team')}"),
                                    policy["ScoringImages"]["Resource"])
 
 
@@ -411,9 +403,9 @@ def test_the_image_build_project_accepts_what_the_api_sends():
     # The API brings the source (S3), the buildspec and privileged mode with every build
     request = image_build.start_build_request("nimbus-dev-images", "nimbus-dev-artifacts",
                                               "workspaces/team-1/environments/abc/context.zip", "version: 0.2\n")
-    assert request["projectName"] == build.image_project_name("dev")
+    assert request["projectName"] == names.image_project_name("dev")
     assert request["sourceTypeOverride"] == "S3" and request["buildspecOverride"]
-    assert request["sourceLocationOverride"].startswith(build.bucket_name("dev") + "/")
+    assert request["sourceLocationOverride"].startswith(names.bucket_name("dev") + "/")
     assert request["artifactsOverride"] == {"type": properties["Artifacts"]["Type"]} == {"type": "NO_ARTIFACTS"}
     assert request["privilegedModeOverride"] is True
     assert set(request) == {"projectName", "sourceTypeOverride", "sourceLocationOverride", "buildspecOverride",
@@ -424,7 +416,7 @@ def test_the_image_build_role_reads_contexts_writes_logs_and_pushes_only():
     role = _template()["Resources"]["ImageBuildRole"]["Properties"]
     assert role["RoleName"] == {"Fn::Sub": "nimbus-${Stage}-images-build"}
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
-    assert trust["Principal"] == {"Service": "codebuild.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
+    assert trust["Principal"] == {"Service": "codebuild.amazonaws.com"} and trust["Action"] == ["sts:AssumeRole"]
     assert "ManagedPolicyArns" not in role
     (policy,) = role["Policies"]
     statements = _statements_by_sid(policy["PolicyDocument"])
@@ -438,7 +430,7 @@ def test_the_image_build_role_reads_contexts_writes_logs_and_pushes_only():
         "Fn::Sub": "${ArtifactBucket.Arn}/workspaces/*/environments/*/build.log"}
     # ecr:GetAuthorizationToken has no resource-level permissions; it is the only action granted on "*"
     assert statements["RegistryLogin"] == {"Sid": "RegistryLogin", "Effect": "Allow",
-                                           "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"}
+                                           "Action": ["ecr:GetAuthorizationToken"], "Resource": ["*"]}
     assert set(statements["PushImages"]["Action"]) == {
         "ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
         "ecr:CompleteLayerUpload", "ecr:PutImage"}
@@ -466,7 +458,7 @@ def test_image_builds_make_only_the_calls_and_keys_the_policies_grant(aws_env):
     boto3.client("codebuild", region_name="us-east-1").create_project(
         name=settings.codebuild_project, source={"type": "S3", "location": f"{settings.bucket}/none.zip"},
         artifacts={"type": "NO_ARTIFACTS"}, serviceRole=outputs["ImageBuildRoleArn"],
-        environment={"type": "LINUX_CONTAINER", "image": build.CODEBUILD_IMAGE, "computeType": "BUILD_GENERAL1_SMALL",
+        environment={"type": "LINUX_CONTAINER", "image": images.CODEBUILD_IMAGE, "computeType": "BUILD_GENERAL1_SMALL",
                      "privilegedMode": True})
     services = Services.from_settings(settings)
     services.workspaces.create(Principal("admin", True, "t1"), "team")
@@ -496,7 +488,7 @@ def test_image_builds_make_only_the_calls_and_keys_the_policies_grant(aws_env):
     contexts = role["ReadContexts"]["Resource"]["Fn::Sub"].replace("${ArtifactBucket.Arn}/", "")
     logs = role["WriteBuildLogs"]["Resource"]["Fn::Sub"].replace("${ArtifactBucket.Arn}/", "")
     requests = [params for action, params in calls if action == "codebuild:StartBuild"]
-    assert len(requests) == 2 and all(r["projectName"] == build.image_project_name("dev") for r in requests)
+    assert len(requests) == 2 and all(r["projectName"] == names.image_project_name("dev") for r in requests)
     for request in requests:
         bucket, key = request["sourceLocationOverride"].split("/", 1)
         assert bucket == settings.bucket and fnmatch.fnmatchcase(key, contexts), key
@@ -565,14 +557,15 @@ def test_template_deploys_into_moto(aws_env):
     assert statements["PassScoringRole"]["Resource"] == outputs["ScoringRoleArn"]
     assert statements["ScoringFunctions"]["Resource"] == "arn:aws:lambda:us-east-1:123456789012:function:nimbus-dev-score-*"
     # The API functions' role (Chalice's, once merged) has that policy and no other
-    (api_role,) = [r["RoleName"] for r in iam.list_entities_for_policy(PolicyArn=outputs["ApiFunctionPolicyArn"])["PolicyRoles"]]
-    assert api_role.startswith(f"nimbus-dev-{build.CHALICE_ROLE}")
+    attached_to = iam.list_entities_for_policy(PolicyArn=outputs["ApiFunctionPolicyArn"])["PolicyRoles"]
+    (api_role,) = [role["RoleName"] for role in attached_to]
+    assert api_role.startswith(f"nimbus-dev-{api_policy.CHALICE_ROLE}")
     attached = iam.list_attached_role_policies(RoleName=api_role)["AttachedPolicies"]
     assert [p["PolicyArn"] for p in attached] == [outputs["ApiFunctionPolicyArn"]]
     assert iam.list_role_policies(RoleName=api_role)["PolicyNames"] == []
 
     # The scoring functions' role, under the name the dev stage gives NIMBUS_SCORING_ROLE_ARN
-    role = iam.get_role(RoleName=build.scoring_role_name("dev"))["Role"]
+    role = iam.get_role(RoleName=names.scoring_role_name("dev"))["Role"]
     assert role["Arn"] == outputs["ScoringRoleArn"]
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "lambda.amazonaws.com"}
@@ -591,16 +584,16 @@ def test_template_deploys_into_moto(aws_env):
     assert trust["Principal"] == {"Service": "codebuild.amazonaws.com"}
     groups = boto3.client("logs", region_name="us-east-1").describe_log_groups(
         logGroupNamePrefix="/aws/codebuild/")["logGroups"]
-    assert [g["logGroupName"] for g in groups] == [build.image_build_log_group("dev")]
+    assert [g["logGroupName"] for g in groups] == [names.image_build_log_group("dev")]
 
     # The run token key, behind the alias the dev stage names; the runner's role may decrypt with it and the
     # API's policy encrypt. (moto 5.2.5 keeps a CloudFormation key policy as the template's dict, on which
     # describe_key and get_key_policy fail: the key policy is asserted on the template above.)
     kms = boto3.client("kms", region_name="us-east-1")
-    assert outputs["RunTokenKeyAlias"] == build.run_token_key_alias("dev")
-    (alias,) = [a for a in kms.list_aliases()["Aliases"] if a["AliasName"] == build.run_token_key_alias("dev")]
+    assert outputs["RunTokenKeyAlias"] == names.run_token_key_alias("dev")
+    (alias,) = [a for a in kms.list_aliases()["Aliases"] if a["AliasName"] == names.run_token_key_alias("dev")]
     assert outputs["RunTokenKeyArn"] == f"arn:aws:kms:us-east-1:123456789012:key/{alias['TargetKeyId']}"
-    runner = iam.get_role_policy(RoleName=build.batch_role_name("dev", "job"), PolicyName="runner")["PolicyDocument"]
+    runner = iam.get_role_policy(RoleName=names.batch_role_name("dev", "job"), PolicyName="runner")["PolicyDocument"]
     if isinstance(runner, str):
         runner = ast.literal_eval(runner)
     assert _statements_by_sid(runner)["OpenRunTokens"]["Resource"] == outputs["RunTokenKeyArn"]
@@ -645,19 +638,21 @@ def test_chalice_package_merges_the_template_and_lints(tmp_path):
     assert function["Environment"]["Variables"]["NIMBUS_TABLE"] == "nimbus-dev"
     # Every function runs with Chalice's role, whose declaration is the template's: the API policy attached,
     # Chalice's generated inline policy gone
-    functions = {name: r["Properties"] for name, r in sam["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+    functions = {name: r["Properties"] for name, r in sam["Resources"].items()
+                 if r["Type"] == "AWS::Serverless::Function"}
     assert set(functions) == {"APIHandler", "BatchJobStateChange", "BatchSweep"}
-    assert all(f["Role"] == {"Fn::GetAtt": [build.CHALICE_ROLE, "Arn"]} and "Policies" not in f
+    assert all(f["Role"] == {"Fn::GetAtt": [api_policy.CHALICE_ROLE, "Arn"]} and "Policies" not in f
                for f in functions.values())
-    role = sam["Resources"][build.CHALICE_ROLE]
-    assert role == _template()["Resources"][build.CHALICE_ROLE]
+    role = sam["Resources"][api_policy.CHALICE_ROLE]
+    assert role == _template()["Resources"][api_policy.CHALICE_ROLE]
     assert role["Properties"]["Policies"] == [] and "ManagedPolicyArns" not in role["Properties"]
     assert sam["Resources"]["ApiFunctionPolicy"] == _template()["Resources"]["ApiFunctionPolicy"]
-    assert sam["Resources"]["ApiFunctionPolicy"]["Properties"]["Roles"] == [{"Ref": build.CHALICE_ROLE}]
+    assert sam["Resources"]["ApiFunctionPolicy"]["Properties"]["Roles"] == [{"Ref": api_policy.CHALICE_ROLE}]
     # and no other role of the merged template is assumed by Lambda but the scoring functions' own
-    lambda_roles = [name for name, r in sam["Resources"].items() if r["Type"] == "AWS::IAM::Role" and any(
-        s["Principal"] == {"Service": "lambda.amazonaws.com"} for s in r["Properties"]["AssumeRolePolicyDocument"]["Statement"])]
-    assert sorted(lambda_roles) == sorted([build.CHALICE_ROLE, "ScoringFunctionRole"])
+    lambda_roles = [name for name, r in sam["Resources"].items() if r["Type"] == "AWS::IAM::Role"
+                    and any(s["Principal"] == {"Service": "lambda.amazonaws.com"}
+                            for s in r["Properties"]["AssumeRolePolicyDocument"]["Statement"])]
+    assert sorted(lambda_roles) == sorted([api_policy.CHALICE_ROLE, "ScoringFunctionRole"])
 
     result = _cfn_lint(out / "sam.json")
     assert result.returncode == 0, result.stdout + result.stderr
