@@ -1,14 +1,22 @@
-"""The artifact bucket: private, encrypted, versioned, TLS only; the studio transfers with presigned URLs."""
+"""The artifact bucket: private, encrypted, versioned, TLS only; the studio transfers with presigned URLs.
+
+Browsers send those transfers cross-origin, so the bucket's CORS rule names the studio's origin, the
+StudioOrigin parameter; without one the bucket has no CORS rule and browsers cannot transfer at all.
+"""
 from __future__ import annotations
 
 import awacs.s3
 from awacs.aws import Bool, Condition, Deny, Principal, SecureTransport, Statement
-from troposphere import Ref, Retain, Sub, s3
+from troposphere import Equals, If, Not, NoValue, Parameter, Ref, Retain, Sub, s3
 
 from .names import STAGE, bucket_name
 from .policy import arn_of, document, objects
 
 TITLE = "ArtifactBucket"
+STUDIO_ORIGIN = "StudioOrigin"
+HAS_STUDIO_ORIGIN = "HasStudioOrigin"
+# One origin, scheme://host[:port], or none: no wildcard, no path.
+ORIGIN_PATTERN = r"^(https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?)?$"
 MULTIPART_UPLOAD_DAYS = 7  # incomplete multipart uploads are aborted after this
 
 
@@ -23,7 +31,7 @@ def bucket() -> s3.Bucket:
         PublicAccessBlockConfiguration=s3.PublicAccessBlockConfiguration(
             BlockPublicAcls=True, BlockPublicPolicy=True, IgnorePublicAcls=True, RestrictPublicBuckets=True),
         OwnershipControls=s3.OwnershipControls(Rules=[s3.OwnershipControlsRule(ObjectOwnership="BucketOwnerEnforced")]),
-        CorsConfiguration=_studio_cors(),
+        CorsConfiguration=If(HAS_STUDIO_ORIGIN, _studio_cors(), NoValue),
         LifecycleConfiguration=s3.LifecycleConfiguration(Rules=[s3.LifecycleRule(
             Id="AbortIncompleteMultipartUploads", Status="Enabled",
             AbortIncompleteMultipartUpload=s3.AbortIncompleteMultipartUpload(
@@ -33,11 +41,23 @@ def bucket() -> s3.Bucket:
     return resource
 
 
+def studio_origin() -> Parameter:
+    return Parameter(
+        STUDIO_ORIGIN, Type="String", Default="", AllowedPattern=ORIGIN_PATTERN,
+        ConstraintDescription="one origin, such as https://studio.example.com, or empty",
+        Description="The studio's origin (scheme://host[:port]), the only one whose browsers may transfer "
+                    "artifacts with presigned URLs; empty: no CORS rule on the artifact bucket.")
+
+
+def has_studio_origin() -> Not:
+    return Not(Equals(Ref(STUDIO_ORIGIN), ""))
+
+
 def _studio_cors() -> s3.CorsConfiguration:
     """The studio uploads and downloads artifacts straight from the browser with presigned URLs."""
     return s3.CorsConfiguration(CorsRules=[s3.CorsRules(
-        Id="PresignedTransfers", AllowedMethods=["PUT", "GET"], AllowedOrigins=["*"], AllowedHeaders=["*"],
-        ExposedHeaders=["ETag"], MaxAge=3000)])
+        Id="PresignedTransfers", AllowedMethods=["PUT", "GET"], AllowedOrigins=[Ref(STUDIO_ORIGIN)],
+        AllowedHeaders=["*"], ExposedHeaders=["ETag"], MaxAge=3000)])
 
 
 def bucket_policy(artifacts: s3.Bucket) -> s3.BucketPolicy:

@@ -1,4 +1,4 @@
-"""The stack: its parameter, its resources (one module each) and its outputs."""
+"""The stack: its parameters, its resources (one module each) and its outputs."""
 from __future__ import annotations
 
 import json
@@ -20,7 +20,8 @@ def _stage() -> Parameter:
 def template() -> Template:
     stack = Template(Description=DESCRIPTION)
     stack.set_version("2010-09-09")
-    stack.add_parameter(_stage())
+    stack.add_parameter([_stage(), bucket.studio_origin()])
+    stack.add_condition(bucket.HAS_STUDIO_ORIGIN, bucket.has_studio_origin())
     nimbus_table = stack.add_resource(table.table())
     artifacts = stack.add_resource(bucket.bucket())
     stack.add_resource(bucket.bucket_policy(artifacts))

@@ -6,6 +6,7 @@ import copy
 import fnmatch
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -46,7 +47,7 @@ MOTO_SKIPS = pytest.mark.filterwarnings(
     "ignore:Tried to parse AWS.{2}(S3.{2}BucketPolicy|CodeBuild.{2}Project):UserWarning")
 
 
-def _deploy(stage: str) -> dict[str, str]:
+def _deploy(stage: str, **parameters: str) -> dict[str, str]:
     """Creates the stage's stack in moto's CloudFormation (inside aws_env); returns its outputs."""
     import boto3
 
@@ -54,7 +55,8 @@ def _deploy(stage: str) -> dict[str, str]:
     cloudformation.create_stack(
         StackName=f"nimbus-{stage}",
         TemplateBody=TEMPLATE.read_text(encoding="utf-8"),
-        Parameters=[{"ParameterKey": "Stage", "ParameterValue": stage}],
+        Parameters=[{"ParameterKey": key, "ParameterValue": value}
+                    for key, value in {"Stage": stage, **parameters}.items()],
         Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
     )
     (stack,) = cloudformation.describe_stacks(StackName=f"nimbus-{stage}")["Stacks"]
@@ -120,11 +122,39 @@ def test_bucket_is_private_encrypted_versioned_and_tls_only():
     assert properties["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     (rule,) = properties["LifecycleConfiguration"]["Rules"]
     assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
-    (cors,) = properties["CorsConfiguration"]["CorsRules"]
-    assert set(cors["AllowedMethods"]) == {"PUT", "GET"} and cors["AllowedOrigins"] == ["*"]
     (deny,) = resources["ArtifactBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert deny["Effect"] == "Deny"
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def _origins(document) -> list:
+    """Every AllowedOrigins value anywhere in `document`."""
+    if isinstance(document, dict):
+        return [*document.get("AllowedOrigins", []), *(o for v in document.values() for o in _origins(v))]
+    return [o for v in document for o in _origins(v)] if isinstance(document, list) else []
+
+
+def test_the_bucket_allows_browser_transfers_from_the_studio_origin_only():
+    stack = _template()
+    # When an origin is configured: presigned PUT and GET from it, and from no other
+    condition, cors, no_origin = stack["Resources"]["ArtifactBucket"]["Properties"]["CorsConfiguration"]["Fn::If"]
+    (rule,) = cors["CorsRules"]
+    assert set(rule["AllowedMethods"]) == {"PUT", "GET"} and rule["AllowedOrigins"] == [{"Ref": "StudioOrigin"}]
+    assert "ETag" in rule["ExposedHeaders"]  # multipart uploads read each part's ETag
+    # When none is: no CORS rule at all (the parameter's default)
+    assert no_origin == {"Ref": "AWS::NoValue"}
+    assert stack["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "StudioOrigin"}, ""]}]}
+    parameter = stack["Parameters"]["StudioOrigin"]
+    assert parameter["Type"] == "String" and parameter["Default"] == ""
+    # CloudFormation refuses a wildcard, a path or a list as the origin
+    pattern = re.compile(parameter["AllowedPattern"])
+    for origin in ("", "https://studio.example.com", "http://localhost:5173"):
+        assert pattern.fullmatch(origin), origin
+    for origin in ("*", "https://*.example.com", "https://studio.example.com/", "https://a.example,https://b.example",
+                   "null"):
+        assert not pattern.fullmatch(origin), origin
+    # and no origin is "*" anywhere in the template
+    assert _origins(stack) == [{"Ref": "StudioOrigin"}]
 
 
 def test_api_policy_is_least_privilege():
@@ -524,7 +554,7 @@ def test_cfn_lint_catches_a_broken_template(tmp_path):
 def test_template_deploys_into_moto(aws_env):
     import boto3
 
-    outputs = _deploy("dev")
+    outputs = _deploy("dev", StudioOrigin="https://studio.example.com")  # the other tests deploy without one
     assert outputs["TableName"] == "nimbus-dev"
     assert outputs["TableArn"].endswith(":table/nimbus-dev")
     assert outputs["BucketName"] == "nimbus-dev-artifacts"
