@@ -4,9 +4,9 @@ from __future__ import annotations
 import ast
 import copy
 import fnmatch
-import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -18,21 +18,13 @@ from chalicelib.compute import batch_spec, image_build
 from chalicelib.hosting import lambda_package
 from chalicelib.settings import Settings
 from chalicelib.store import schema
+from infra import build
+from infra.stack import api_policy, images, names, run_tokens
 from nimbus.runtime import sealed_token
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "template.json"
 BIN = Path(sys.executable).parent
-
-
-def _load_build():
-    spec = importlib.util.spec_from_file_location("nimbus_infra_build", ROOT / "infra" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build = _load_build()
 
 
 def _template() -> dict:
@@ -47,6 +39,49 @@ def _cfn_lint(path: Path) -> subprocess.CompletedProcess:
 
 def _statements_by_sid(document: dict) -> dict[str, dict]:
     return {statement["Sid"]: statement for statement in document["Statement"]}
+
+
+REGION, ACCOUNT = "us-east-1", "123456789012"  # where moto deploys
+# moto's CloudFormation warns of the types it skips (their properties are asserted on the template)
+MOTO_SKIPS = pytest.mark.filterwarnings(
+    "ignore:Tried to parse AWS.{2}(S3.{2}BucketPolicy|CodeBuild.{2}Project):UserWarning")
+
+
+def _deploy(stage: str, **parameters: str) -> dict[str, str]:
+    """Creates the stage's stack in moto's CloudFormation (inside aws_env); returns its outputs."""
+    import boto3
+
+    cloudformation = boto3.client("cloudformation", region_name=REGION)
+    cloudformation.create_stack(
+        StackName=f"nimbus-{stage}",
+        TemplateBody=TEMPLATE.read_text(encoding="utf-8"),
+        Parameters=[{"ParameterKey": key, "ParameterValue": value}
+                    for key, value in {"Stage": stage, **parameters}.items()],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+    )
+    (stack,) = cloudformation.describe_stacks(StackName=f"nimbus-{stage}")["Stacks"]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+
+
+def _deployed_api_policy(outputs: dict[str, str]) -> dict[str, dict]:
+    """The API policy's statements as deployed: every ARN resolved for the stage, account and region."""
+    import boto3
+
+    iam = boto3.client("iam", region_name=REGION)
+    policy = iam.get_policy(PolicyArn=outputs["ApiFunctionPolicyArn"])["Policy"]
+    version = iam.get_policy_version(PolicyArn=policy["Arn"], VersionId=policy["DefaultVersionId"])
+    return _statements_by_sid(version["PolicyVersion"]["Document"])
+
+
+@pytest.fixture
+def stage_policies(aws_env) -> dict[str, dict[str, dict]]:
+    """Each stage's API policy, deployed."""
+    return {stage: _deployed_api_policy(_deploy(stage)) for stage in names.STAGES}
+
+
+def _arn(service: str, resource: str) -> str:
+    return f"arn:aws:{service}:{REGION}:{ACCOUNT}:{resource}"
 
 
 # --- the generated files match the code -------------------------------------------------------
@@ -87,11 +122,39 @@ def test_bucket_is_private_encrypted_versioned_and_tls_only():
     assert properties["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     (rule,) = properties["LifecycleConfiguration"]["Rules"]
     assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
-    (cors,) = properties["CorsConfiguration"]["CorsRules"]
-    assert set(cors["AllowedMethods"]) == {"PUT", "GET"} and cors["AllowedOrigins"] == ["*"]
     (deny,) = resources["ArtifactBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert deny["Effect"] == "Deny"
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def _origins(document) -> list:
+    """Every AllowedOrigins value anywhere in `document`."""
+    if isinstance(document, dict):
+        return [*document.get("AllowedOrigins", []), *(o for v in document.values() for o in _origins(v))]
+    return [o for v in document for o in _origins(v)] if isinstance(document, list) else []
+
+
+def test_the_bucket_allows_browser_transfers_from_the_studio_origin_only():
+    stack = _template()
+    # When an origin is configured: presigned PUT and GET from it, and from no other
+    condition, cors, no_origin = stack["Resources"]["ArtifactBucket"]["Properties"]["CorsConfiguration"]["Fn::If"]
+    (rule,) = cors["CorsRules"]
+    assert set(rule["AllowedMethods"]) == {"PUT", "GET"} and rule["AllowedOrigins"] == [{"Ref": "StudioOrigin"}]
+    assert "ETag" in rule["ExposedHeaders"]  # multipart uploads read each part's ETag
+    # When none is: no CORS rule at all (the parameter's default)
+    assert no_origin == {"Ref": "AWS::NoValue"}
+    assert stack["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "StudioOrigin"}, ""]}]}
+    parameter = stack["Parameters"]["StudioOrigin"]
+    assert parameter["Type"] == "String" and parameter["Default"] == ""
+    # CloudFormation refuses a wildcard, a path or a list as the origin
+    pattern = re.compile(parameter["AllowedPattern"])
+    for origin in ("", "https://studio.example.com", "http://localhost:5173"):
+        assert pattern.fullmatch(origin), origin
+    for origin in ("*", "https://*.example.com", "https://studio.example.com/", "https://a.example,https://b.example",
+                   "null"):
+        assert not pattern.fullmatch(origin), origin
+    # and no origin is "*" anywhere in the template
+    assert _origins(stack) == [{"Ref": "StudioOrigin"}]
 
 
 def test_api_policy_is_least_privilege():
@@ -107,52 +170,62 @@ def test_api_policy_is_least_privilege():
         assert "*" not in resources
 
 
-def test_chalice_stage_policies_grant_what_the_managed_policy_grants():
-    managed = _statements_by_sid(_template()["Resources"]["ApiFunctionPolicy"]["Properties"]["PolicyDocument"])
+def test_chalice_declares_the_role_the_template_gives_the_api_policy():
+    """Chalice manages the functions' role and would autogenerate its policy (its defaults, no policy file):
+    it then declares one role, DefaultRole, for every function, which the template replaces (see the
+    chalice package test below)."""
     config = json.loads((ROOT / ".chalice" / "config.json").read_text(encoding="utf-8"))
-    assert config["autogen_policy"] is False
-    for stage in build.STAGES:
-        stage_config = config["stages"][stage]
-        policy_path = ROOT / ".chalice" / stage_config["iam_policy_file"]
-        stage_policy = _statements_by_sid(json.loads(policy_path.read_text(encoding="utf-8")))
-        assert {sid: s["Action"] for sid, s in stage_policy.items()} == {
-            sid: s["Action"] for sid, s in managed.items()
-        }
-        # The function is told the same names the template gives the table and the bucket.
-        env = stage_config["environment_variables"]
-        assert env["NIMBUS_BACKEND"] == "aws"
-        assert env["NIMBUS_TABLE"] == build.table_name(stage)
-        assert env["NIMBUS_BUCKET"] == build.bucket_name(stage)
-        assert stage_policy["Table"]["Resource"][0] == f"arn:aws:dynamodb:*:*:table/{env['NIMBUS_TABLE']}"
-        assert stage_policy["ArtifactBucket"]["Resource"] == f"arn:aws:s3:::{env['NIMBUS_BUCKET']}"
-        # Scoring functions: the role the stage passes them, the names the host gives them, the secrets.
-        assert env["NIMBUS_SCORING_ROLE_ARN"] == build.scoring_role_name(stage)
-        assert stage_policy["PassScoringRole"]["Resource"] == f"arn:aws:iam::*:role/{env['NIMBUS_SCORING_ROLE_ARN']}"
-        settings = Settings.from_env(env)
-        prefix = lambda_package.function_prefix(settings.table_name)
-        assert stage_policy["ScoringFunctions"]["Resource"] == f"arn:aws:lambda:*:*:function:{prefix}*"
-        assert lambda_package.function_name(settings.table_name, "ws", "ep").startswith(prefix)
-        assert stage_policy["Secrets"]["Resource"] == f"arn:aws:secretsmanager:*:*:secret:{settings.secret_name_prefix}*"
-        # Batch: the names the adapters give resources are those the policy grants, the roles those it passes
-        prefix = build.batch_prefix(stage)
-        assert batch_spec.resource_name(settings.table_name, "ws", "gpu").startswith(prefix)
-        assert batch_spec.job_definition_name(settings.table_name, None).startswith(prefix)
-        assert batch_spec.job_definition_name(settings.table_name, {"hash": "ab" * 32}).startswith(prefix)
-        assert f"arn:aws:batch:*:*:job-queue/{prefix}*" in stage_policy["BatchJobs"]["Resource"]
-        for kind, configured in (("job", settings.batch_job_role_arn), ("execution", settings.batch_execution_role_arn),
-                                 ("instance", settings.batch_instance_role_arn)):
-            assert configured == build.batch_role_name(stage, kind)
-            assert f"arn:aws:iam::*:role/{configured}" in stage_policy["PassBatchRoles"]["Resource"]
-        # Environment images: the project the stage starts builds on, the repositories it makes
-        assert env["NIMBUS_CODEBUILD_PROJECT"] == settings.codebuild_project == build.image_project_name(stage)
-        assert stage_policy["ImageBuilds"]["Resource"] == (
-            f"arn:aws:codebuild:*:*:project/{settings.codebuild_project}")
-        repository = image_build.repository_name(settings.table_name, '-ws--x-')
-        assert fnmatch.fnmatchcase(f"arn:aws:ecr:*:*:repository/{repository}",
-                                   stage_policy["ImageRepositories"]["Resource"])
-        other = next(s for s in build.STAGES if s != stage)  # stages sharing an account share no repository
-        assert not fnmatch.fnmatchcase(f"arn:aws:ecr:*:*:repository/{image_build.repository_name(build.table_name(other), 'ws')}",
-                                       stage_policy["ImageRepositories"]["Resource"])
+    for scope in (config, *config["stages"].values()):
+        assert scope.get("manage_iam_role", True) is True and scope.get("autogen_policy", True) is True
+        assert "iam_policy_file" not in scope and "iam_role_arn" not in scope
+    assert not list((ROOT / ".chalice").glob("policy-*.json"))
+    role = _template()["Resources"][api_policy.CHALICE_ROLE]
+    (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "lambda.amazonaws.com"}
+    assert role["Properties"]["Policies"] == []  # replaces the inline policy Chalice would generate
+    assert "ManagedPolicyArns" not in role["Properties"]
+    policy = _template()["Resources"]["ApiFunctionPolicy"]["Properties"]
+    assert policy["Roles"] == [{"Ref": api_policy.CHALICE_ROLE}]
+
+
+@MOTO_SKIPS
+@pytest.mark.parametrize("stage", names.STAGES)
+def test_the_stage_config_names_what_the_deployed_api_policy_grants(stage, stage_policies):
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text(encoding="utf-8"))
+    policy = stage_policies[stage]
+    # The function is told the same names the template gives the table and the bucket.
+    env = config["stages"][stage]["environment_variables"]
+    assert env["NIMBUS_BACKEND"] == "aws"
+    assert env["NIMBUS_TABLE"] == names.table_name(stage)
+    assert env["NIMBUS_BUCKET"] == names.bucket_name(stage)
+    assert policy["Table"]["Resource"][0] == _arn("dynamodb", f"table/{env['NIMBUS_TABLE']}")
+    assert policy["ArtifactBucket"]["Resource"] == f"arn:aws:s3:::{env['NIMBUS_BUCKET']}"
+    # Scoring functions: the role the stage passes them, the names the host gives them, the secrets.
+    assert env["NIMBUS_SCORING_ROLE_ARN"] == names.scoring_role_name(stage)
+    assert policy["PassScoringRole"]["Resource"] == f"arn:aws:iam::{ACCOUNT}:role/{env['NIMBUS_SCORING_ROLE_ARN']}"
+    settings = Settings.from_env(env)
+    prefix = lambda_package.function_prefix(settings.table_name)
+    assert policy["ScoringFunctions"]["Resource"] == _arn("lambda", f"function:{prefix}*")
+    assert lambda_package.function_name(settings.table_name, "ws", "ep").startswith(prefix)
+    assert policy["Secrets"]["Resource"] == _arn("secretsmanager", f"secret:{settings.secret_name_prefix}*")
+    # Batch: the names the adapters give resources are those the policy grants, the roles those it passes
+    prefix = names.batch_prefix(stage)
+    assert batch_spec.resource_name(settings.table_name, "ws", "gpu").startswith(prefix)
+    assert batch_spec.job_definition_name(settings.table_name, None).startswith(prefix)
+    assert batch_spec.job_definition_name(settings.table_name, {"hash": "ab" * 32}).startswith(prefix)
+    assert _arn("batch", f"job-queue/{prefix}*") in policy["BatchJobs"]["Resource"]
+    for kind, configured in (("job", settings.batch_job_role_arn), ("execution", settings.batch_execution_role_arn),
+                             ("instance", settings.batch_instance_role_arn)):
+        assert configured == names.batch_role_name(stage, kind)
+        assert f"arn:aws:iam::{ACCOUNT}:role/{configured}" in policy["PassBatchRoles"]["Resource"]
+    # Environment images: the project the stage starts builds on, the repositories it makes
+    assert env["NIMBUS_CODEBUILD_PROJECT"] == settings.codebuild_project == names.image_project_name(stage)
+    assert policy["ImageBuilds"]["Resource"] == _arn("codebuild", f"project/{settings.codebuild_project}")
+    repository = image_build.repository_name(settings.table_name, '-ws--x-')
+    assert fnmatch.fnmatchcase(_arn("ecr", f"repository/{repository}"), policy["ImageRepositories"]["Resource"])
+    other = next(s for s in names.STAGES if s != stage)  # stages sharing an account share no repository
+    theirs = image_build.repository_name(names.table_name(other), "ws")
+    assert not fnmatch.fnmatchcase(_arn("ecr", f"repository/{theirs}"), policy["ImageRepositories"]["Resource"])
 
 
 def test_api_policy_lets_the_api_manage_scoring_functions_and_secrets():
@@ -179,7 +252,7 @@ def test_api_policy_lets_the_api_manage_scoring_functions_and_secrets():
 def test_scoring_role_reads_models_and_writes_telemetry_only():
     role = _template()["Resources"]["ScoringFunctionRole"]["Properties"]
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
-    assert trust["Principal"] == {"Service": "lambda.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
+    assert trust["Principal"] == {"Service": "lambda.amazonaws.com"} and trust["Action"] == ["sts:AssumeRole"]
     (policy,) = role["Policies"]
     statements = _statements_by_sid(policy["PolicyDocument"])
     assert statements["ReadModels"]["Action"] == ["s3:GetObject"]
@@ -251,11 +324,11 @@ def test_the_run_token_key_is_symmetric_rotated_and_administered_by_the_account(
     # The account owns the key (AWS's default key policy): IAM policies decide who uses it.
     (owner,) = key["KeyPolicy"]["Statement"]
     assert owner["Principal"] == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
-    assert owner["Effect"] == "Allow" and owner["Action"] == "kms:*" and owner["Resource"] == "*"
+    assert owner["Effect"] == "Allow" and owner["Action"] == ["kms:*"] and owner["Resource"] == ["*"]
     alias = resources["RunTokenKeyAlias"]["Properties"]
     assert alias == {"AliasName": {"Fn::Sub": "alias/nimbus-${Stage}-run-tokens"}, "TargetKeyId": {"Ref": "RunTokenKey"}}
-    for stage in build.STAGES:
-        assert build.run_token_key_alias(stage) == f"alias/nimbus-{stage}-run-tokens"
+    for stage in names.STAGES:
+        assert names.run_token_key_alias(stage) == f"alias/nimbus-{stage}-run-tokens"
 
 
 def test_the_api_may_only_seal_run_tokens_and_only_the_runner_may_open_them():
@@ -272,14 +345,15 @@ def test_the_api_may_only_seal_run_tokens_and_only_the_runner_may_open_them():
     assert sorted(kms) == [("OpenRunTokens", ["kms:Decrypt"]), ("SealRunTokens", ["kms:Encrypt"])]
 
 
-def test_stage_policies_seal_through_the_alias_the_stage_config_names():
+@MOTO_SKIPS
+def test_stage_policies_seal_through_the_alias_the_stage_config_names(stage_policies):
     config = json.loads((ROOT / ".chalice" / "config.json").read_text(encoding="utf-8"))
-    for stage in build.STAGES:
+    for stage in names.STAGES:
         env = config["stages"][stage]["environment_variables"]
         settings = Settings.from_env(env)
-        assert env["NIMBUS_RUN_TOKEN_KEY"] == settings.run_token_key == build.run_token_key_alias(stage)
-        sealing = _statements_by_sid(build.stage_policy(stage))["SealRunTokens"]
-        assert sealing["Action"] == ["kms:Encrypt"] and sealing["Resource"] == "arn:aws:kms:*:*:key/*"
+        assert env["NIMBUS_RUN_TOKEN_KEY"] == settings.run_token_key == names.run_token_key_alias(stage)
+        sealing = stage_policies[stage]["SealRunTokens"]
+        assert sealing["Action"] == ["kms:Encrypt"] and sealing["Resource"].startswith(_arn("kms", "key/"))
         assert sealing["Condition"] == {"StringEquals": {"kms:RequestAlias": settings.run_token_key},
                                         **RUN_CONTEXT_ONLY}
         # What the dispatcher sends meets the conditions: the key named by the alias, the run's context only
@@ -287,10 +361,11 @@ def test_stage_policies_seal_through_the_alias_the_stage_config_names():
         assert request["KeyId"] == sealing["Condition"]["StringEquals"]["kms:RequestAlias"]
         assert list(request["EncryptionContext"]) == RUN_CONTEXT_ONLY["ForAllValues:StringEquals"][
             "kms:EncryptionContextKeys"]
-    assert build.RUN_TOKEN_CONTEXT_KEY == sealed_token.CONTEXT_KEY
+    assert run_tokens.CONTEXT_KEY == sealed_token.CONTEXT_KEY
 
 
-def test_api_policy_grants_exactly_the_image_build_calls():
+@MOTO_SKIPS
+def test_api_policy_grants_exactly_the_image_build_calls(stage_policies):
     statements = _statements_by_sid(_template()["Resources"]["ApiFunctionPolicy"]["Properties"]["PolicyDocument"])
     assert statements["ImageBuilds"] == {
         "Sid": "ImageBuilds", "Effect": "Allow", "Action": ["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
@@ -304,13 +379,13 @@ def test_api_policy_grants_exactly_the_image_build_calls():
     others = [a for sid, s in statements.items() if sid not in ("ImageBuilds", "ImageRepositories", "ScoringImages")
               for a in s["Action"]]
     assert not [a for a in others if a.startswith(("codebuild:", "ecr:"))]
-    for stage in build.STAGES:
-        policy = _statements_by_sid(build.stage_policy(stage))
-        assert policy["ImageBuilds"]["Resource"] == f"arn:aws:codebuild:*:*:project/nimbus-{stage}-images"
-        assert policy["ImageRepositories"]["Resource"] == f"arn:aws:ecr:*:*:repository/nimbus-{stage}/*"
+    for stage, policy in stage_policies.items():
+        assert policy["ImageBuilds"]["Resource"] == _arn("codebuild", f"project/nimbus-{stage}-images")
+        assert policy["ImageRepositories"]["Resource"] == _arn("ecr", f"repository/nimbus-{stage}/*")
 
 
-def test_api_policy_lets_lambda_pull_the_environment_images_of_scoring_functions():
+@MOTO_SKIPS
+def test_api_policy_lets_lambda_pull_the_environment_images_of_scoring_functions(stage_policies):
     statements = _statements_by_sid(_template()["Resources"]["ApiFunctionPolicy"]["Properties"]["PolicyDocument"])
     # Creating an image function needs read access to the image, and the repository policy actions with
     # which Lambda grants its service the pull
@@ -319,10 +394,9 @@ def test_api_policy_lets_lambda_pull_the_environment_images_of_scoring_functions
         "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:GetRepositoryPolicy",
                    "ecr:SetRepositoryPolicy"],
         "Resource": statements["ImageRepositories"]["Resource"]}
-    for stage in build.STAGES:
-        policy = _statements_by_sid(build.stage_policy(stage))
-        assert policy["ScoringImages"]["Resource"] == f"arn:aws:ecr:*:*:repository/{build.table_name(stage)}/*"
-        assert fnmatch.fnmatchcase(f"arn:aws:ecr:*:*:repository/{image_build.repository_name(build.table_name(stage), 'team')}",
+    for stage, policy in stage_policies.items():
+        assert policy["ScoringImages"]["Resource"] == _arn("ecr", f"repository/{names.table_name(stage)}/*")
+        assert fnmatch.fnmatchcase(_arn("ecr", f"repository/{image_build.repository_name(names.table_name(stage), 'team')}"),
                                    policy["ScoringImages"]["Resource"])
 
 
@@ -359,9 +433,9 @@ def test_the_image_build_project_accepts_what_the_api_sends():
     # The API brings the source (S3), the buildspec and privileged mode with every build
     request = image_build.start_build_request("nimbus-dev-images", "nimbus-dev-artifacts",
                                               "workspaces/team-1/environments/abc/context.zip", "version: 0.2\n")
-    assert request["projectName"] == build.image_project_name("dev")
+    assert request["projectName"] == names.image_project_name("dev")
     assert request["sourceTypeOverride"] == "S3" and request["buildspecOverride"]
-    assert request["sourceLocationOverride"].startswith(build.bucket_name("dev") + "/")
+    assert request["sourceLocationOverride"].startswith(names.bucket_name("dev") + "/")
     assert request["artifactsOverride"] == {"type": properties["Artifacts"]["Type"]} == {"type": "NO_ARTIFACTS"}
     assert request["privilegedModeOverride"] is True
     assert set(request) == {"projectName", "sourceTypeOverride", "sourceLocationOverride", "buildspecOverride",
@@ -372,7 +446,7 @@ def test_the_image_build_role_reads_contexts_writes_logs_and_pushes_only():
     role = _template()["Resources"]["ImageBuildRole"]["Properties"]
     assert role["RoleName"] == {"Fn::Sub": "nimbus-${Stage}-images-build"}
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
-    assert trust["Principal"] == {"Service": "codebuild.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
+    assert trust["Principal"] == {"Service": "codebuild.amazonaws.com"} and trust["Action"] == ["sts:AssumeRole"]
     assert "ManagedPolicyArns" not in role
     (policy,) = role["Policies"]
     statements = _statements_by_sid(policy["PolicyDocument"])
@@ -386,7 +460,7 @@ def test_the_image_build_role_reads_contexts_writes_logs_and_pushes_only():
         "Fn::Sub": "${ArtifactBucket.Arn}/workspaces/*/environments/*/build.log"}
     # ecr:GetAuthorizationToken has no resource-level permissions; it is the only action granted on "*"
     assert statements["RegistryLogin"] == {"Sid": "RegistryLogin", "Effect": "Allow",
-                                           "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"}
+                                           "Action": ["ecr:GetAuthorizationToken"], "Resource": ["*"]}
     assert set(statements["PushImages"]["Action"]) == {
         "ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
         "ecr:CompleteLayerUpload", "ecr:PutImage"}
@@ -396,9 +470,10 @@ def test_the_image_build_role_reads_contexts_writes_logs_and_pushes_only():
     assert all("/aws/codebuild/nimbus-${Stage}-images" in r["Fn::Sub"] for r in statements["Logs"]["Resource"])
 
 
+@MOTO_SKIPS
 def test_image_builds_make_only_the_calls_and_keys_the_policies_grant(aws_env):
-    """The API's image build code under moto: every CodeBuild/ECR operation it calls is one the API policy
-    grants, every object the build reads or writes matches the build role's object patterns."""
+    """The API's image build code under moto, on the dev stack: every CodeBuild/ECR operation it calls is one
+    the API policy grants, every object the build reads or writes matches the build role's object patterns."""
     import boto3
 
     from chalicelib.api.deps import Services
@@ -408,13 +483,12 @@ def test_image_builds_make_only_the_calls_and_keys_the_policies_grant(aws_env):
     config = json.loads((ROOT / ".chalice" / "config.json").read_text(encoding="utf-8"))
     env = dict(config["stages"]["dev"]["environment_variables"], AWS_REGION="us-east-1")
     settings = Settings.from_env(env)
-    boto3.client("dynamodb", region_name="us-east-1").create_table(**schema.dynamodb_table_definition(settings.table_name))
-    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=settings.bucket)
+    outputs = _deploy("dev")
     # moto's CloudFormation skips CodeBuild projects, and moto's create_project wants a source location
     boto3.client("codebuild", region_name="us-east-1").create_project(
         name=settings.codebuild_project, source={"type": "S3", "location": f"{settings.bucket}/none.zip"},
-        artifacts={"type": "NO_ARTIFACTS"}, serviceRole="arn:aws:iam::123456789012:role/nimbus-dev-images-build",
-        environment={"type": "LINUX_CONTAINER", "image": build.CODEBUILD_IMAGE, "computeType": "BUILD_GENERAL1_SMALL",
+        artifacts={"type": "NO_ARTIFACTS"}, serviceRole=outputs["ImageBuildRoleArn"],
+        environment={"type": "LINUX_CONTAINER", "image": images.CODEBUILD_IMAGE, "computeType": "BUILD_GENERAL1_SMALL",
                      "privilegedMode": True})
     services = Services.from_settings(settings)
     services.workspaces.create(Principal("admin", True, "t1"), "team")
@@ -432,7 +506,7 @@ def test_image_builds_make_only_the_calls_and_keys_the_policies_grant(aws_env):
         builds.refresh("team", started[-1]["hash"])
     assert all(item.get("build_id") for item in started), started
 
-    statements = _statements_by_sid(build.stage_policy("dev"))
+    statements = _deployed_api_policy(outputs)
     granted = {*statements["ImageBuilds"]["Action"], *statements["ImageRepositories"]["Action"]}
     called = {action for action, _ in calls}
     assert called <= granted, set(called) - granted
@@ -444,7 +518,7 @@ def test_image_builds_make_only_the_calls_and_keys_the_policies_grant(aws_env):
     contexts = role["ReadContexts"]["Resource"]["Fn::Sub"].replace("${ArtifactBucket.Arn}/", "")
     logs = role["WriteBuildLogs"]["Resource"]["Fn::Sub"].replace("${ArtifactBucket.Arn}/", "")
     requests = [params for action, params in calls if action == "codebuild:StartBuild"]
-    assert len(requests) == 2 and all(r["projectName"] == build.image_project_name("dev") for r in requests)
+    assert len(requests) == 2 and all(r["projectName"] == names.image_project_name("dev") for r in requests)
     for request in requests:
         bucket, key = request["sourceLocationOverride"].split("/", 1)
         assert bucket == settings.bucket and fnmatch.fnmatchcase(key, contexts), key
@@ -452,7 +526,7 @@ def test_image_builds_make_only_the_calls_and_keys_the_policies_grant(aws_env):
     for item in started:
         assert fnmatch.fnmatchcase(item["log_key"], logs), item["log_key"]
         repository = item["image_uri"].split("/", 1)[1].split(":")[0]
-        assert fnmatch.fnmatchcase(f"arn:aws:ecr:*:*:repository/{repository}", statements["ImageRepositories"]["Resource"])
+        assert fnmatch.fnmatchcase(_arn("ecr", f"repository/{repository}"), statements["ImageRepositories"]["Resource"])
 
 
 # --- cfn-lint ---------------------------------------------------------------------------------
@@ -476,21 +550,11 @@ def test_cfn_lint_catches_a_broken_template(tmp_path):
 # --- moto's CloudFormation --------------------------------------------------------------------
 
 
-@pytest.mark.filterwarnings("ignore:Tried to parse AWS.{2}S3.{2}BucketPolicy:UserWarning")
-@pytest.mark.filterwarnings("ignore:Tried to parse AWS.{2}CodeBuild.{2}Project:UserWarning")
+@MOTO_SKIPS
 def test_template_deploys_into_moto(aws_env):
     import boto3
 
-    cloudformation = boto3.client("cloudformation", region_name="us-east-1")
-    cloudformation.create_stack(
-        StackName="nimbus-dev",
-        TemplateBody=TEMPLATE.read_text(encoding="utf-8"),
-        Parameters=[{"ParameterKey": "Stage", "ParameterValue": "dev"}],
-        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
-    )
-    (stack,) = cloudformation.describe_stacks(StackName="nimbus-dev")["Stacks"]
-    assert stack["StackStatus"] == "CREATE_COMPLETE"
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    outputs = _deploy("dev", StudioOrigin="https://studio.example.com")  # the other tests deploy without one
     assert outputs["TableName"] == "nimbus-dev"
     assert outputs["TableArn"].endswith(":table/nimbus-dev")
     assert outputs["BucketName"] == "nimbus-dev-artifacts"
@@ -517,16 +581,21 @@ def test_template_deploys_into_moto(aws_env):
     # template itself (test_bucket_is_private_encrypted_versioned_and_tls_only) and by cfn-lint.
 
     iam = boto3.client("iam", region_name="us-east-1")
-    policy = iam.get_policy(PolicyArn=outputs["ApiFunctionPolicyArn"])["Policy"]
-    document = iam.get_policy_version(PolicyArn=policy["Arn"], VersionId=policy["DefaultVersionId"])
-    statements = _statements_by_sid(document["PolicyVersion"]["Document"])
+    statements = _deployed_api_policy(outputs)
     assert statements["Table"]["Resource"] == [outputs["TableArn"], outputs["TableArn"] + "/index/*"]
     assert statements["ArtifactObjects"]["Resource"] == "arn:aws:s3:::nimbus-dev-artifacts/*"
     assert statements["PassScoringRole"]["Resource"] == outputs["ScoringRoleArn"]
     assert statements["ScoringFunctions"]["Resource"] == "arn:aws:lambda:us-east-1:123456789012:function:nimbus-dev-score-*"
+    # The API functions' role (Chalice's, once merged) has that policy and no other
+    attached_to = iam.list_entities_for_policy(PolicyArn=outputs["ApiFunctionPolicyArn"])["PolicyRoles"]
+    (api_role,) = [role["RoleName"] for role in attached_to]
+    assert api_role.startswith(f"nimbus-dev-{api_policy.CHALICE_ROLE}")
+    attached = iam.list_attached_role_policies(RoleName=api_role)["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == [outputs["ApiFunctionPolicyArn"]]
+    assert iam.list_role_policies(RoleName=api_role)["PolicyNames"] == []
 
     # The scoring functions' role, under the name the dev stage gives NIMBUS_SCORING_ROLE_ARN
-    role = iam.get_role(RoleName=build.scoring_role_name("dev"))["Role"]
+    role = iam.get_role(RoleName=names.scoring_role_name("dev"))["Role"]
     assert role["Arn"] == outputs["ScoringRoleArn"]
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "lambda.amazonaws.com"}
@@ -545,16 +614,16 @@ def test_template_deploys_into_moto(aws_env):
     assert trust["Principal"] == {"Service": "codebuild.amazonaws.com"}
     groups = boto3.client("logs", region_name="us-east-1").describe_log_groups(
         logGroupNamePrefix="/aws/codebuild/")["logGroups"]
-    assert [g["logGroupName"] for g in groups] == [build.image_build_log_group("dev")]
+    assert [g["logGroupName"] for g in groups] == [names.image_build_log_group("dev")]
 
     # The run token key, behind the alias the dev stage names; the runner's role may decrypt with it and the
     # API's policy encrypt. (moto 5.2.5 keeps a CloudFormation key policy as the template's dict, on which
     # describe_key and get_key_policy fail: the key policy is asserted on the template above.)
     kms = boto3.client("kms", region_name="us-east-1")
-    assert outputs["RunTokenKeyAlias"] == build.run_token_key_alias("dev")
-    (alias,) = [a for a in kms.list_aliases()["Aliases"] if a["AliasName"] == build.run_token_key_alias("dev")]
+    assert outputs["RunTokenKeyAlias"] == names.run_token_key_alias("dev")
+    (alias,) = [a for a in kms.list_aliases()["Aliases"] if a["AliasName"] == names.run_token_key_alias("dev")]
     assert outputs["RunTokenKeyArn"] == f"arn:aws:kms:us-east-1:123456789012:key/{alias['TargetKeyId']}"
-    runner = iam.get_role_policy(RoleName=build.batch_role_name("dev", "job"), PolicyName="runner")["PolicyDocument"]
+    runner = iam.get_role_policy(RoleName=names.batch_role_name("dev", "job"), PolicyName="runner")["PolicyDocument"]
     if isinstance(runner, str):
         runner = ast.literal_eval(runner)
     assert _statements_by_sid(runner)["OpenRunTokens"]["Resource"] == outputs["RunTokenKeyArn"]
@@ -597,6 +666,23 @@ def test_chalice_package_merges_the_template_and_lints(tmp_path):
     function = sam["Resources"]["APIHandler"]["Properties"]
     assert function["MemorySize"] == 512 and function["Timeout"] == 30
     assert function["Environment"]["Variables"]["NIMBUS_TABLE"] == "nimbus-dev"
+    # Every function runs with Chalice's role, whose declaration is the template's: the API policy attached,
+    # Chalice's generated inline policy gone
+    functions = {name: r["Properties"] for name, r in sam["Resources"].items()
+                 if r["Type"] == "AWS::Serverless::Function"}
+    assert set(functions) == {"APIHandler", "BatchJobStateChange", "BatchSweep"}
+    assert all(f["Role"] == {"Fn::GetAtt": [api_policy.CHALICE_ROLE, "Arn"]} and "Policies" not in f
+               for f in functions.values())
+    role = sam["Resources"][api_policy.CHALICE_ROLE]
+    assert role == _template()["Resources"][api_policy.CHALICE_ROLE]
+    assert role["Properties"]["Policies"] == [] and "ManagedPolicyArns" not in role["Properties"]
+    assert sam["Resources"]["ApiFunctionPolicy"] == _template()["Resources"]["ApiFunctionPolicy"]
+    assert sam["Resources"]["ApiFunctionPolicy"]["Properties"]["Roles"] == [{"Ref": api_policy.CHALICE_ROLE}]
+    # and no other role of the merged template is assumed by Lambda but the scoring functions' own
+    lambda_roles = [name for name, r in sam["Resources"].items() if r["Type"] == "AWS::IAM::Role"
+                    and any(s["Principal"] == {"Service": "lambda.amazonaws.com"}
+                            for s in r["Properties"]["AssumeRolePolicyDocument"]["Statement"])]
+    assert sorted(lambda_roles) == sorted([api_policy.CHALICE_ROLE, "ScoringFunctionRole"])
 
     result = _cfn_lint(out / "sam.json")
     assert result.returncode == 0, result.stdout + result.stderr
