@@ -54,7 +54,7 @@ class RequestCounter:
 
 def time_spec(spec, *, table: str, image: str, roles, queue: str, api_url: str, iterations: int) -> dict:
     """Microseconds per call of the pure functions a submit computes, each over `iterations` calls."""
-    from chalicelib.compute import batch_spec
+    from chalicelib.compute.batch import spec as batch_spec
 
     definition_arn = "arn:aws:batch:us-east-1:123456789012:job-definition/bench-runner:1"
 
@@ -91,9 +91,10 @@ def measure(count: int, iterations: int) -> dict:
     import boto3
     from moto import mock_aws
 
-    from chalicelib.compute import batch_spec
-    from chalicelib.compute.batch import BatchDispatcher
-    from chalicelib.compute.batch_provisioner import BatchProvisioner
+    from chalicelib.compute.batch import spec as batch_spec
+    from chalicelib.compute.batch.dispatcher import BatchDispatcher
+    from chalicelib.compute.batch.provisioner import BatchProvisioner
+    from chalicelib.services.run_callbacks import run_callbacks
     from nimbus.runtime.job_spec import JobSpec
     from tests.unit.batch_helpers import make_account
 
@@ -120,7 +121,7 @@ def measure(count: int, iterations: int) -> dict:
         key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["KeyId"]
         boto3.client("kms", region_name=REGION).create_alias(AliasName="alias/nimbus-bench-run-tokens", TargetKeyId=key)
         sealing = dataclasses.replace(account.settings, run_token_key="alias/nimbus-bench-run-tokens")
-        dispatcher = BatchDispatcher(account.services, sealing, account.batch, sleep=sleeps.append)
+        dispatcher = BatchDispatcher(account.services.ctx, run_callbacks(account.services.ctx), sealing, account.batch)
         table = account.services.ctx.table
         per_run: list[collections.Counter] = []
         writes: list[int] = []

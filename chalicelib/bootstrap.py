@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import sys
 
-from chalicelib.api.deps import Services
 from chalicelib.settings import Settings
+from chalicelib.wiring import build_services
 
 
 def create_first_admin(settings: Settings, name: str = "admin") -> str | None:
     """The new admin's token, or None when that admin already exists."""
-    return Services.from_settings(settings).identity.bootstrap_admin(name)
+    return build_services(settings).identity.bootstrap_admin(name)
 
 
 def main(argv: list[str]) -> int:

@@ -1,7 +1,7 @@
 """Operator views: /v1/admin/stats (admins only)."""
 from chalice import Blueprint
 
-from chalicelib.api.deps import services
+from chalicelib.api.service_locator import services
 from chalicelib.api.routing import endpoint
 from chalicelib.errors import Forbidden
 

@@ -1,4 +1,4 @@
-"""AWS Batch events: job state changes and the periodic sweep, handed to services/reconcile.py.
+"""AWS Batch events: job state changes and the periodic sweep, handed to compute/batch/reconciliation.py.
 
 Chalice makes each handler a Lambda function of its own (`chalice package`: an EventBridge rule with
 this pattern, and a schedule), sharing the API function's role, settings and code.
@@ -7,19 +7,16 @@ from __future__ import annotations
 
 from chalice import Blueprint, Rate
 
-from chalicelib.api.deps import services
-from chalicelib.services.reconcile import EVENT_SOURCE, EVENT_TYPE, Reconciler
+from chalicelib.api.service_locator import services
+from chalicelib.compute.batch.reconciliation import EVENT_SOURCE, EVENT_TYPE, Reconciler
+from chalicelib.wiring import batch_reconciler
 from chalicelib.telemetry import logger
 
 bp = Blueprint(__name__)
 
 
 def reconciler() -> Reconciler:
-    import boto3
-
-    # Made per invocation, after any test's mock has started; a warm function pays about 10 ms.
-    ctx = services().ctx
-    return Reconciler(ctx, boto3.client("batch", region_name=ctx.settings.region))
+    return batch_reconciler(services())
 
 
 @bp.on_cw_event({"source": [EVENT_SOURCE], "detail-type": [EVENT_TYPE]}, name="batch_job_state_change")

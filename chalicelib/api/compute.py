@@ -1,7 +1,7 @@
 """Compute targets: /v1/workspaces/{workspace}/computes[/{name}[/claim]] (docs/compute.md)."""
 from chalice import Blueprint, Response
 
-from chalicelib.api.deps import services
+from chalicelib.api.service_locator import services
 from chalicelib.api.models import CreateCompute
 from chalicelib.api.routing import endpoint, json_response
 from chalicelib.errors import Invalid

@@ -5,7 +5,7 @@ run() returned.
 """
 from chalice import Blueprint, Response
 
-from chalicelib.api.deps import services
+from chalicelib.api.service_locator import services
 from chalicelib.api.models import Deploy, RegenerateKey, SetTraffic
 from chalicelib.api.routing import MAX_BODY, endpoint, query_int
 from chalicelib.errors import TooLarge

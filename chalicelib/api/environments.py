@@ -1,7 +1,7 @@
 """Versioned environments: /v1/workspaces/{workspace}/environments[/{name}/versions[/{version}]]."""
 from chalice import Blueprint
 
-from chalicelib.api.deps import services
+from chalicelib.api.service_locator import services
 from chalicelib.api.models import EnvironmentDefinition
 from chalicelib.api.routing import endpoint, json_response
 from chalicelib.services.environments import Environments

@@ -3,7 +3,7 @@ import re
 
 from chalice import Blueprint
 
-from chalicelib.api.deps import services
+from chalicelib.api.service_locator import services
 from chalicelib.api.routing import endpoint, query_bool, query_int, query_list, query_str
 from chalicelib.errors import Invalid
 

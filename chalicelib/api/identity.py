@@ -1,7 +1,7 @@
 """Users and tokens: /whoami, /users, /users/{user}/tokens."""
 from chalice import Blueprint
 
-from chalicelib.api.deps import services
+from chalicelib.api.service_locator import services
 from chalicelib.api.models import CreateToken, CreateUser
 from chalicelib.api.routing import endpoint
 

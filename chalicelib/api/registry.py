@@ -1,7 +1,7 @@
 """The model registry: /v1/workspaces/{workspace}/models[/{name}[/uploads|/versions[/{version}[/files]]|/aliases]]."""
 from chalice import Blueprint
 
-from chalicelib.api.deps import services
+from chalicelib.api.service_locator import services
 from chalicelib.api.models import ModelUpload, RegisterModel, SetAlias, UpdateModelVersion
 from chalicelib.api.routing import endpoint, query_bool, query_int, query_list, query_str
 from chalicelib.errors import Forbidden

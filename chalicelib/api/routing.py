@@ -10,7 +10,7 @@ from typing import Any, Callable
 from chalice import Blueprint, Response
 from pydantic import BaseModel, ValidationError
 
-from chalicelib.api.deps import services
+from chalicelib.api.service_locator import services
 from chalicelib.errors import Forbidden, Invalid, NimbusError, TooLarge
 from chalicelib.json_codec import dumps_strict, loads_exact
 from chalicelib.telemetry import logger

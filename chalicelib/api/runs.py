@@ -2,7 +2,7 @@
 from chalice import Blueprint
 from pydantic import Field
 
-from chalicelib.api.deps import services
+from chalicelib.api.service_locator import services
 from chalicelib.api.models import AddProperties, Body, ChangeStatus, CreateRun, UpdateTags
 from chalicelib.api.routing import endpoint, query_int, query_str
 from chalicelib.errors import Forbidden, Invalid

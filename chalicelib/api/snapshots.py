@@ -3,7 +3,7 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib.api.deps import services
+from chalicelib.api.service_locator import services
 from chalicelib.api.models import Body
 from chalicelib.api.routing import endpoint
 from chalicelib.errors import Forbidden

@@ -1,7 +1,7 @@
 """What a run records: metrics, logs, outputs and images, under /v1/workspaces/{workspace}/runs/{run_id}/."""
 from chalice import Blueprint
 
-from chalicelib.api.deps import services
+from chalicelib.api.service_locator import services
 from chalicelib.api.models import AppendLog, LogMetrics, UploadImage, UploadOutputs
 from chalicelib.api.routing import endpoint, query_int, query_str
 from chalicelib.errors import Invalid

@@ -1,7 +1,7 @@
 """Workspaces and members: /v1/workspaces[/{workspace}[/members[/{user}]]]."""
 from chalice import Blueprint
 
-from chalicelib.api.deps import services
+from chalicelib.api.service_locator import services
 from chalicelib.api.models import AddMember, CreateWorkspace
 from chalicelib.api.routing import endpoint, query_bool
 

@@ -2,9 +2,22 @@
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
+from typing import Callable
 
 from chalicelib.store.table import Operation
 from nimbus.runtime.job_spec import JobSpec
+
+
+@dataclass(frozen=True)
+class RunCallbacks:
+    """What a compute target may read and report of runs. The services that drive a target hand it these,
+    so no adapter calls a service (chalicelib/services/run_callbacks.py makes them)."""
+
+    get_run: Callable[[str, str], dict]  # (workspace, run_id) -> the run; NotFound when it is gone
+    fail_run: Callable[[str, str, dict], bool]  # (workspace, run_id, error) -> False when it had ended already
+    mint_run_token: Callable[[str, str, str], str]  # (run_id, workspace, user) -> a token for that run only
+    note_attempt_ends: Callable[[str, str, dict], bool]  # (workspace, run_id, {attempt: end}) -> recorded?
 
 
 class Dispatcher(abc.ABC):

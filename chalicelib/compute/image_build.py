@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.aws_clients import make_client
 from chalicelib.errors import NimbusError
 from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
-from chalicelib.services.environments import IMAGE_BUILD_KIND
-from chalicelib.services.workspaces import Workspaces
 from chalicelib.store.table import (
     ConditionFailed, Update, all_of, any_of, attr_absent, attr_eq, attr_lt, item_absent,
 )
@@ -47,7 +47,7 @@ RUNTIME_DIR = f"{WORKDIR}/runtime"  # in the image: what the scoring handler nee
 # The scoring handler (chalicelib.scoring.lambda_handler) and what it imports, lazily included: settings,
 # the table and blob adapters for telemetry and capture. Paths relative to the repository root.
 SCORING_RUNTIME = ("chalicelib/__init__.py", "chalicelib/errors.py", "chalicelib/settings.py",
-                   "chalicelib/scoring", "chalicelib/store")
+                   "chalicelib/aws_clients.py", "chalicelib/domain", "chalicelib/scoring", "chalicelib/store")
 # The runtime interface client (Lambda's side of an image function), boto3 (S3 downloads, telemetry),
 # powertools (metrics) and orjson, pinned as requirements.txt pins them (a test compares).
 SCORING_REQUIREMENTS = ("awslambdaric>=3,<5", "boto3==1.44.5", "botocore==1.44.5", "aws-lambda-powertools==3.37.0",
@@ -178,25 +178,21 @@ class ImageBuilds:
     @property
     def codebuild(self):
         if self._codebuild is None:
-            import boto3
-
-            self._codebuild = boto3.client("codebuild", region_name=self.ctx.settings.region)
+            self._codebuild = make_client("codebuild", self.ctx.settings)
         return self._codebuild
 
     @property
     def ecr(self):
         if self._ecr is None:
-            import boto3
-
-            self._ecr = boto3.client("ecr", region_name=self.ctx.settings.region)
+            self._ecr = make_client("ecr", self.ctx.settings)
         return self._ecr
 
-    def start(self, workspace: str, item: Mapping[str, Any]) -> dict:
-        """The workspace's build of the version's definition: started now, unless one is running or done."""
-        from botocore.exceptions import BotoCoreError, ClientError
+    def start(self, workspace: str, item: Mapping[str, Any], blob_prefix: str) -> dict:
+        """The workspace's build of the version's definition: started now, unless one is running or done. Its
+        context and log go under `blob_prefix` + the definition's hash."""
 
         digest = item["hash"]
-        key = table_keys.environment_build(digest, IMAGE_BUILD_KIND + workspace)
+        key = table_keys.environment_build(digest, table_keys.IMAGE_BUILD_KIND + workspace)
         claim = {"pk": key.pk, "sk": key.sk, "entity": "environment_build", "workspace": workspace, "hash": digest,
                  "state": "Building", "format": IMAGE_FORMAT, "started": self.ctx.now()}
         try:
@@ -204,7 +200,7 @@ class ImageBuilds:
                                              attr_lt("format", IMAGE_FORMAT)))
         except ConditionFailed:
             return self.ctx.table.get_item(key)  # building or built by an identical definition
-        prefix = f"{Workspaces(self.ctx).record(workspace)['blob_prefix']}environments/{digest}/"
+        prefix = f"{blob_prefix}{digest}/"
         try:
             image_uri = f"{self._repository_uri(workspace)}:{digest}-{IMAGE_FORMAT}"
             self.ctx.blobs.put_bytes(prefix + "context.zip", build_context(item["definition"], digest))
@@ -219,7 +215,7 @@ class ImageBuilds:
 
     def refresh(self, workspace: str, digest: str) -> dict | None:
         """The build item, its state brought up to date from CodeBuild while it is Building."""
-        key = table_keys.environment_build(digest, IMAGE_BUILD_KIND + workspace)
+        key = table_keys.environment_build(digest, table_keys.IMAGE_BUILD_KIND + workspace)
         item = self.ctx.table.get_item(key)
         if item is None or item.get("state") != "Building" or not item.get("build_id"):
             return item
@@ -237,12 +233,12 @@ class ImageBuilds:
         except ConditionFailed:
             return self.ctx.table.get_item(key)  # refreshed (or claimed again) meanwhile
 
-    def ready_image(self, workspace: str, version: Mapping[str, Any]) -> str | None:
+    def ready_image(self, workspace: str, version: Mapping[str, Any], blob_prefix: str) -> str | None:
         """The image of an environment version's definition once its build Succeeded; None before. An
         image of an older format starts its rebuild."""
         item = self.refresh(workspace, version["hash"])
         if item is not None and item.get("state") == "Succeeded" and item.get("format", 1) < IMAGE_FORMAT:
-            item = self.start(workspace, version)
+            item = self.start(workspace, version, blob_prefix)
         return item.get("image_uri") if item is not None and item.get("state") == "Succeeded" else None
 
     def _repository_uri(self, workspace: str) -> str:

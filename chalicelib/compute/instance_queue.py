@@ -23,11 +23,12 @@ is conditional on the holder read, so two claims cannot both take one; a run re-
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from chalicelib.compute.dispatcher import Dispatcher
 from nimbus.runtime.job_spec import JobSpec
 from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
-from chalicelib.services.identity import Identity, digest
 from chalicelib.store.table import (
     Check, ConditionFailed, Delete, Key, Operation, Put, Query, Update, all_of, any_of, attr_absent, attr_eq, attr_lt,
     item_absent, item_exists,
@@ -53,8 +54,11 @@ def slot_keys(ctx: Context, workspace: str, target: str) -> list[Key]:
 
 
 class InstanceQueue(Dispatcher):
-    def __init__(self, ctx: Context):
+    """`mint_run_token(run_id, workspace, user)` gives each lease its run token (handed in by the services)."""
+
+    def __init__(self, ctx: Context, mint_run_token: Callable[[str, str, str], str]):
         self.ctx = ctx
+        self.mint_run_token = mint_run_token
 
     def queue_entry(self, spec: JobSpec) -> Put:
         key = table_keys.instance_queue_entry(spec.workspace, spec.compute, spec.run_id)
@@ -108,13 +112,13 @@ class InstanceQueue(Dispatcher):
     def _lease(self, entry: dict, run: dict, now: float, slot: list[Operation]) -> str | None:
         """Leases the entry (and the slot) to this claim and returns a fresh run token; None when another
         claim won the entry, "slot" when it won the slot."""
-        token = Identity(self.ctx).create_run_token(run["id"], run["workspace"], run["submitted_by"])
+        token = self.mint_run_token(run["id"], run["workspace"], run["submitted_by"])
         previous = entry.get("lease") if isinstance(entry.get("lease"), dict) else None
         free = any_of(attr_absent(("lease", "until")), attr_lt(("lease", "until"), now))
         if previous is not None and previous.get("token"):
             free = all_of(free, attr_eq(("lease", "token"), previous["token"]))  # the lease this claim saw
         operations: list[Operation] = [Update(Key(entry["pk"], entry["sk"]),
-                                              set={"lease": {"token": digest(token), "until": now + LEASE_SECONDS}},
+                                              set={"lease": {"token": table_keys.token_digest(token), "until": now + LEASE_SECONDS}},
                                               condition=all_of(item_exists(), free))]
         if previous is not None and previous.get("token"):
             # The lapsed claim's token stops working: its runner, if it ever starts, is refused
@@ -137,7 +141,7 @@ class InstanceQueue(Dispatcher):
             pass  # another claim (or the run's own report) removed it first
 
     def _revoke(self, token: str) -> None:
-        key = table_keys.token(digest(token))
+        key = table_keys.token(table_keys.token_digest(token))
         self.ctx.table.delete(key.pk, key.sk)
 
 

@@ -18,6 +18,11 @@ def user(name: str) -> Key:
 USERS_INDEX_PK = "USERS"  # gsi1: every user, by name
 
 
+def token_digest(token: str) -> str:
+    """What a token item is keyed by: the token itself is never stored."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def token(token_hash: str) -> Key:
     return Key(f"TOKEN#{token_hash}", "TOKEN")
 
@@ -154,6 +159,9 @@ def environment_version(workspace_name: str, name: str, version: int) -> Key:
 def environment_versions_prefix(name: str) -> str:
     """Names never hold '#', so one environment's prefix cannot match another's (nor `ENVNAME#`)."""
     return f"ENV#{name}#"
+
+
+IMAGE_BUILD_KIND = "image#"  # + workspace: images live in the workspace's own ECR repository
 
 
 def environment_build(definition_hash: str, kind: str) -> Key:

@@ -11,6 +11,8 @@ import signal
 from pathlib import Path
 
 from chalicelib.errors import Conflict
+from chalicelib.settings import Settings
+from chalicelib.wiring import build_services
 from nimbus.runtime.private_files import write_private
 
 CREDENTIALS = "credentials"
@@ -39,29 +41,18 @@ def build(home: Path, host: str = "127.0.0.1", port: int = 8000):
     """Bind the port, then build services whose presigned URLs point at it. Returns (server, credentials)."""
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # EMF lines are for CloudWatch only
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    from chalicelib.api.deps import Services
-    from chalicelib.compute.instance_queue import InstanceQueue
-    from chalicelib.compute.router import ComputeRouter
-    from chalicelib.hosting.local_hosts import LocalHosts
-    from chalicelib.local.compute import LocalCompute
+    # Here, not at the top: the app's logger and metrics read the two variables above when they load.
     from chalicelib.local.server import LocalServer
-    from chalicelib.settings import Settings
 
     home = Path(home).expanduser()
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
     server = LocalServer(host, port)
-    services = Services.from_settings(Settings(backend="local", home=home, public_url=server.url))
+    services = build_services(Settings(backend="local", home=home, public_url=server.url), local_workers=True)
     server.use(services)
     credentials = bootstrap(services, home, server.url)
-    compute = LocalCompute(services, home / "jobs", server.url)
-    # Instance targets: agents on other machines (or this one) pull their runs from the queue.
-    services.dispatcher = ComputeRouter({"local": compute, "instance": InstanceQueue(services.ctx)})
-    compute.start()
-    hosts = LocalHosts(home, services.ctx.blobs, services.ctx.table,
-                       on_state=lambda *report: services.deployments.record_state(*report))
-    services.host = hosts
-    hosts.start()
+    services.dispatcher.get("local").start()  # instance targets' agents, elsewhere, pull from their queues
+    services.host.start()
     return server, credentials
 
 

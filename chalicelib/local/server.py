@@ -15,9 +15,9 @@ from urllib.parse import parse_qsl, urlsplit
 from chalice.config import Config
 from chalice.local import LocalGateway, LocalGatewayException
 
-from chalicelib.api import deps
+from chalicelib.api import service_locator
 from chalicelib.api.app import app
-from chalicelib.api.deps import Services
+from chalicelib.services.container import Services
 from chalicelib.errors import NotFound
 from chalicelib.store.blob_server import serve_blob
 
@@ -95,7 +95,7 @@ class LocalServer(ThreadingHTTPServer):
     def use(self, services: Services) -> None:
         """Serve these services (built once the URL, which presigned URLs embed, is known)."""
         self.services = services
-        deps.use(services)
+        service_locator.use(services)
 
     @property
     def url(self) -> str:

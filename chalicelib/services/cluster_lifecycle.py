@@ -31,7 +31,7 @@ PENDING_PK = "COMPUTEPENDING"  # sk `<ws>#<name>`: a batch target whose creation
 
 
 class Provisioner(Protocol):
-    """AWS Batch behind a port (chalicelib/compute/batch_provisioner.py). `resources` is what the
+    """AWS Batch behind a port (chalicelib/compute/batch/provisioner.py). `resources` is what the
     target records: `created` (Nimbus made them), `compute_environment_arn`, `job_queue_arn`, `name`."""
 
     def start(self, workspace: str, name: str, settings: dict) -> dict:

@@ -28,6 +28,7 @@ from chalicelib.services.identity import Principal
 from chalicelib.store.table import (
     Check, ConditionFailed, Put, Query, Update, all_of, any_of, attr_absent, attr_eq, item_absent, item_exists,
 )
+from chalicelib.compute.instance_queue import slot_keys
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,6 @@ class ComputeTargets:
     def _remove(self, workspace: str, name: str, kind: str) -> None:
         self.lifecycle.remove(workspace, name)
         if kind == "instance":
-            from chalicelib.compute.instance_queue import slot_keys
-
             self.ctx.table.batch_delete(slot_keys(self.ctx, workspace, name))
 
     def delete_all(self, workspace: str, stop_runs: Callable[[list[str]], None]) -> int:

@@ -24,7 +24,7 @@ from chalicelib.services.environments import Environments
 from chalicelib.services.identity import Principal
 from chalicelib.services.registry import Registry
 from chalicelib.services.snapshots import Snapshots
-from chalicelib.services.telemetry import Telemetry
+from chalicelib.services.endpoint_telemetry import EndpointTelemetry
 from chalicelib.services.workspaces import Workspaces
 from chalicelib.store.secrets import Secrets
 from chalicelib.store.table import (
@@ -227,7 +227,7 @@ class Deployments:
             removed = [self._remove_deployment(workspace, endpoint, d)
                        for d in self._deployment_items(workspace, endpoint)]
             self._host().remove_endpoint(workspace, endpoint)
-            Telemetry(self.ctx).delete_endpoint(workspace, endpoint)
+            EndpointTelemetry(self.ctx).delete_endpoint(workspace, endpoint)
             self.secrets.delete(self._secret_name(workspace, endpoint))
             key = table_keys.endpoint(workspace, endpoint)
             self.ctx.table.delete(key.pk, key.sk)

@@ -16,12 +16,13 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from chalicelib.compute.image_build import ImageBuilds
 from chalicelib.errors import Conflict, Invalid, NotFound, Unavailable
 from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
+from chalicelib.domain.contention import contention_pause
 from chalicelib.domain.validation import check_name
 from chalicelib.services.identity import Principal
-from chalicelib.services.registry import _backoff
 from chalicelib.services.registry_input import parse_version
 from chalicelib.services.workspaces import Workspaces
 from chalicelib.store.table import (
@@ -48,7 +49,6 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REGISTRY = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::\d+)?/)?"
 IMAGE_REFERENCE = re.compile(rf"{_REGISTRY}{_COMPONENT}(?:/{_COMPONENT})*(?::\w[\w.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?")
 CREATE_ATTEMPTS = 100
-IMAGE_BUILD_KIND = "image#"  # + workspace: images live in the workspace's own ECR repository
 
 
 def check_environment_name(name: Any, field: str = "name") -> str:
@@ -180,7 +180,7 @@ class Environments:
             except ConditionFailed as failure:
                 if failure.index == 2:
                     raise NotFound(f"workspace {workspace!r} not found") from None
-                time.sleep(_backoff(attempt))  # another registration won: read the new latest and decide again
+                time.sleep(contention_pause(attempt))  # another registration won: read the new latest and decide again
                 continue
             self._start_image_build(workspace, item)
             return self._view(workspace, item), True
@@ -254,11 +254,9 @@ class Environments:
         """This workspace's builds of a definition (an image build is refreshed while it runs)."""
         found = []
         for item in self.ctx.table.query_all(Query(table_keys.environment_builds_pk(digest))):
-            if item["sk"] != IMAGE_BUILD_KIND + workspace:
+            if item["sk"] != table_keys.IMAGE_BUILD_KIND + workspace:
                 continue
             if item.get("state") == "Building" and item.get("build_id") and self.ctx.settings.codebuild_project:
-                from chalicelib.compute.image_build import ImageBuilds
-
                 item = ImageBuilds(self.ctx).refresh(workspace, digest)
             found.append(build_view(item))
         return found
@@ -266,12 +264,10 @@ class Environments:
     def built_image(self, workspace: str, item: dict, field: str) -> str:
         """The version's container image (a Batch job or a Lambda function runs in it); Conflict naming
         `field` until its build has Succeeded."""
-        from chalicelib.compute.image_build import ImageBuilds
-
         if not self.ctx.settings.codebuild_project:
             raise Invalid("this deployment of Nimbus builds no environment images (NIMBUS_CODEBUILD_PROJECT is not "
                           "set): leave the environment out", field=field)
-        image = ImageBuilds(self.ctx).ready_image(workspace, item)
+        image = ImageBuilds(self.ctx).ready_image(workspace, item, self._images_prefix(workspace))
         if image is None:
             raise Conflict(f"environment {item['name']}:{item['version']} has no built image yet; try again when "
                            "its build has Succeeded (`nimbus environment show` gives the build's state)", field=field)
@@ -281,9 +277,11 @@ class Environments:
         """On AWS with a CodeBuild project configured, a new definition's image starts building at once."""
         if self.ctx.settings.backend != "aws" or not self.ctx.settings.codebuild_project:
             return
-        from chalicelib.compute.image_build import ImageBuilds
+        ImageBuilds(self.ctx).start(workspace, item, self._images_prefix(workspace))
 
-        ImageBuilds(self.ctx).start(workspace, item)
+    def _images_prefix(self, workspace: str) -> str:
+        """Where a workspace's image builds keep their context and log, under its blob prefix."""
+        return f"{Workspaces(self.ctx).record(workspace)['blob_prefix']}environments/"
 
     # --- helpers --------------------------------------------------------------------------------
     def _find(self, workspace: str, name: str, version: Any, field: str = "version") -> dict:

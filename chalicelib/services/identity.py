@@ -1,7 +1,6 @@
 """Users and API tokens. Tokens are random; only their SHA-256 digest is stored."""
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from chalicelib.domain.context import Context
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.validation import check_name, USER_NAME, USER_RULE
 from chalicelib.store.table import ConditionFailed, Put, Query, item_absent
+from nimbus.runtime.run_states import TERMINAL
 
 TOKEN_PREFIX = "nmb_"
 _TOKEN_SHAPE = re.compile(r"nmb_[A-Za-z0-9_-]{43}")
@@ -26,10 +26,6 @@ class Principal:
     token_id: str
     run_id: str | None = None  # set for a run token: it may act on that run only
     workspace: str | None = None
-
-
-def digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Identity:
@@ -68,7 +64,7 @@ class Identity:
         self.get_user(user)
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token_id = new_id(self.ctx.clock)
-        key = table_keys.token(digest(secret))
+        key = table_keys.token(table_keys.token_digest(secret))
         item = {"pk": key.pk, "sk": key.sk, "entity": "token", "token_id": token_id, "user": user,
                 "name": name[:128], "created": self.ctx.now(),
                 "gsi1pk": table_keys.tokens_of_index_pk(user), "gsi1sk": f"TOKEN#{token_id}"}
@@ -97,7 +93,7 @@ class Identity:
         secret = secret.strip()
         if scheme.lower() != "bearer" or not _TOKEN_SHAPE.fullmatch(secret):
             raise Unauthorized("malformed token: expected 'Authorization: Bearer nmb_…'")
-        item = self.ctx.table.get_item(table_keys.token(digest(secret)))
+        item = self.ctx.table.get_item(table_keys.token(table_keys.token_digest(secret)))
         if item is None:
             raise Unauthorized("invalid or revoked token")
         if item.get("run_id"):
@@ -110,15 +106,13 @@ class Identity:
     def create_run_token(self, run_id: str, workspace: str, user: str) -> str:
         """A token that acts for one run only, valid until the run ends; only its digest is stored."""
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        key = table_keys.token(digest(secret))
+        key = table_keys.token(table_keys.token_digest(secret))
         item = {"pk": key.pk, "sk": key.sk, "entity": "run_token", "token_id": new_id(self.ctx.clock), "user": user,
                 "run_id": run_id, "workspace": workspace, "name": f"run {run_id}", "created": self.ctx.now()}
         self.ctx.table.put(item, item_absent())
         return secret
 
     def _run_principal(self, item: dict) -> Principal:
-        from nimbus.runtime.run_states import TERMINAL
-
         run = self.ctx.table.get_item(table_keys.run(item["run_id"]))
         if run is None or run["status"] in TERMINAL:
             raise Unauthorized("this run token has expired: its run has ended")

@@ -9,6 +9,7 @@ from chalicelib.domain.ids import new_id
 from chalicelib.domain.validation import check_page_size, decode_page_token, encode_page_token
 from chalicelib.services.runs import Runs
 from chalicelib.store.blobs import check_key
+from chalicelib.services.workspaces import Workspaces
 
 MAX_PATH = 1024
 MAX_FILES_PER_REQUEST = 500
@@ -29,8 +30,6 @@ class Outputs:
         self.ctx = ctx
 
     def run_prefix(self, workspace: str, run_id: str) -> str:
-        from chalicelib.services.workspaces import Workspaces
-
         Runs(self.ctx).get(workspace, run_id)
         return f"{Workspaces(self.ctx).record(workspace)['blob_prefix']}runs/{run_id}/"
 

@@ -5,7 +5,6 @@ Where a version's files come from (an upload, or a copy of a run's files) is mod
 """
 from __future__ import annotations
 
-import random
 import time
 from typing import Any, Iterator, Sequence
 
@@ -13,6 +12,7 @@ from chalicelib.errors import Conflict, Invalid, NotFound, Unavailable
 from chalicelib.hosting.port import ModelFiles
 from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
+from chalicelib.domain.contention import contention_pause
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.validation import check_page_size, decode_page_token, encode_page_token, start_key
 from chalicelib.services.identity import Principal
@@ -91,7 +91,7 @@ class Registry:
             except ConditionFailed as failure:
                 if failure.index == 2:
                     raise NotFound(f"workspace {workspace!r} not found") from None
-                time.sleep(_backoff(attempt))
+                time.sleep(contention_pause(attempt))
                 continue
             return {**(model or {}), "aliases": (model or {}).get("aliases", {}), "latest_version": version}, new
         raise Unavailable(f"too many concurrent registrations of model {name!r}; retry")
@@ -255,7 +255,7 @@ class Registry:
                 self.ctx.table.transact(operations)
                 break
             except ConditionFailed:
-                time.sleep(_backoff(attempt))  # used, deleted or re-aliased meanwhile: look again
+                time.sleep(contention_pause(attempt))  # used, deleted or re-aliased meanwhile: look again
         else:
             raise Unavailable(f"model {name}:{number} keeps changing; retry")
         self.ctx.blobs.delete_prefix(item["blob_prefix"])
@@ -307,7 +307,7 @@ class Registry:
             except ConditionFailed as failure:
                 if failure.index == 2:
                     raise NotFound(f"model {name}:{target} not found", field="version") from None
-                time.sleep(_backoff(attempt))
+                time.sleep(contention_pause(attempt))
                 continue
             return {"alias": alias, "version": target, "previous": previous}
         raise Unavailable(f"alias {alias!r} of model {name!r} keeps moving; retry")
@@ -399,9 +399,3 @@ def _check_unused(item: dict) -> None:
         raise Conflict(f"model {item['name']}:{item['version']} is used by deployment(s) {', '.join(users)}; "
                        "delete them or move them to another version first", field="version",
                        details={"deployments": users})
-
-
-def _backoff(attempt: int) -> float:
-    """Full jitter, growing to at most 0.2 s: racers spread out instead of colliding again together."""
-    return random.uniform(0, min(0.2, 0.005 * 2 ** min(attempt, 6)))
-

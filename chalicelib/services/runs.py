@@ -194,7 +194,7 @@ class Runs:
             raise Conflict(f"properties are write-once; already set: {', '.join(taken)}", field="properties") from None
 
     def heartbeat(self, workspace: str, run_id: str, reporter: Reporter | None = None) -> dict:
-        """The runner is alive: `heartbeat` = now, while the run has not ended (services/reconcile.py
+        """The runner is alive: `heartbeat` = now, while the run has not ended (compute/batch/reconciliation.py
         fails a Running run whose heartbeats stop) and, given a `reporter`, while no other runner or later
         attempt holds the run (409 otherwise)."""
         run = self.get(workspace, run_id)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from chalicelib.errors import Conflict, Forbidden, Invalid, NotFound
 from chalicelib.domain import table_keys
@@ -12,9 +12,8 @@ from chalicelib.services.identity import Identity, Principal
 from chalicelib.store.table import (
     Check, ConditionFailed, Delete, Key, Put, Query, Update, attr_eq, attr_gt, item_absent, item_exists,
 )
-
-if TYPE_CHECKING:
-    from chalicelib.services.compute_targets import ComputeTargets
+from chalicelib.services.runs import Runs
+from chalicelib.services.compute_targets import LOCAL, ComputeTargets
 
 ROLES = ("reader", "contributor", "owner")
 # Partitions a workspace holds besides its members; any of them blocks a plain delete.
@@ -69,7 +68,7 @@ class Workspaces:
         memberships = self.ctx.table.query_all(Query(table_keys.tokens_of_index_pk(principal.user), index="gsi1", sk_prefix="WS#"))
         return [{"name": m["workspace"], "role": m["role"]} for m in memberships]
 
-    def delete(self, principal: Principal, name: str, force: bool = False, targets: "ComputeTargets | None" = None,
+    def delete(self, principal: Principal, name: str, force: bool = False, targets: ComputeTargets | None = None,
                stop_run: Callable[[str, dict], object] | None = None) -> dict:
         """Deletes an empty workspace; with `force`, everything in it. A forced delete first ends the
         workspace's active runs (canceled; `stop_run(workspace, run)` stops each one's job) and deletes its
@@ -83,8 +82,6 @@ class Workspaces:
                     raise Conflict(f"workspace {name!r} is not empty; delete with force to remove everything in it")
         removed_targets = 0
         if force:
-            from chalicelib.services.compute_targets import LOCAL, ComputeTargets
-
             def end_runs(run_ids: list[str]) -> None:
                 self._end_runs(name, run_ids, stop_run)
 
@@ -100,8 +97,6 @@ class Workspaces:
         return {"name": name, "deleted": True, "runs": removed_runs, "blobs": blobs, "compute_targets": removed_targets}
 
     def _end_runs(self, name: str, run_ids: list[str], stop_run: Callable[[str, dict], object] | None) -> None:
-        from chalicelib.services.runs import Runs
-
         runs = Runs(self.ctx)
         for run_id in run_ids:
             try:

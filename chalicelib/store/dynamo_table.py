@@ -11,6 +11,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import Invalid, Unavailable
+from chalicelib.store.schema import INDEXES
 from chalicelib.store.table import (
     Check,
     ConditionFailed,
@@ -157,29 +158,27 @@ class DynamoTable(Table):
             self.writes += n
 
     def _call(self, method: str, **request) -> dict:
-        """One request, retried with back-off while DynamoDB throttles; errors become domain errors."""
-        for attempt in range(5):
-            try:
-                return getattr(self.client, method)(**request)
-            except ClientError as err:
-                code = err.response["Error"]["Code"]
-                if code == "ConditionalCheckFailedException":
-                    raise ConditionFailed() from err
-                if code == "TransactionCanceledException":
-                    reasons = err.response.get("CancellationReasons", [])
-                    failed = [i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
-                    if failed:
-                        raise ConditionFailed(index=failed[0]) from err
-                    if not any(r.get("Code") in ("TransactionConflict", "ThrottlingError") for r in reasons):
-                        raise
-                elif code == "ValidationException":
-                    raise Invalid(err.response["Error"].get("Message", "invalid request")) from err
-                elif code not in _RETRYABLE:
-                    raise
-                if attempt == 4:
+        """One request (botocore's client retries throttling: chalicelib/aws_clients.py); errors become
+        domain errors."""
+        try:
+            return getattr(self.client, method)(**request)
+        except ClientError as err:
+            code = err.response["Error"]["Code"]
+            if code == "ConditionalCheckFailedException":
+                raise ConditionFailed() from err
+            if code == "TransactionCanceledException":
+                reasons = err.response.get("CancellationReasons", [])
+                failed = [i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
+                if failed:
+                    raise ConditionFailed(index=failed[0]) from err
+                if any(r.get("Code") in ("TransactionConflict", "ThrottlingError") for r in reasons):
                     raise Unavailable("the table is busy; retry") from err
-                time.sleep(0.05 * 2**attempt)
-        raise AssertionError("unreachable")
+                raise
+            if code == "ValidationException":
+                raise Invalid(err.response["Error"].get("Message", "invalid request")) from err
+            if code in _RETRYABLE:  # still throttled after the client's own retries
+                raise Unavailable("the table is busy; retry") from err
+            raise
 
     def get(self, pk: str, sk: str, *, consistent: bool = True) -> dict | None:
         response = self._call(
@@ -208,8 +207,6 @@ class DynamoTable(Table):
         if query.index is None:
             hash_key, range_key = "pk", "sk"
         else:
-            from chalicelib.store.schema import INDEXES
-
             if query.index not in INDEXES:
                 raise Invalid(f"unknown index {query.index!r}", field="index")
             hash_key, range_key = INDEXES[query.index]

@@ -1,4 +1,8 @@
-"""Builds the adapters the settings name. Imports are lazy so a function loads only its backend."""
+"""Builds the adapters the settings name.
+
+Each adapter's module is imported only when built (start-up cost): the local backend never loads
+boto3, and an AWS function never loads SQLite's adapter.
+"""
 from __future__ import annotations
 
 from chalicelib.settings import Settings
@@ -9,12 +13,10 @@ from chalicelib.store.table import Table
 
 def build_table(settings: Settings) -> Table:
     if settings.backend == "aws":
-        import boto3
-
+        from chalicelib.aws_clients import make_client
         from chalicelib.store.dynamo_table import DynamoTable
 
-        client = boto3.client("dynamodb", region_name=settings.region, endpoint_url=settings.dynamodb_endpoint)
-        return DynamoTable(client, settings.table_name)
+        return DynamoTable(make_client("dynamodb", settings), settings.table_name)
     from chalicelib.store.sqlite_table import SqliteTable
 
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -23,17 +25,10 @@ def build_table(settings: Settings) -> Table:
 
 def build_blobs(settings: Settings) -> Blobs:
     if settings.backend == "aws":
-        import boto3
-
+        from chalicelib.aws_clients import make_client
         from chalicelib.store.s3_blobs import S3Blobs
 
-        from botocore.config import Config
-
-        # SigV4 presigned URLs (boto3 would otherwise sign them with SigV2 in us-east-1); path-style
-        # addressing for S3-compatible stores behind a plain endpoint URL.
-        config = Config(signature_version="s3v4", s3={"addressing_style": "path" if settings.s3_endpoint else "auto"})
-        client = boto3.client("s3", region_name=settings.region, endpoint_url=settings.s3_endpoint, config=config)
-        return S3Blobs(client, settings.bucket)
+        return S3Blobs(make_client("s3", settings), settings.bucket)
     from chalicelib.store.local_blobs import LocalBlobs
 
     return LocalBlobs(settings.home / "blobs", settings.public_url, signing_key_file=settings.home / "signing.key")
@@ -41,11 +36,10 @@ def build_blobs(settings: Settings) -> Blobs:
 
 def build_secrets(settings: Settings) -> Secrets:
     if settings.backend == "aws":
-        import boto3
-
+        from chalicelib.aws_clients import make_client
         from chalicelib.store.aws_secrets import AwsSecrets
 
-        return AwsSecrets(boto3.client("secretsmanager", region_name=settings.region), settings.secret_name_prefix)
+        return AwsSecrets(make_client("secretsmanager", settings), settings.secret_name_prefix)
     from chalicelib.store.local_secrets import LocalSecrets
 
     return LocalSecrets(settings.home)

@@ -32,7 +32,7 @@ def scoring_function_prefix(stage: str) -> str:
 
 def batch_prefix(stage: str) -> str:
     """Every Batch resource the API makes is named with this prefix (the table's name, tested against
-    chalicelib.compute.batch_spec): IAM then grants those and nothing else."""
+    chalicelib.compute.batch.spec): IAM then grants those and nothing else."""
     return f"{table_name(stage)}-"
 
 

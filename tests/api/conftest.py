@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pytest
 from chalice.test import Client
 
-from chalicelib.api import deps
-from chalicelib.api.deps import Services
+from chalicelib.wiring import build_services
+from chalicelib.api import service_locator
 
 
 @dataclass
@@ -33,10 +33,10 @@ class Api:
 
 @pytest.fixture
 def services(settings):
-    built = Services.from_settings(settings)
-    deps.use(built)
+    built = build_services(settings)
+    service_locator.use(built)
     yield built
-    deps.use(None)
+    service_locator.use(None)
 
 
 @pytest.fixture

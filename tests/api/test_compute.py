@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from chalicelib.compute.instance_queue import LEASE_SECONDS, InstanceQueue
-from chalicelib.compute.router import ComputeRouter
+from chalicelib.compute.instance_queue import LEASE_SECONDS
+from chalicelib.compute.target_dispatcher import TargetDispatcher
 from chalicelib.domain import table_keys
 from chalicelib.store.table import Update
 from tests.api.helpers import all_at_once
@@ -25,7 +25,7 @@ CLUSTER = {"provisioning": "EC2", "max_vcpus": 8, "max_job_vcpus": 2, "subnets":
 def local_jobs(services):
     """The deployment runs local and instance targets; local jobs are only recorded."""
     recorded = RecordingDispatcher()
-    services.dispatcher = ComputeRouter({"local": recorded, "instance": InstanceQueue(services.ctx)})
+    services.dispatcher = TargetDispatcher({"local": recorded, "instance": services.instance_queue})
     return recorded
 
 

@@ -19,11 +19,10 @@ def snapshot(api, services) -> str:
     """A workspace `team` holding a one-file snapshot; a deployment that queues instance runs."""
     import hashlib
 
-    from chalicelib.compute.instance_queue import InstanceQueue
-    from chalicelib.compute.router import ComputeRouter
+    from chalicelib.compute.target_dispatcher import TargetDispatcher
     from tests.api.test_submit import RecordingDispatcher
 
-    services.dispatcher = ComputeRouter({"local": RecordingDispatcher(), "instance": InstanceQueue(services.ctx)})
+    services.dispatcher = TargetDispatcher({"local": RecordingDispatcher(), "instance": services.instance_queue})
     api.ok("POST", "/v1/workspaces", {"name": "team"})
     content = b"print('hello')\n"
     digest = hashlib.sha256(content).hexdigest()

@@ -441,7 +441,7 @@ def test_on_aws_a_deployment_in_an_environment_is_an_image_function_and_package_
         pytest.skip("Lambda functions are AWS's")
     import boto3
 
-    from chalicelib.compute.image_build import IMAGE_BUILD_KIND, IMAGE_FORMAT
+    from chalicelib.compute.image_build import IMAGE_FORMAT
     from chalicelib.domain import table_keys
 
     # Given a stage that builds images, and an environment whose image has been built
@@ -452,7 +452,7 @@ def test_on_aws_a_deployment_in_an_environment_is_an_image_function_and_package_
     code, error = api.call("PUT", f"{ENDPOINTS}/calc/deployments/blue", body)
     assert code == 409 and error["field"] == "environment" and "no built image" in error["message"], error
     image = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/nimbus/ws:{tiny['hash']}-{IMAGE_FORMAT}"
-    key = table_keys.environment_build(tiny["hash"], IMAGE_BUILD_KIND + "ws")
+    key = table_keys.environment_build(tiny["hash"], table_keys.IMAGE_BUILD_KIND + "ws")
     hosted.ctx.table.put({"pk": key.pk, "sk": key.sk, "state": "Succeeded", "format": IMAGE_FORMAT,
                           "image_uri": image})
 

@@ -399,8 +399,8 @@ def test_two_owners_removing_each_other_at_once_leave_one_owner(services):
 
 # --- a forced delete takes the workspace's compute with it ---------------------------------------
 def test_a_forced_delete_cancels_runs_and_deletes_the_batch_resources_nimbus_made(api, services):
-    from chalicelib.compute.instance_queue import InstanceQueue, slots_pk
-    from chalicelib.compute.router import ComputeRouter
+    from chalicelib.compute.instance_queue import slots_pk
+    from chalicelib.compute.target_dispatcher import TargetDispatcher
     from chalicelib.services.cluster_lifecycle import PENDING_PK
     import hashlib
 
@@ -411,7 +411,7 @@ def test_a_forced_delete_cancels_runs_and_deletes_the_batch_resources_nimbus_mad
     # Given a workspace with a made cluster, one still being made, an attached queue, and an instance
     # target with a leased run and a queued one
     local = RecordingDispatcher()
-    services.dispatcher = ComputeRouter({"local": local, "instance": InstanceQueue(services.ctx)})
+    services.dispatcher = TargetDispatcher({"local": local, "instance": services.instance_queue})
     services.provisioner = provisioner = StagedProvisioner()
     api.ok("POST", WS, {"name": "team"})
     content = b"print('hello')\n"

@@ -6,7 +6,7 @@ import pytest
 from chalicelib.errors import Invalid
 from chalicelib.scoring.telemetry import TelemetryRecorder, bucket_ms, bucket_of
 from chalicelib.domain.context import Context
-from chalicelib.services.telemetry import Telemetry
+from chalicelib.services.endpoint_telemetry import EndpointTelemetry
 from chalicelib.store.table import Query
 
 T0 = 1_800_000_000.0  # a minute boundary
@@ -32,7 +32,7 @@ def test_flush_then_summary(table, blobs, settings):
     other.flush(table)
     TelemetryRecorder("ws", "other-ep", clock=lambda: now[0]).record("blue", 200, 1.0)  # never flushed
 
-    telemetry = Telemetry(Context(table, blobs, settings, clock=lambda: T0 + 59))
+    telemetry = EndpointTelemetry(Context(table, blobs, settings, clock=lambda: T0 + 59))
     summary = telemetry.summary("ws", "ep", minutes=60)
     assert summary == {
         "window_minutes": 60, "requests": 111, "errors": 11,

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.api.deps import Services
-from chalicelib.compute import batch_spec
-from chalicelib.compute.batch import BatchDispatcher
-from chalicelib.compute.batch_provisioner import BatchProvisioner
+from chalicelib.services.run_callbacks import run_callbacks
+from chalicelib.wiring import build_services
+from chalicelib.compute.batch import spec as batch_spec
+from chalicelib.compute.batch.dispatcher import BatchDispatcher
+from chalicelib.compute.batch.provisioner import BatchProvisioner
 from nimbus.runtime.job_spec import JobSpec
 from chalicelib.settings import Settings
 from nimbus import ScriptRunConfig, snapshot
@@ -51,7 +52,7 @@ def queued_batch_run(platform, workspace, folder: Path, script: str, experiment:
     source.mkdir()
     (source / "train.py").write_text(script)
     uploaded = snapshot.upload(workspace.client, "default", snapshot.collect(source))
-    services = Services.from_settings(Settings(backend="local", home=platform.home, public_url=platform.url))
+    services = build_services(Settings(backend="local", home=platform.home, public_url=platform.url))
     admin = services.identity.authenticate(f"Bearer {platform.credentials()['token']}")
     run_config = {**ScriptRunConfig(source_directory=source, script="train.py").to_dict(), "compute": "gpu"}
     run = services.runs.create(admin, "default", experiment, status="Queued",
@@ -174,7 +175,7 @@ def test_the_batch_container_command_opens_its_sealed_token_and_trains(platform,
     (source / "train.py").write_text(TRAIN)
     uploaded = snapshot.upload(workspace.client, "default", snapshot.collect(source))
     settings, network = _batch_settings(platform.home, platform.url)
-    services = Services.from_settings(settings)
+    services = build_services(settings)
     admin = services.identity.authenticate(f"Bearer {platform.credentials()['token']}")
     resources = BatchProvisioner(settings, poll_seconds=0).create("default", "gpu", network)
     target = {"name": "gpu", "type": "batch", "settings": network, "resources": resources, "state": "Succeeded"}
@@ -183,7 +184,7 @@ def test_the_batch_container_command_opens_its_sealed_token_and_trains(platform,
                                submission={"snapshot_id": uploaded["id"], "run_config": run_config})
 
     # When the dispatcher submits it, and the job's command runs with the job's environment as Batch holds it
-    BatchDispatcher(services, settings).submit(JobSpec(run["id"], "default", 600, compute="gpu", target=target))
+    BatchDispatcher(services.ctx, run_callbacks(services.ctx), settings).submit(JobSpec(run["id"], "default", 600, compute="gpu", target=target))
     batch = boto3.client("batch", region_name=REGION)
     (job,) = batch.describe_jobs(jobs=[services.runs.get("default", run["id"])["job"]["job_id"]])["jobs"]
     (definition,) = batch.describe_job_definitions(jobDefinitions=[job["jobDefinition"]])["jobDefinitions"]

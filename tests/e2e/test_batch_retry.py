@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from chalicelib.compute import batch_spec
+from chalicelib.compute.batch import spec as batch_spec
 from nimbus.experiment import Run
 from tests.e2e.test_batch_container_command import queued_batch_run
 

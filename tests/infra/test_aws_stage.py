@@ -11,7 +11,7 @@ import pytest
 from chalice.test import Client
 
 from chalicelib import settings as settings_module
-from chalicelib.api import deps
+from chalicelib.api import service_locator
 from chalicelib.bootstrap import create_first_admin
 from chalicelib.store import schema
 
@@ -24,13 +24,13 @@ def dev_stage(aws_env, monkeypatch):
     boto3.client("dynamodb").create_table(**schema.dynamodb_table_definition(stage["NIMBUS_TABLE"]))
     boto3.client("s3").create_bucket(Bucket=stage["NIMBUS_BUCKET"])
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
-    deps.use(None)  # build the services from the stage's environment, as a cold start does
+    service_locator.use(None)  # build the services from the stage's environment, as a cold start does
     settings_module.current.cache_clear()
     from chalicelib.api.app import app
 
     with Client(app, stage_name="dev", project_dir=str(ROOT)) as client:
         yield client, stage
-    deps.use(None)
+    service_locator.use(None)
     settings_module.current.cache_clear()
 
 
@@ -50,7 +50,7 @@ def test_the_dev_stage_serves_from_dynamodb_and_s3(dev_stage):
                                          body=json.dumps({"paths": ["model.pkl"]})).body)
 
     # Then they live in the stage's table and the presigned URL points at the stage's bucket
-    assert deps.services().ctx.settings.backend == "aws"
+    assert service_locator.services().ctx.settings.backend == "aws"
     item = boto3.client("dynamodb").get_item(TableName=stage["NIMBUS_TABLE"], Key={"pk": {"S": f"RUN#{run['id']}"},
                                                                                   "sk": {"S": "RUN"}})
     assert item["Item"]["experiment"]["S"] == "e"

@@ -9,10 +9,11 @@ import boto3
 import pytest
 from chalice.test import Client
 
-from chalicelib.api import deps
-from chalicelib.api.deps import Services
-from chalicelib.compute.batch import BATCH_JOBS_PK, BatchDispatcher
-from chalicelib.compute.batch_provisioner import BatchProvisioner
+from chalicelib.services.run_callbacks import run_callbacks
+from chalicelib.api import service_locator
+from chalicelib.services.container import Services
+from chalicelib.compute.batch.dispatcher import BATCH_JOBS_PK, BatchDispatcher
+from chalicelib.compute.batch.provisioner import BatchProvisioner
 from nimbus.runtime.job_spec import JobSpec
 from chalicelib.domain.context import Context
 from chalicelib.settings import Settings
@@ -60,7 +61,7 @@ def test_a_submitted_run_fails_when_its_job_state_change_says_so(stack):
     settings = Settings.from_env({**env, "AWS_REGION": REGION, "NIMBUS_API_URL": "https://api.example/api",
                                   "NIMBUS_RUNNER_IMAGE": "123456789012.dkr.ecr.us-east-1.amazonaws.com/nimbus-dev-runner:1",
                                   "NIMBUS_BATCH_SERVICE_ROLE_ARN": "batch-service"})
-    services = Services.from_context(Context(build_table(settings), build_blobs(settings), settings))
+    services = Services.over(Context(build_table(settings), build_blobs(settings), settings))
     admin = services.identity.authenticate(f"Bearer {services.identity.bootstrap_admin()}")
     services.workspaces.create(admin, "team")
     ec2 = boto3.client("ec2", region_name=REGION)
@@ -74,7 +75,7 @@ def test_a_submitted_run_fails_when_its_job_state_change_says_so(stack):
     # When a run is submitted to Batch
     run = services.runs.create(admin, "team", "mnist", status="Queued", submission={
         "snapshot_id": "s", "run_config": {"script": "train.py", "compute": "gpu"}, "compute_target": "gpu"})
-    BatchDispatcher(services, settings).submit(JobSpec(run["id"], "team", 600, "gpu", target))
+    BatchDispatcher(services.ctx, run_callbacks(services.ctx), settings).submit(JobSpec(run["id"], "team", 600, "gpu", target))
     job_id = services.runs.get("team", run["id"])["job"]["job_id"]
     (job,) = boto3.client("batch", region_name=REGION).describe_jobs(jobs=[job_id])["jobs"]
     assert job["jobDefinition"].split(":job-definition/")[1].startswith("nimbus-dev-runner:")
@@ -87,7 +88,7 @@ def test_a_submitted_run_fails_when_its_job_state_change_says_so(stack):
 
     # and Batch reports it FAILED (moto runs nothing and emits no events: the event carries moto's job)
     detail = {**job, "status": "FAILED", "statusReason": "Task failed to start", "container": {"exitCode": 1}}
-    deps.use(services)
+    service_locator.use(services)
     try:
         from chalicelib.api.app import app
 
@@ -99,7 +100,7 @@ def test_a_submitted_run_fails_when_its_job_state_change_says_so(stack):
             swept = client.lambda_.invoke("batch_sweep", client.events.generate_cw_event(
                 "aws.events", "Scheduled Event", {}, [], region=REGION))
     finally:
-        deps.use(None)
+        service_locator.use(None)
 
     # Then the run failed with Batch's reason, once
     assert first.payload == {"outcome": "failed"} and again.payload == {"outcome": "unchanged: the run is Failed"}

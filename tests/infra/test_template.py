@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.compute import batch_spec, image_build
+from chalicelib.compute import image_build
+from chalicelib.compute.batch import spec as batch_spec
 from chalicelib.hosting import lambda_package
 from chalicelib.settings import Settings
 from chalicelib.store import schema
@@ -476,7 +477,7 @@ def test_image_builds_make_only_the_calls_and_keys_the_policies_grant(aws_env):
     the API policy grants, every object the build reads or writes matches the build role's object patterns."""
     import boto3
 
-    from chalicelib.api.deps import Services
+    from chalicelib.wiring import build_services
     from chalicelib.services.environments import definition_hash, normalize_definition
     from chalicelib.services.identity import Principal
 
@@ -490,7 +491,7 @@ def test_image_builds_make_only_the_calls_and_keys_the_policies_grant(aws_env):
         artifacts={"type": "NO_ARTIFACTS"}, serviceRole=outputs["ImageBuildRoleArn"],
         environment={"type": "LINUX_CONTAINER", "image": images.CODEBUILD_IMAGE, "computeType": "BUILD_GENERAL1_SMALL",
                      "privilegedMode": True})
-    services = Services.from_settings(settings)
+    services = build_services(settings)
     services.workspaces.create(Principal("admin", True, "t1"), "team")
 
     calls: list[tuple[str, dict]] = []  # (IAM action, request parameters)
@@ -502,7 +503,8 @@ def test_image_builds_make_only_the_calls_and_keys_the_policies_grant(aws_env):
     started = []
     for pip in (["numpy==2.0.0"], ["pandas==2.2.0"]):  # the second finds the repository made by the first
         definition = normalize_definition(None, pip, None, None)
-        started.append(builds.start("team", {"hash": definition_hash(definition), "definition": definition}))
+        started.append(builds.start("team", {"hash": definition_hash(definition), "definition": definition},
+                                    services.workspaces.record("team")["blob_prefix"] + "environments/"))
         builds.refresh("team", started[-1]["hash"])
     assert all(item.get("build_id") for item in started), started
 

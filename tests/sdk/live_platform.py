@@ -49,7 +49,7 @@ def metrics(monkeypatch):
 
 @pytest.fixture
 def platform(tmp_path):
-    from chalicelib.api import deps
+    from chalicelib.api import service_locator
     from chalicelib.local.platform import build, stop
 
     home = tmp_path / "platform"
@@ -62,7 +62,7 @@ def platform(tmp_path):
         server.shutdown()
         server.server_close()
         stop(server.services)
-        deps.use(None)
+        service_locator.use(None)
 
 
 @pytest.fixture

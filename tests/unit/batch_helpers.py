@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import boto3
 from botocore.exceptions import ClientError
 
-from chalicelib.api.deps import Services
+from chalicelib.services.container import Services
 from chalicelib.domain.context import Context
 from chalicelib.settings import Settings
 from chalicelib.store import schema
@@ -55,7 +55,7 @@ def make_account(table_name: str = "nimbus-test", **settings) -> Account:
     config = Settings(**values)
     boto3.client("dynamodb", region_name=REGION).create_table(**schema.dynamodb_table_definition(table_name))
     boto3.client("s3", region_name=REGION).create_bucket(Bucket=table_name)
-    services = Services.from_context(Context(build_table(config), build_blobs(config), config))
+    services = Services.over(Context(build_table(config), build_blobs(config), config))
     token = services.identity.bootstrap_admin()
     admin = services.identity.authenticate(f"Bearer {token}")
     services.workspaces.create(admin, "team")

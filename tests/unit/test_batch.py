@@ -5,9 +5,10 @@ import dataclasses
 
 import pytest
 
-from chalicelib.compute import batch
-from chalicelib.compute.batch import BatchDispatcher
-from chalicelib.compute.batch_provisioner import BatchProvisioner
+from chalicelib.compute.batch import dispatcher as batch
+from chalicelib.compute.batch.dispatcher import BatchDispatcher
+from chalicelib.compute.batch.provisioner import BatchProvisioner
+from chalicelib.services.run_callbacks import run_callbacks
 from nimbus.runtime.job_spec import JobSpec
 from chalicelib.errors import Invalid, NimbusError, Unavailable
 from nimbus.runtime import sealed_token
@@ -24,7 +25,8 @@ def provisioner(account, **kwargs) -> BatchProvisioner:
 
 
 def dispatcher(account, **kwargs) -> BatchDispatcher:
-    return BatchDispatcher(account.services, account.settings, account.batch, sleep=account.sleeps.append, **kwargs)
+    return BatchDispatcher(account.services.ctx, run_callbacks(account.services.ctx), account.settings, account.batch,
+                           **kwargs)
 
 
 def batch_target(account, provisioning="EC2") -> dict:
@@ -149,7 +151,8 @@ def test_submit_records_the_job_on_the_run_and_for_the_sweep(account):
         minted.append((run_id, workspace, user))
         return "nrt_token"
 
-    dispatcher(account, mint_token=mint).submit(spec_of(run, target))
+    callbacks = dataclasses.replace(run_callbacks(account.services.ctx), mint_run_token=mint)
+    BatchDispatcher(account.services.ctx, callbacks, account.settings, account.batch).submit(spec_of(run, target))
 
     job = account.services.runs.get("team", run["id"])["job"]
     assert job["type"] == "batch" and job["job_name"] == f"nimbus-team-{run['id']}"
@@ -189,22 +192,6 @@ def test_a_matching_active_revision_is_reused_and_a_different_one_registered(acc
     assert used[0] == used[1] != used[2]
 
 
-def test_throttling_is_retried_with_backoff(account):
-    target = batch_target(account)
-    run = account.queued_run(target)
-    real, failures = account.batch.submit_job, [throttled("SubmitJob"), throttled("SubmitJob")]
-
-    def flaky(**kwargs):
-        if failures:
-            raise failures.pop()
-        return real(**kwargs)
-
-    account.batch.submit_job = flaky
-    dispatcher(account).submit(spec_of(run, target))
-    assert account.services.runs.get("team", run["id"])["job"]["job_id"]
-    assert len(account.sleeps) == 2 and 0.25 <= account.sleeps[0] <= 0.5 and 0.5 <= account.sleeps[1] <= 1.0
-
-
 def test_a_submit_that_keeps_failing_fails_the_run_with_the_reason(account):
     target = batch_target(account)
     run = account.queued_run(target)
@@ -214,10 +201,9 @@ def test_a_submit_that_keeps_failing_fails_the_run_with_the_reason(account):
 
     account.batch.submit_job = always
     with pytest.raises(Unavailable):
-        dispatcher(account, attempts=3).submit(spec_of(run, target))
+        dispatcher(account).submit(spec_of(run, target))
     failed = account.services.runs.get("team", run["id"])
     assert failed["status"] == "Failed" and "AWS Batch is busy" in failed["error"]["message"]
-    assert len(account.sleeps) == 2
 
 
 def test_a_bad_request_fails_the_run_without_retrying(account):
@@ -261,7 +247,7 @@ def test_cancel_terminates_the_recorded_job(account):
 def test_a_batch_run_takes_its_environments_built_image_or_is_refused(account):
     import dataclasses
 
-    from chalicelib.compute.image_build import IMAGE_BUILD_KIND, IMAGE_FORMAT
+    from chalicelib.compute.image_build import IMAGE_FORMAT
     from chalicelib.errors import Conflict, Invalid
     from chalicelib.domain import table_keys
     from chalicelib.services.environments import Environments
@@ -278,7 +264,7 @@ def test_a_batch_run_takes_its_environments_built_image_or_is_refused(account):
         building.built_image("team", environment, "run_config.environment")
     assert refused.value.field == "run_config.environment" and "sklearn:2" in refused.value.message
 
-    key = table_keys.environment_build(environment["hash"], IMAGE_BUILD_KIND + "team")
+    key = table_keys.environment_build(environment["hash"], table_keys.IMAGE_BUILD_KIND + "team")
     ctx.table.put({"pk": key.pk, "sk": key.sk, "state": "Succeeded", "format": IMAGE_FORMAT,
                    "image_uri": "123.dkr.ecr.us-east-1.amazonaws.com/nimbus/team:abab-2"})
     assert building.built_image("team", environment, "run_config.environment").endswith("nimbus/team:abab-2")
@@ -297,7 +283,7 @@ def run_token_key(alias: str = "alias/nimbus-test-run-tokens") -> str:
 
 def sealing(account, **kwargs) -> BatchDispatcher:
     settings = dataclasses.replace(account.settings, run_token_key=run_token_key())
-    return BatchDispatcher(account.services, settings, account.batch, sleep=account.sleeps.append, **kwargs)
+    return BatchDispatcher(account.services.ctx, run_callbacks(account.services.ctx), settings, account.batch, **kwargs)
 
 
 def job_env(account, run: dict) -> dict:
@@ -327,25 +313,6 @@ def test_with_a_key_the_job_carries_its_token_sealed_for_its_run_only(account):
         sealed_token.open_sealed(env[sealed_token.SEALED_ENV], other["id"], kms=kms)
 
 
-def test_kms_throttling_is_retried_with_backoff(account):
-    import boto3
-
-    target = batch_target(account)
-    run = account.queued_run(target)
-    kms = boto3.client("kms", region_name="us-east-1")
-    real, failures = kms.encrypt, [throttled("Encrypt"), throttled("Encrypt")]
-
-    def flaky(**kwargs):
-        if failures:
-            raise failures.pop()
-        return real(**kwargs)
-
-    kms.encrypt = flaky
-    sealing(account, kms_client=kms).submit(spec_of(run, target))
-    assert sealed_token.SEALED_ENV in job_env(account, run)
-    assert len(account.sleeps) == 2 and 0.25 <= account.sleeps[0] <= 0.5
-
-
 @pytest.mark.parametrize("code, status, expected, reason", [
     ("ThrottlingException", 400, Unavailable, "sealing the run token: AWS KMS is busy"),
     ("KMSInternalException", 500, Unavailable, "sealing the run token: AWS KMS is busy"),
@@ -370,11 +337,10 @@ def test_a_token_that_cannot_be_sealed_fails_the_run_and_submits_nothing(account
     account.batch.submit_job = lambda **kwargs: submitted.append(kwargs) or {}
 
     with pytest.raises(expected) as raised:
-        sealing(account, kms_client=kms, attempts=3).submit(spec_of(run, target))
+        sealing(account, kms_client=kms).submit(spec_of(run, target))
 
     assert type(raised.value) is expected
     assert submitted == []  # no job, so no token in clear either
     failed = account.services.runs.get("team", run["id"])
     assert failed["status"] == "Failed" and reason in failed["error"]["message"], failed["error"]
     assert "job" not in failed
-    assert len(account.sleeps) == (2 if expected is Unavailable else 0)

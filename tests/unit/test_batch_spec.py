@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.compute import batch_spec as bs
+from chalicelib.compute.batch import spec as bs
 from nimbus.runtime.job_spec import JobSpec
 from chalicelib.errors import Invalid
 

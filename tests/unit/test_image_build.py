@@ -23,6 +23,7 @@ from tests.wheels import build_tiny_wheel
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = Principal("admin", True, "t1")
+PREFIX = "ws/team/environments/"  # where a workspace's image builds keep their context and log
 
 
 def test_the_dockerfile_installs_the_requirements_the_client_and_sets_the_variables():
@@ -138,7 +139,7 @@ def test_the_scoring_handler_imports_from_the_copy_in_the_context(tmp_path):
 def aws_services(aws_env, tmp_path):
     import boto3
 
-    from chalicelib.api.deps import Services
+    from chalicelib.wiring import build_services
     from chalicelib.settings import Settings
     from chalicelib.store import schema
 
@@ -152,7 +153,7 @@ def aws_services(aws_env, tmp_path):
         artifacts={"type": "NO_ARTIFACTS"}, serviceRole="arn:aws:iam::123456789012:role/codebuild",
         environment={"type": "LINUX_CONTAINER", "image": "aws/codebuild/standard:7.0",
                      "computeType": "BUILD_GENERAL1_SMALL", "privilegedMode": True})
-    services = Services.from_settings(settings)
+    services = build_services(settings)
     services.workspaces.create(ADMIN, "team")
     return services
 
@@ -180,8 +181,8 @@ def test_a_new_definition_starts_one_image_build_shared_by_identical_ones(aws_se
     assert build["log_key"] == prefix + "build.log" and build["kind"] == "image"
     assert environments.get("team", "twin", "latest")["builds"] == [build]
     version = aws_services.ctx.table.get_item(table_keys.environment_version("team", "sklearn", 1))
-    assert ImageBuilds(aws_services.ctx).ready_image("team", version) == build["image_uri"]
-    assert ImageBuilds(aws_services.ctx).ready_image("elsewhere", version) is None
+    assert ImageBuilds(aws_services.ctx).ready_image("team", version, PREFIX) == build["image_uri"]
+    assert ImageBuilds(aws_services.ctx).ready_image("elsewhere", version, PREFIX) is None
 
 
 def test_an_image_of_an_older_format_is_built_again_under_a_tag_of_its_own(aws_services):
@@ -190,7 +191,7 @@ def test_an_image_of_an_older_format_is_built_again_under_a_tag_of_its_own(aws_s
     aws_services.environments.create(ADMIN, "team", "sklearn", pip=["numpy==2.0.0"])
     version = aws_services.ctx.table.get_item(table_keys.environment_version("team", "sklearn", 1))
     builds = ImageBuilds(aws_services.ctx)
-    assert builds.ready_image("team", version)  # built (moto finishes at once)
+    assert builds.ready_image("team", version, PREFIX)  # built (moto finishes at once)
     # an image built before the format existed: a build item without it, tagged with the bare hash
     key = table_keys.environment_build(version["hash"], "image#team")
     old = aws_services.ctx.table.get_item(key)
@@ -200,9 +201,9 @@ def test_an_image_of_an_older_format_is_built_again_under_a_tag_of_its_own(aws_s
     codebuild = boto3.client("codebuild", region_name="us-east-1")
     before = len(codebuild.list_builds_for_project(projectName="nimbus-envs")["ids"])
     # it is not served: a rebuild starts, and its image (a new tag) is served once it Succeeded
-    assert builds.ready_image("team", version) is None
+    assert builds.ready_image("team", version, PREFIX) is None
     assert len(codebuild.list_builds_for_project(projectName="nimbus-envs")["ids"]) == before + 1
-    rebuilt = builds.ready_image("team", version)
+    rebuilt = builds.ready_image("team", version, PREFIX)
     assert rebuilt.endswith(f":{version['hash']}-{IMAGE_FORMAT}")
     assert aws_services.ctx.table.get_item(key)["format"] == IMAGE_FORMAT
 
@@ -220,9 +221,9 @@ def test_a_build_that_cannot_start_is_failed_and_claimed_again_later(aws_service
 
     refusing = ImageBuilds(aws_services.ctx)
     monkeypatch.setattr(refusing.codebuild, "start_build", refuse)
-    failed = refusing.start("team", broken)
+    failed = refusing.start("team", broken, PREFIX)
     assert failed["state"] == "Failed" and "AccessDenied" in failed["error"]
     # a later start claims the failed build again and starts it
-    retried = ImageBuilds(aws_services.ctx).start("team", broken)
+    retried = ImageBuilds(aws_services.ctx).start("team", broken, PREFIX)
     assert retried["state"] == "Building" and retried["build_id"]
     assert ImageBuilds(aws_services.ctx).refresh("team", "b" * 64)["state"] == "Succeeded"

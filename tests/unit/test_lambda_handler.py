@@ -11,7 +11,7 @@ import pytest
 from chalicelib.scoring import lambda_handler
 from chalicelib.scoring.runtime import MAX_BODY
 from chalicelib.domain.context import Context
-from chalicelib.services.telemetry import Telemetry
+from chalicelib.services.endpoint_telemetry import EndpointTelemetry
 from chalicelib.settings import Settings
 from chalicelib.store import schema
 from chalicelib.store.factory import build_blobs, build_table
@@ -63,7 +63,7 @@ def function_env(aws_env, tmp_path, monkeypatch):
 
 def summary() -> dict:
     settings = Settings.from_env()
-    return Telemetry(Context(build_table(settings), build_blobs(settings), settings)).summary("ws", "ep", 60)
+    return EndpointTelemetry(Context(build_table(settings), build_blobs(settings), settings)).summary("ws", "ep", 60)
 
 
 def test_v1_event_scores_with_the_model_from_s3(function_env):

@@ -6,15 +6,16 @@ import time
 import boto3
 import pytest
 
-from chalicelib.api.deps import Services
-from chalicelib.compute import batch
-from chalicelib.compute.batch import BatchDispatcher
-from chalicelib.compute.batch_provisioner import BatchProvisioner
+from chalicelib.services.run_callbacks import run_callbacks
+from chalicelib.services.container import Services
+from chalicelib.compute.batch import dispatcher as batch
+from chalicelib.compute.batch.dispatcher import BatchDispatcher
+from chalicelib.compute.batch.provisioner import BatchProvisioner
 from nimbus.runtime.job_spec import JobSpec
 from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
 from chalicelib.domain.timestamps import iso
-from chalicelib.services.reconcile import Reconciler, active_runs
+from chalicelib.compute.batch.reconciliation import Reconciler, active_runs
 from chalicelib.services.runs import Reporter
 from chalicelib.store.factory import build_blobs, build_table
 from chalicelib.store.table import Update
@@ -34,7 +35,7 @@ class World:
         self.batch.terminate_job = lambda **kwargs: self.stopped.append(kwargs) or {}
 
     def reconciler(self) -> Reconciler:
-        return Reconciler(self.services.ctx, self.batch, sleep=lambda s: None)
+        return Reconciler(self.services.ctx, run_callbacks(self.services.ctx), self.batch)
 
     def run_with_job(self, status="Running", job_id=JOB_ID, **extra) -> dict:
         run = self.services.runs.create(self.admin, "team", "mnist", status="Queued",
@@ -55,7 +56,7 @@ class World:
 @pytest.fixture
 def world(settings, request):
     request.getfixturevalue("aws_env")  # Batch is moto's on both backends
-    return World(Services.from_context(Context(build_table(settings), build_blobs(settings), settings)))
+    return World(Services.over(Context(build_table(settings), build_blobs(settings), settings)))
 
 
 def event(run: dict | None, status="FAILED", job_id=JOB_ID, tags=True, **detail) -> dict:
@@ -183,9 +184,9 @@ def test_a_job_that_ended_without_its_runner_reporting_fails_the_run(aws_env):
     resources = BatchProvisioner(account.settings, account.batch, poll_seconds=0).create("team", "gpu", settings)
     target = {"name": "gpu", "type": "batch", "settings": settings, "resources": resources}
     run = account.queued_run(target)
-    BatchDispatcher(account.services, account.settings, account.batch).submit(JobSpec(run["id"], "team", 60, "gpu",
+    BatchDispatcher(account.services.ctx, run_callbacks(account.services.ctx), account.settings, account.batch).submit(JobSpec(run["id"], "team", 60, "gpu",
                                                                                       target))
-    reconciler = Reconciler(account.services.ctx, account.batch)
+    reconciler = Reconciler(account.services.ctx, run_callbacks(account.services.ctx), account.batch)
     assert reconciler.sweep(time.time()) == {"checked": 1, "failed": 0}  # within the grace period
     assert reconciler.sweep(time.time() + 600) == {"checked": 1, "failed": 1}
     assert account.services.runs.get("team", run["id"])["error"]["message"] == (

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from chalicelib.domain.context import Context
-from chalicelib.services.telemetry import Telemetry
+from chalicelib.services.endpoint_telemetry import EndpointTelemetry
 from chalicelib.settings import Settings
 from chalicelib.store.factory import build_blobs, build_table
 from tests.unit.scoring_helpers import SETOSA, VIRGINICA, write_model_dir, write_source
@@ -68,7 +68,7 @@ def post(connection, body: dict, key: str | None = KEY) -> tuple[int, object, ht
 
 def summary(home: Path) -> dict:
     settings = Settings(backend="local", home=home)
-    return Telemetry(Context(build_table(settings), build_blobs(settings), settings)).summary("ws", "ep", 60)
+    return EndpointTelemetry(Context(build_table(settings), build_blobs(settings), settings)).summary("ws", "ep", 60)
 
 
 @pytest.fixture

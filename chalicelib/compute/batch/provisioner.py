@@ -4,12 +4,11 @@ an existing queue attached. Sends what batch_spec.py plans, through throttle-tol
 from __future__ import annotations
 
 import logging
-import random
 import time
 from typing import Callable
 
-from chalicelib.compute import batch_spec as spec_module
-from chalicelib.compute.aws_calls import Calls, RoleArns, lazy_client
+from chalicelib.compute.batch import spec as spec_module
+from chalicelib.compute.batch.calls import Calls, RoleArns, lazy_client
 from chalicelib.errors import Invalid, NimbusError, Unavailable
 from chalicelib.settings import Settings
 
@@ -29,10 +28,9 @@ class BatchProvisioner:
     """
 
     def __init__(self, settings: Settings, batch_client=None, *, sts_client=None, poll_seconds: float = 2.0,
-                 max_wait_seconds: float = 300.0, sleep: Callable[[float], None] = time.sleep,
-                 attempts: int = 6, rng: random.Random | None = None):
+                 max_wait_seconds: float = 300.0, sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
-        self.call = Calls(lazy_client(settings, batch_client), attempts, sleep, rng or random.Random())
+        self.call = Calls(lazy_client(settings, batch_client))
         self.roles = RoleArns(settings, sts_client)
         self.poll_seconds, self.max_wait_seconds, self._sleep = poll_seconds, max_wait_seconds, sleep
 

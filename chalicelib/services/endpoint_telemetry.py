@@ -17,7 +17,7 @@ from chalicelib.store.table import Key, Query
 MAX_WINDOW_MINUTES = 30 * 24 * 60  # what the items' TTL keeps
 
 
-class Telemetry:
+class EndpointTelemetry:
     def __init__(self, ctx: Context):
         self.ctx = ctx
 

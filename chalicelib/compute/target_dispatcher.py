@@ -1,25 +1,21 @@
-"""One Dispatcher over several: each job goes to the dispatcher of its compute target's type.
+"""The services' Dispatcher: one over several, each job going to the dispatcher of its compute target's type.
 
 The services keep a single `dispatcher`; which types it can run depends on the deployment (the local
 platform: `local` and `instance`; AWS: `instance` and `batch`).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from chalicelib.compute.dispatcher import Dispatcher
-from nimbus.runtime.job_spec import JobSpec
 from chalicelib.errors import Invalid
-
-if TYPE_CHECKING:
-    from chalicelib.store.table import Operation
+from chalicelib.store.table import Operation
+from nimbus.runtime.job_spec import JobSpec
 
 
 def target_type(spec: JobSpec) -> str:
     return "local" if spec.target is None else spec.target["type"]
 
 
-class ComputeRouter(Dispatcher):
+class TargetDispatcher(Dispatcher):
     def __init__(self, dispatchers: dict[str, Dispatcher]):
         self.dispatchers = dict(dispatchers)
 
@@ -32,7 +28,7 @@ class ComputeRouter(Dispatcher):
                           f"(it runs: {runnable})", field="run_config.compute")
         return chosen
 
-    def queue_entry(self, spec: JobSpec) -> "Operation | None":
+    def queue_entry(self, spec: JobSpec) -> Operation | None:
         return self.dispatcher_for(spec).queue_entry(spec)
 
     def submit(self, spec: JobSpec) -> None:

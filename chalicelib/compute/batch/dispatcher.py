@@ -1,28 +1,25 @@
-"""AWS Batch dispatch: sends what batch_spec.py plans.
+"""AWS Batch dispatch: sends what spec.py plans.
 
 `BatchDispatcher` is the Dispatcher port on Batch: one job per run, recorded on the run (`job`) and in
-the `BATCHJOBS` partition that the reconciler's sweep reads (see services/reconcile.py). Its calls, and
-the KMS calls that seal run tokens, go through aws_calls.py's back-off. A batch target's cluster is
-made by batch_provisioner.py.
+the `BATCHJOBS` partition that the reconciler's sweep reads (see compute/batch/reconciliation.py). Its calls, and
+the KMS calls that seal run tokens, go through calls.py (errors as domain errors). A batch target's cluster is
+made by provisioner.py.
 """
 from __future__ import annotations
 
 import json
 import logging
-import random
-import time
 from typing import Callable
-
 from botocore.exceptions import ClientError
 
-from chalicelib.compute import batch_spec as spec_module
-from chalicelib.compute.aws_calls import Calls, RoleArns, error_code, lazy_client, retryable
-from chalicelib.compute.dispatcher import Dispatcher
+from chalicelib.compute.batch import spec as spec_module
+from chalicelib.compute.batch.calls import Calls, RoleArns, error_code, lazy_client, retryable
+from chalicelib.compute.dispatcher import Dispatcher, RunCallbacks
 from nimbus.runtime.job_spec import JobSpec
-from chalicelib.errors import Conflict, Invalid, NimbusError, NotFound, Unavailable
+from chalicelib.errors import Invalid, NimbusError, Unavailable
 from chalicelib.domain import table_keys
+from chalicelib.domain.context import Context
 from nimbus.runtime.run_states import ACTIVE
-from chalicelib.services.runs import Runs
 from chalicelib.settings import Settings
 from chalicelib.store.table import ConditionFailed, Key, Put, Update, all_of, attr_in, item_exists
 from nimbus.runtime import sealed_token
@@ -50,33 +47,26 @@ def _translate_kms(action: str, err: BaseException, field: str | None = None) ->
 
 
 class BatchDispatcher(Dispatcher):
-    """Submits a run as a Batch job. `mint_token(run_id, workspace, user)` gives the run's token (default:
-    Identity.create_run_token); `api_url` is where the job reaches the API (default: settings.api_url).
+    """Submits a run as a Batch job, reading the run and minting its token through `runs` (the callbacks the
+    services hand it); `api_url` is where the job reaches the API (default: settings.api_url).
 
     With `settings.run_token_key` the token is sealed with KMS for its run (nimbus/runtime/sealed_token.py) and the
     job's environment carries NIMBUS_RUN_TOKEN_SEALED only; a token that cannot be sealed fails the run
     and submits nothing. Without a key (off AWS, or a stage set up without one) it goes in clear."""
 
-    def __init__(self, services_or_ctx, settings: Settings, batch_client=None, *,
-                 mint_token: Callable[[str, str, str], str] | None = None, api_url: str | None = None,
-                 sts_client=None, kms_client=None, sleep: Callable[[float], None] = time.sleep, attempts: int = 6,
-                 rng: random.Random | None = None):
-        from chalicelib.services.identity import Identity
-
-        self.ctx = getattr(services_or_ctx, "ctx", services_or_ctx)
+    def __init__(self, ctx: Context, runs: RunCallbacks, settings: Settings, batch_client=None, *,
+                 api_url: str | None = None, sts_client=None, kms_client=None):
+        self.ctx = ctx
+        self.runs = runs
         self.settings = settings
-        rng = rng or random.Random()
-        self.call = Calls(lazy_client(settings, batch_client), attempts, sleep, rng)
-        self.kms_call = Calls(lazy_client(settings, kms_client, "kms"), attempts, sleep, rng,
-                               translate=_translate_kms)
+        self.call = Calls(lazy_client(settings, batch_client))
+        self.kms_call = Calls(lazy_client(settings, kms_client, "kms"), translate=_translate_kms)
         self.roles = RoleArns(settings, sts_client)
-        self.runs = Runs(self.ctx)
-        self.mint_token = mint_token or Identity(self.ctx).create_run_token
         self.api_url = (api_url or settings.api_url).rstrip("/")
         self._definitions: dict[str, str] = {}  # request (JSON) -> ARN of a revision known to match
 
     def submit(self, spec: JobSpec) -> None:
-        run = self.runs.get(spec.workspace, spec.run_id)
+        run = self.runs.get_run(spec.workspace, spec.run_id)
         if run["status"] != "Queued":
             return  # canceled (or failed) before it reached Batch
         try:
@@ -96,7 +86,7 @@ class BatchDispatcher(Dispatcher):
                                                          default_image=self.settings.runner_image,
                                                          roles=self.roles.roles())
         definition_arn = self._job_definition(definition)
-        token = self.mint_token(spec.run_id, spec.workspace, run["submitted_by"])
+        token = self.runs.mint_run_token(spec.run_id, spec.workspace, run["submitted_by"])
         if self.settings.run_token_key:
             carried = {"sealed_run_token": self._seal(spec.run_id, token)}
         else:
@@ -148,10 +138,7 @@ class BatchDispatcher(Dispatcher):
             self._terminate(job["job_id"], "the run ended before its job started")
 
     def _fail(self, spec: JobSpec, message: str) -> None:
-        try:
-            self.runs.transition(spec.workspace, spec.run_id, "Failed", {"message": message})
-        except (Conflict, NotFound):
-            pass  # it ended meanwhile: that outcome stands
+        self.runs.fail_run(spec.workspace, spec.run_id, {"message": message})  # False: its own end stands
 
     def cancel(self, run_id: str) -> bool:
         run = self.ctx.table.get_item(table_keys.run(run_id)) if run_id.isalnum() else None

@@ -1,17 +1,19 @@
-"""AWS calls that tolerate throttling: Batch (and KMS, for sealed run tokens) throttle their control planes
-hard, a few requests per second per account. Throttling, 5xx and connection failures are retried with
-jittered exponential back-off, then reported as Unavailable; other errors become domain errors.
+"""AWS calls of the Batch adapter, and their errors as domain errors.
+
+Batch (and KMS, for sealed run tokens) throttle their control planes hard, a few requests per second
+per account. Their clients come from chalicelib/aws_clients.py, whose botocore retries (adaptive mode,
+bounded attempts) absorb throttling, 5xx and connection failures; what is left is reported as
+Unavailable, and other errors become Invalid or NimbusError.
 """
 from __future__ import annotations
 
-import random
-import time
 from typing import Any, Callable
 
 from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
 
+from chalicelib.aws_clients import make_client
 from chalicelib.errors import Invalid, NimbusError, Unavailable
-from chalicelib.compute.batch_spec import BatchRoles
+from chalicelib.compute.batch.spec import BatchRoles
 from chalicelib.settings import Settings
 
 _THROTTLED = {"TooManyRequestsException", "ThrottlingException", "Throttling", "RequestLimitExceeded"}
@@ -44,28 +46,20 @@ def translate_batch_error(action: str, err: BaseException, field: str | None = N
 
 
 class Calls:
-    """AWS calls with back-off on throttling; `sleep` and `rng` are injectable for tests. `translate` turns
-    the service's final error into a domain error (default: Batch's)."""
+    """AWS calls whose failures become domain errors: `translate` (default: Batch's) turns the error left
+    after botocore's own retries (adaptive mode, chalicelib/aws_clients.py) into Unavailable, Invalid or a
+    plain NimbusError."""
 
-    def __init__(self, client, attempts: int, sleep: Callable[[float], None], rng: random.Random,
-                 base_delay: float = 0.5, max_delay: float = 8.0,
-                 translate: Callable[..., NimbusError] | None = None):
+    def __init__(self, client, translate: Callable[..., NimbusError] | None = None):
         # `client`: a client, or a function making one on first use (keeps cold starts short)
-        self._client, self.attempts, self.sleep, self.rng = client, attempts, sleep, rng
-        self.base_delay, self.max_delay = base_delay, max_delay
+        self._client = client
         self.translate = translate or translate_batch_error
 
     def __call__(self, operation: str, action: str, *, field: str | None = None, **kwargs: Any) -> dict:
-        for attempt in range(self.attempts):
-            try:
-                return getattr(self.client(), operation)(**kwargs)
-            except (ClientError, BotoConnectionError, HTTPClientError) as err:
-                if not retryable(err) or attempt == self.attempts - 1:
-                    raise self.translate(action, err, field) from err
-                # Full jitter: callers throttled together do not come back together.
-                delay = min(self.max_delay, self.base_delay * 2 ** attempt)
-                self.sleep(self.rng.uniform(delay / 2, delay))
-        raise AssertionError("unreachable")
+        try:
+            return getattr(self.client(), operation)(**kwargs)
+        except (ClientError, BotoConnectionError, HTTPClientError) as err:
+            raise self.translate(action, err, field) from err
 
     def client(self):
         if callable(self._client) and not hasattr(self._client, "meta"):
@@ -77,18 +71,7 @@ def lazy_client(settings: Settings, client, service: str = "batch"):
     """The given client, or a function that makes one (of `service`) when first needed."""
     if client is not None:
         return client
-
-    def make():
-        import boto3
-
-        return boto3.client(service, region_name=settings.region)
-
-    return make
-
-
-def calls(client, *, sleep: Callable[[float], None] = time.sleep, attempts: int = 6) -> Calls:
-    """Throttle-tolerant Batch calls (the reconciler's)."""
-    return Calls(client, attempts, sleep, random.Random())
+    return lambda: make_client(service, settings)
 
 
 class RoleArns:
@@ -108,9 +91,7 @@ class RoleArns:
         if not configured or configured.startswith("arn:"):
             return configured
         if self._prefix is None:
-            import boto3
-
-            sts = self._sts or boto3.client("sts", region_name=self.settings.region)
+            sts = self._sts or make_client("sts", self.settings)
             try:
                 caller = sts.get_caller_identity()
             except (ClientError, BotoConnectionError, HTTPClientError) as err:

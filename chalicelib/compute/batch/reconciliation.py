@@ -15,22 +15,24 @@ a container killed by the out-of-memory killer, a job deleted behind Nimbus's ba
   not expected of a job waiting for its next attempt, and their silence counts from the end of the
   last attempt.
 
-Every change goes through Runs.transition, whose writes are conditional on the status read, so an
-event delivered twice, or an event racing the runner's own report, changes the run once at most.
+It reads and fails runs through the callbacks the services hand it (RunCallbacks): a failure goes
+through Runs.transition, whose writes are conditional on the status read, so an event delivered
+twice, or an event racing the runner's own report, changes the run once at most.
 """
 from __future__ import annotations
 
 import logging
 from typing import Iterable, Iterator
 
-from chalicelib.compute import aws_calls, batch
-from chalicelib.compute.batch_spec import run_of_job_name
-from chalicelib.errors import Conflict, NotFound
+from chalicelib.compute.batch.calls import Calls
+from chalicelib.compute.batch.dispatcher import BATCH_JOBS_PK, describe_jobs
+from chalicelib.compute.batch.spec import run_of_job_name
+from chalicelib.compute.dispatcher import RunCallbacks
+from chalicelib.errors import NotFound
 from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
 from chalicelib.domain.timestamps import iso, parse_iso
 from nimbus.runtime.run_states import TERMINAL
-from chalicelib.services.runs import Runs
 from chalicelib.store.table import Query
 
 logger = logging.getLogger(__name__)
@@ -53,15 +55,15 @@ def active_runs(ctx: Context, targets: Iterable[tuple[str, str]]) -> Iterator[tu
 
 def dispatched_runs(ctx: Context) -> Iterator[tuple[str, str]]:
     """(workspace, run_id) of every run handed to Batch and not yet swept as ended."""
-    for item in ctx.table.query_all(Query(batch.BATCH_JOBS_PK)):
+    for item in ctx.table.query_all(Query(BATCH_JOBS_PK)):
         yield item["workspace"], item["sk"]
 
 
 class Reconciler:
-    def __init__(self, ctx: Context, batch_client, *, sleep=None):
+    def __init__(self, ctx: Context, runs: RunCallbacks, batch_client):
         self.ctx = ctx
-        self.runs = Runs(ctx)
-        self.call = aws_calls.calls(batch_client, **({"sleep": sleep} if sleep else {}))
+        self.runs = runs
+        self.call = Calls(batch_client)
 
     # --- events -----------------------------------------------------------------------------------
     def on_job_event(self, event) -> str:
@@ -79,11 +81,7 @@ class Reconciler:
             return self._fail_for(workspace, run, detail)
         ends = _attempt_ends(detail) if detail["status"] in WAITING | {"RUNNING"} else {}
         if ends and run["status"] not in TERMINAL:
-            try:
-                noted = self.runs.note_attempt_ends(workspace, run["id"], ends)
-            except (Conflict, NotFound):
-                noted = False
-            if noted:
+            if self.runs.note_attempt_ends(workspace, run["id"], ends):
                 last = ends[max(ends)]
                 logger.info("run %s: Batch attempt %d ended (%s); the job runs again", run["id"], max(ends),
                             last.get("end_reason"))
@@ -99,7 +97,7 @@ class Reconciler:
                 return None
             workspace, run_id = named
         try:
-            run = self.runs.get(workspace, run_id)
+            run = self.runs.get_run(workspace, run_id)
         except NotFound:
             return None
         recorded = (run.get("job") or {}).get("job_id")
@@ -121,9 +119,7 @@ class Reconciler:
         return self._end(workspace, run["id"], error)
 
     def _end(self, workspace: str, run_id: str, error: dict) -> str:
-        try:
-            self.runs.transition(workspace, run_id, "Failed", error)
-        except (Conflict, NotFound):
+        if not self.runs.fail_run(workspace, run_id, error):
             return "unchanged: the run ended meanwhile"  # the runner's own report won: it stands
         logger.info("run %s failed: %s", run_id, error["message"])
         return "failed"
@@ -135,16 +131,16 @@ class Reconciler:
         candidates: list[tuple[str, dict]] = []
         for workspace, run_id in (runs if explicit else dispatched_runs(self.ctx)):
             try:
-                run = self.runs.get(workspace, run_id)
+                run = self.runs.get_run(workspace, run_id)
             except NotFound:
                 run = None
             if run is None or run["status"] in TERMINAL:
                 if not explicit:
-                    self.ctx.table.delete(batch.BATCH_JOBS_PK, run_id)  # done: leaves the sweep's list
+                    self.ctx.table.delete(BATCH_JOBS_PK, run_id)  # done: leaves the sweep's list
                 continue
             if (run.get("job") or {}).get("type") == "batch":
                 candidates.append((workspace, run))
-        jobs = batch.describe_jobs(self.call, [run["job"]["job_id"] for _, run in candidates])
+        jobs = describe_jobs(self.call, [run["job"]["job_id"] for _, run in candidates])
         counts = {"checked": len(candidates), "failed": 0}
         for workspace, run in candidates:
             problem = self._problem(now, run, jobs.get(run["job"]["job_id"]))
