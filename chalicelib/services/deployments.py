@@ -21,7 +21,7 @@ from chalicelib.services import keys
 from chalicelib.services.common import Context, check_name
 from chalicelib.services.environments import Environments
 from chalicelib.services.identity import Principal
-from chalicelib.services.registry import Registry
+from chalicelib.services.registry import Registry, model_files_of
 from chalicelib.services.snapshots import Snapshots
 from chalicelib.services.telemetry import Telemetry
 from chalicelib.services.workspaces import Workspaces
@@ -59,20 +59,12 @@ class Deployments:
         check_name(endpoint, NAME, "endpoint", NAME_RULE)
         check_name(name, NAME, "deployment", NAME_RULE)
         host = self._host()
-        if not 1 <= len(models) <= MAX_MODELS:
-            raise Invalid(f"models must name 1-{MAX_MODELS} model versions", field="models")
-        versions = {}
-        for index, ref in enumerate(models):
-            try:
-                view = self.registry.resolve(workspace, ref)
-            except (Invalid, NotFound) as error:
-                raise type(error)(f"models[{index}]: {error.message}", field=f"models[{index}]") from None
-            versions[f"{view['name']}:{view['version']}"] = view
+        versions = self._model_versions(workspace, models)
         source = self._source(workspace, snapshot_id, entry_script)
         scoring_environment, environment_item = self._environment(workspace, environment)
         spec = DeploymentSpec(
-            workspace, endpoint, name, 0, tuple(self.registry.model_files(workspace, view) for view in versions.values()),
-            source, entry_script, scoring_environment, config,
+            workspace, endpoint, name, 0, tuple(model_files_of(item) for item in versions.values()), source,
+            entry_script, scoring_environment, config,
             capture_prefix=self._capture_prefix(workspace, endpoint) if config.capture_rate > 0 else "")
         host.check(spec)  # before anything is written, the endpoint included
         with self._lease(workspace, endpoint, create=True, principal=principal):
@@ -90,6 +82,19 @@ class Deployments:
             if item["state"] == "Healthy":  # a new version to route to (a failed one keeps the old routes)
                 self._route(workspace, endpoint)
         return deployment_view(item)
+
+    def _model_versions(self, workspace: str, models: list[str]) -> dict[str, dict]:
+        """'name:version' → the stored version, each read once: its files and its in-use mark come from it."""
+        if not 1 <= len(models) <= MAX_MODELS:
+            raise Invalid(f"models must name 1-{MAX_MODELS} model versions", field="models")
+        versions = {}
+        for index, ref in enumerate(models):
+            try:
+                item = self.registry.version_item(workspace, ref)
+            except (Invalid, NotFound) as error:
+                raise type(error)(f"models[{index}]: {error.message}", field=f"models[{index}]") from None
+            versions[f"{item['name']}:{int(item['version'])}"] = item
+        return versions
 
     def _source(self, workspace: str, snapshot_id: str, entry_script: str) -> tuple[SourceFile, ...]:
         if not isinstance(snapshot_id, str) or not snapshot_id:
@@ -126,8 +131,9 @@ class Deployments:
 
     def _write_deployment(self, workspace: str, endpoint: str, item: dict, previous: dict | None,
                           versions: dict[str, dict], environment: dict | None) -> None:
-        """The deployment, its endpoint's traffic entry, the model versions' usage and its environment
-        version marked used (so its definition can no longer change), in one transaction."""
+        """The deployment, its endpoint's traffic entry, the model versions' usage (from the versions as
+        read) and its environment version marked used (so its definition can no longer change), in one
+        transaction."""
         usage_key = f"{endpoint}/{item['name']}"
         before = set((previous or {}).get("models", []))
         after = set(versions)
@@ -140,7 +146,7 @@ class Deployments:
                                  condition=item_exists()))
         for ref in sorted(after - before):
             model, version = ref.rsplit(":", 1)
-            operations += self.registry.use_operations(workspace, model, int(version), usage_key)
+            operations += self.registry.use_operations(workspace, model, int(version), usage_key, item=versions[ref])
         for ref in sorted(before - after):
             model, version = ref.rsplit(":", 1)
             operations += self.registry.release_operations(workspace, model, int(version), usage_key)

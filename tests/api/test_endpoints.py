@@ -131,6 +131,24 @@ def test_deploy_creates_the_endpoint_with_all_traffic_and_marks_the_model_in_use
     assert api.call("DELETE", f"{WS}/models/doubler/versions/2")[0] == 200
 
 
+def test_a_deploy_reads_each_model_version_once(api, backend, hosted):
+    reads: list[str] = []
+    table_get = hosted.ctx.table.get
+
+    def counted(pk, sk, **options):
+        reads.append(sk)
+        return table_get(pk, sk, **options)
+
+    hosted.ctx.table.get = counted
+    deploy(api, backend, hosted, "blue", model="doubler:2")
+    # Its files and its in-use mark come from that one read
+    assert [sk for sk in reads if sk.startswith("MODELV#")] == ["MODELV#doubler#0000000002"]
+    reads.clear()
+    deploy(api, backend, hosted, "blue", model="doubler:1")  # and the version it replaces, to release it
+    assert sorted(sk for sk in reads if sk.startswith("MODELV#")) == ["MODELV#doubler#0000000001",
+                                                                      "MODELV#doubler#0000000002"]
+
+
 def test_a_second_deployment_takes_no_traffic_until_the_split_changes(api, backend, hosted):
     deploy(api, backend, hosted, "blue")
     assert deploy(api, backend, hosted, "green", model="doubler:2")["state"] == "Healthy"
