@@ -25,6 +25,7 @@ MEMORY_MB = (128, 10240)  # AWS Lambda's range
 TIMEOUT_S = (1, 900)
 CONCURRENCY = (0, 1000)  # the service's bounds
 INSTANCES = (1, 1000)
+ROLLING_OUT = ("Creating", "Updating")  # a deployment's states while it is on its way
 
 
 class WebserviceDeploymentError(NimbusError):
@@ -259,14 +260,15 @@ class Webservice:
 
     @property
     def state(self) -> str | None:
-        """Failed if any deployment failed, Transitioning while any is changing, else Healthy (None: empty)."""
+        """Failed if any deployment failed, Creating or Updating while any is on its way, else Succeeded
+        (None: no deployments)."""
         if self.details.get("state"):
             return self.details["state"]
         states = {view.get("state") for view in self.deployments}
-        for state in ("Failed", "Transitioning"):
+        for state in ("Failed", *ROLLING_OUT):
             if state in states:
                 return state
-        return "Healthy" if states else None
+        return "Succeeded" if states else None
 
     def get_deployment(self, name: str) -> dict:
         return self.workspace.client.get(self._path("deployments", name))

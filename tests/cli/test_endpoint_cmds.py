@@ -49,7 +49,7 @@ def test_deploy_prints_state_host_and_scoring_uri(fake_cli, service, source):
                     "--source-dir", str(source), "--entry-script", "score.py", "--memory-mb", "512",
                     "--max-instances", "3", "--capture-rate", "0.5", "--environment", "py311")
     lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
-    assert lines["state"].strip() == "Healthy" and lines["host_url"].strip() == "http://127.0.0.1:40001"
+    assert lines["state"].strip() == "Succeeded" and lines["host_url"].strip() == "http://127.0.0.1:40001"
     assert lines["scoring_uri"].strip() == "http://nimbus.test/v1/workspaces/team/endpoints/iris/score"
     sent = service.endpoints["iris"]["deployments"]["blue"]
     assert sent["models"] == ["iris:1", "digits:prod"] and sent["environment"] == "py311"
@@ -84,7 +84,7 @@ def test_bad_settings_are_named_before_anything_is_sent(fake_cli, service, sourc
 def test_list_and_show_with_telemetry(fake_cli, deployed):
     listing = fake_cli("endpoint", "list").stdout.splitlines()
     assert listing[0].split() == ["NAME", "STATE", "DEPLOYMENTS", "TRAFFIC", "CREATED"]
-    assert listing[1].split()[:3] == ["iris", "Healthy", "[blue,"]
+    assert listing[1].split()[:3] == ["iris", "Succeeded", "[blue,"]
     assert [e["name"] for e in json.loads(fake_cli("endpoint", "list", "-o", "json").stdout)] == ["iris"]
 
     shown = fake_cli("endpoint", "show", "iris", "--minutes", "15").stdout
@@ -95,11 +95,11 @@ def test_list_and_show_with_telemetry(fake_cli, deployed):
     assert table[0].split() == ["DEPLOYMENT", "STATE", "WEIGHT", "MODELS", "REQUESTS", "ERRORS", "P50", "MS", "P95",
                                 "MS"]
     rows = {line.split()[0]: line.split() for line in table[1:]}
-    assert rows["blue"][:3] == ["blue", "Healthy", "100"] and rows["green"][2] == "0"
+    assert rows["blue"][:3] == ["blue", "Succeeded", "100"] and rows["green"][2] == "0"
     assert rows["(all)"] == ["(all)", "3", "1", "4", "9.5"]
 
     data = json.loads(fake_cli("endpoint", "show", "iris", "-o", "json").stdout)
-    assert data["telemetry"]["window_minutes"] == 60 and data["state"] == "Healthy"
+    assert data["telemetry"]["window_minutes"] == 60 and data["state"] == "Succeeded"
     assert [d["name"] for d in data["deployments"]] == ["blue", "green"]
 
 
@@ -171,7 +171,7 @@ def test_deploy_invoke_and_delete_on_the_local_platform(nimbus, workspace, tmp_p
 
     view = nimbus("deploy", "triple", "--model", "factor:1", "--source-dir", str(tmp_path / "src"),
                   "--entry-script", "score.py", "--memory-mb", "256", "-o", "json", json_output=True)
-    assert view["state"] == "Healthy" and view["host"]["host_url"].startswith("http://127.0.0.1:")
+    assert view["state"] == "Succeeded" and view["host"]["host_url"].startswith("http://127.0.0.1:")
     assert nimbus("endpoint", "invoke", "triple", "--data", '{"data": [1, 2]}', json_output=True) == [3, 6]
     shown = nimbus("endpoint", "show", "triple", "-o", "json", json_output=True)
     assert shown["traffic"] == {"triple": 100} and "primary_key" not in json.dumps(shown)

@@ -116,7 +116,7 @@ class FakeEndpoints:
         failed = data["entry_script"].endswith("broken.py")
         previous = endpoint["deployments"].get(name, {})
         view = {"name": name, "endpoint": endpoint_name, **data, "revision": previous.get("revision", 0) + 1,
-                "state": "Failed" if failed else "Healthy",
+                "state": "Failed" if failed else "Succeeded",
                 "error": "ImportError: No module named 'missing'" if failed else None,
                 "host": {} if failed else {"host_url": "http://127.0.0.1:40001", "port": 40001}}
         endpoint["deployments"][name] = view

@@ -147,7 +147,7 @@ def test_deploy_snapshots_the_folder_and_puts_the_deployment(service, workspace,
         "models": ["iris:3", "iris:prod"], "snapshot_id": "s" * 64, "entry_script": "score.py",
         "environment": "py311", "config": config.to_dict()}
     assert isinstance(web, Webservice) and web.name == "iris"
-    assert web.deployment_details["state"] == "Healthy"
+    assert web.deployment_details["state"] == "Succeeded"
     assert web.scoring_uri == "http://nimbus.test/v1/workspaces/team/endpoints/iris/score"
 
 
@@ -287,7 +287,7 @@ def test_endpoint_view(service, workspace, source, endpoint):
     assert endpoint.traffic == {"blue": 100}  # as first read: details are kept until re-read
     endpoint.get_details()
     assert endpoint.traffic == {"blue": 100, "green": 0}
-    assert [d["name"] for d in endpoint.deployments] == ["blue", "green"] and endpoint.state == "Healthy"
+    assert [d["name"] for d in endpoint.deployments] == ["blue", "green"] and endpoint.state == "Succeeded"
     assert [w.name for w in Webservice.list(workspace)] == ["iris"]
 
 
@@ -322,7 +322,7 @@ def test_telemetry_asks_for_the_window(service, endpoint):
 
 def test_wait_for_deployment_raises_when_failed(service, workspace, source, endpoint, capsys):
     endpoint.wait_for_deployment(show_output=True)
-    assert "iris/blue: Healthy" in capsys.readouterr().out
+    assert "iris/blue: Succeeded" in capsys.readouterr().out
     service.endpoints["iris"]["deployments"]["blue"].update(state="Failed", error="RuntimeError: init failed")
     with pytest.raises(WebserviceDeploymentError, match="init failed"):
         endpoint.wait_for_deployment()
