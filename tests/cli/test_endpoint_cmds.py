@@ -71,6 +71,33 @@ def test_a_failed_deployment_ends_with_its_error(fake_cli, source):
     assert result.stderr.startswith("error: deployment 'blue' of endpoint 'blue' Failed: ImportError")
 
 
+def test_deploy_waits_for_the_rollout_unless_told_not_to(fake_cli, service, source):
+    (source / "slow.py").write_text("def init(): pass\ndef run(raw): return raw\n")
+    waited = fake_cli("deploy", "blue", "--model", "iris:1", "--entry-script", str(source / "slow.py"),
+                      "--poll-seconds", "0.01")
+    assert "deployment 'blue' of endpoint 'blue' is Creating; waiting" in waited.stderr
+    lines = dict(line.split(":", 1) for line in waited.stdout.splitlines())
+    assert lines["state"].strip() == "Succeeded" and "step" not in lines
+
+    answered = fake_cli("deploy", "blue", "--model", "iris:2", "--entry-script", str(source / "slow.py"), "--no-wait")
+    lines = dict(line.split(":", 1) for line in answered.stdout.splitlines())
+    assert (lines["state"].strip(), lines["step"].strip(), lines["revision"].strip()) == ("Updating", "publish", "2")
+    assert answered.stderr == ""
+
+
+def test_a_rollout_that_fails_or_outlasts_the_wait_ends_non_zero(fake_cli, service, source):
+    (source / "late_broken.py").write_text("import missing\n")
+    failed = fake_cli("deploy", "blue", "--model", "iris:1", "--entry-script", str(source / "late_broken.py"),
+                      "--poll-seconds", "0.01", ok=False)
+    assert failed.exit_code == 1 and "error: deployment 'blue' of endpoint 'blue' Failed: ImportError" in failed.stderr
+
+    service.looks = 10**9
+    (source / "slow.py").write_text("")
+    timed_out = fake_cli("deploy", "green", "--model", "iris:1", "--entry-script", str(source / "slow.py"),
+                         "--timeout-seconds", "1", "--poll-seconds", "0.05", ok=False)
+    assert timed_out.exit_code == 1 and "still rolling out after 1 s" in timed_out.stderr
+
+
 @pytest.mark.parametrize("args, field", [
     (["--memory-mb", "64"], "memory_mb"), (["--capture-rate", "2"], "capture_rate"),
     (["--min-instances", "2", "--max-instances", "1"], "max_instances"), (["--model", "iris"], "models[1]"),
