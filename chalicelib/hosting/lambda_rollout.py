@@ -48,7 +48,7 @@ class LambdaRollout:
         plan = pkg.FunctionPlan(**rollout["plan"])
         steps = {WRITE: self._write, CONFIGURE: self._configure, PUBLISH: self._publish, ROUTE: self._route}
         try:
-            for _ in range(len(steps)):
+            for _ in range(len(steps) + 1):  # each step once; the write step twice when a create turns update
                 step = rollout["step"]
                 if config is None and not (step == WRITE and rollout["create"]):
                     config = self._read(plan.function_name, rollout["version"] if step == ROUTE else None)
@@ -85,8 +85,11 @@ class LambdaRollout:
         if config is not None and _phase(name, config)[0] == "waiting":
             return None  # an earlier change of the function is still being applied
         if config is None:
-            with translated(f"creating function {name}"):
-                answer = self.client.create_function(**plan.create_function(rollout["code"]))
+            try:
+                with translated(f"creating function {name}"):
+                    answer = self.client.create_function(**plan.create_function(rollout["code"]))
+            except Conflict:  # it exists (an earlier look made it, and its answer was lost): update it
+                return {**rollout, "create": False}
         else:
             with translated(f"updating the code of {name}"):
                 answer = self.client.update_function_code(**plan.update_function_code(rollout["code"]))

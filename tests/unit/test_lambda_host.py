@@ -223,7 +223,7 @@ def test_remove_and_remove_endpoint_are_idempotent(aws):
 
 
 @pytest.mark.parametrize("kind", ["zip", "image"])
-def test_a_concurrent_change_before_publishing_is_a_conflict(aws, kind):
+def test_a_concurrent_change_before_publishing_fails_the_rollout(aws, kind):
     host, client, _ = aws
     make = spec if kind == "zip" else image_spec
     host.deploy(make("blue"), None)
@@ -557,3 +557,18 @@ def test_abandoning_a_rollout_undoes_what_it_made(aws):
     busy_host.abandon(started.rollout)
     assert [b.key for b in blobs.list_all("lambda-sources/")] == [blue["source_manifest"]]
     assert versions(client, host) == ["1"]
+
+
+def test_a_create_whose_answer_was_lost_goes_on_as_an_update(aws):
+    host, client, blobs = aws
+
+    class Lost(Recording):
+        def create_function(self, **request):
+            self.client.create_function(**request)
+            raise ClientError({"Error": {"Code": "ServiceException", "Message": "connection reset"}}, "CreateFunction")
+
+    lost = LambdaHost(host.settings, blobs, lambda_client=Lost(client))
+    started = lost.deploy(spec(), None)
+    assert (started.state, started.rollout["step"], started.rollout["create"]) == ("InProgress", "write", True)
+    done = host.advance(started.rollout)  # the function exists: created again → Conflict → its code is updated
+    assert done.state == "Succeeded" and versions(client, host) == ["1"]
