@@ -170,11 +170,13 @@ class Model:
 
     @staticmethod
     def deploy(workspace: "Workspace", name: str, models: Sequence["Model"], inference_config: Any = None,
-               deployment_config: Any = None, endpoint: str | None = None, overwrite: bool = True) -> Any:
-        """Deploys models as a scoring function (see nimbus.webservice)."""
+               deployment_config: Any = None, endpoint: str | None = None, overwrite: bool = True, *,
+               wait: bool = True) -> Any:
+        """Deploys models as a scoring function (see nimbus.webservice.deploy): waits until it is Succeeded
+        (raising if it Failed), unless `wait=False`."""
         from nimbus.webservice import deploy  # here: a scoring function imports this module with only the standard library
 
-        return deploy(workspace, name, models, inference_config, deployment_config, endpoint=endpoint)
+        return deploy(workspace, name, models, inference_config, deployment_config, endpoint=endpoint, wait=wait)
 
     # --- internals ----------------------------------------------------------------------------------
     def _patch(self, body: dict) -> None:

@@ -2,12 +2,15 @@
 
 An endpoint (a Webservice) holds two keys and a traffic split over its deployments; a deployment is one
 scoring function built from registered model versions, a snapshot of a source folder and an entry script.
+A deployment takes a while to roll out (Creating, or Updating, then Succeeded or Failed): `deploy` waits
+for it unless told not to, and `Webservice.wait_for_deployment` waits later.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
@@ -27,12 +30,21 @@ MEMORY_MB = (128, 10240)  # AWS Lambda's range
 TIMEOUT_S = (1, 900)
 CONCURRENCY = (0, 1000)  # the service's bounds
 INSTANCES = (1, 1000)
+ROLLING_OUT = ("Creating", "Updating")  # a deployment's states while it is on its way
+DEPLOY_TIMEOUT_S = 25 * 60.0  # the service itself fails a deployment still on its way after 20 minutes
+POLL_SECONDS = 2.0
 
 
 class WebserviceDeploymentError(NimbusError):
     """A deployment ended Failed; `details["deployment"]` holds the service's view of it."""
 
     code = "DeploymentFailed"
+
+
+class WebserviceTimeout(NimbusError, TimeoutError):
+    """A deployment was still rolling out when the wait ended; it goes on without the caller."""
+
+    code = "Timeout"
 
 
 def _invalid(field: str, message: str) -> InvalidError:
@@ -165,12 +177,15 @@ def model_ids(models: Iterable[Any]) -> list[str]:
 # --- deploying --------------------------------------------------------------------------------------
 def deploy(workspace: "Workspace", name: str, models: Iterable[Any], inference_config: InferenceConfig,
            deployment_config: DeploymentConfig | None = None, endpoint: str | None = None,
-           show_progress: bool | None = True) -> "Webservice":
+           show_progress: bool | None = True, *, wait: bool = True, timeout_s: float = DEPLOY_TIMEOUT_S,
+           poll_seconds: float = POLL_SECONDS) -> "Webservice":
     """Snapshots the source folder and creates (or updates) deployment `name` of `endpoint` (default: `name`).
 
-    The service answers once the scoring function is up; a Failed deployment raises
-    WebserviceDeploymentError with the service's error. A new endpoint sends all its traffic to its
-    first deployment; later deployments start at weight 0 (see Webservice.set_traffic).
+    Waits until the deployment is Succeeded (`wait=False`: returns while it is still Creating or Updating;
+    see Webservice.wait_for_deployment). A Failed deployment raises WebserviceDeploymentError with the
+    service's error, a deployment still on its way after `timeout_s` WebserviceTimeout. A new endpoint
+    sends all its traffic to its first deployment; later deployments start at weight 0 (see
+    Webservice.set_traffic).
     """
     check_name(name, "name")
     endpoint = check_name(endpoint, "endpoint") if endpoint is not None else name
@@ -180,22 +195,28 @@ def deploy(workspace: "Workspace", name: str, models: Iterable[Any], inference_c
     inference_config.validate()
     config = (deployment_config or DeploymentConfig()).to_dict()
 
-    client = workspace.client
+    body = {"models": ids, "snapshot_id": _upload_source(workspace, inference_config, show_progress),
+            "entry_script": inference_config.entry_script, "environment": inference_config.environment,
+            "config": config}
+    view = workspace.client.request("PUT", api_path("workspaces", workspace.name, "endpoints", endpoint,
+                                                    "deployments", name), json=body)
+    service = Webservice(workspace, endpoint)
+    service.deployment_details = view
+    _raise_if_failed(endpoint, name, view)
+    if wait and view.get("state") in ROLLING_OUT:
+        service.wait_for_deployment(timeout_s=timeout_s, poll_seconds=poll_seconds)
+    return service
+
+
+def _upload_source(workspace: "Workspace", inference_config: InferenceConfig, show_progress: bool | None) -> str:
+    """The source folder as a snapshot (only the content the store lacks is uploaded): its id."""
     files = snapshot.collect(inference_config.source_directory, **snapshot.limits_from_env())
     if inference_config.entry_script not in {f.path for f in files}:
         raise _invalid("entry_script", f"{inference_config.entry_script!r} is left out of the snapshot by an "
                                        f"ignore file (.amlignore or .gitignore)")
     content_bytes = sum({f.digest: f.size for f in files}.values())
     with ProgressBar(content_bytes, "snapshot", enabled=wanted(show_progress)) as bar:
-        uploaded = snapshot.upload(client, workspace.name, files, bar.update)
-    body = {"models": ids, "snapshot_id": uploaded["id"], "entry_script": inference_config.entry_script,
-            "environment": inference_config.environment, "config": config}
-    view = client.request("PUT", api_path("workspaces", workspace.name, "endpoints", endpoint, "deployments", name),
-                          json=body)
-    service = Webservice(workspace, endpoint)
-    service.deployment_details = view
-    _raise_if_failed(endpoint, name, view)
-    return service
+        return snapshot.upload(workspace.client, workspace.name, files, bar.update)["id"]
 
 
 def _raise_if_failed(endpoint: str, name: str, deployment: Mapping) -> None:
@@ -252,30 +273,51 @@ class Webservice:
 
     @property
     def state(self) -> str | None:
-        """Failed if any deployment failed, Transitioning while any is changing, else Healthy (None: empty)."""
+        """Failed if any deployment failed, Creating or Updating while any is on its way, else Succeeded
+        (None: no deployments)."""
         if self.details.get("state"):
             return self.details["state"]
         states = {view.get("state") for view in self.deployments}
-        for state in ("Failed", "Transitioning"):
+        for state in ("Failed", *ROLLING_OUT):
             if state in states:
                 return state
-        return "Healthy" if states else None
+        return "Succeeded" if states else None
 
     def get_deployment(self, name: str) -> dict:
         return self.workspace.client.get(self._path("deployments", name))
 
-    def wait_for_deployment(self, show_output: bool = False) -> None:
-        """Re-reads the endpoint (deploying is synchronous on the service); raises if a deployment Failed.
+    def wait_for_deployment(self, show_output: bool = False, timeout_s: float = DEPLOY_TIMEOUT_S,
+                            poll_seconds: float = POLL_SECONDS, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Blocks while deployments are Creating or Updating (each look takes their rollout further on the
+        service); raises WebserviceDeploymentError if one ended Failed, WebserviceTimeout after `timeout_s`.
 
-        After deploy(), only the deployment it made is checked.
+        After deploy(), only the deployment it made is waited for.
         """
-        self.get_details()
         mine = (self.deployment_details or {}).get("name")
-        views = [v for v in self.deployments if mine is None or v.get("name") == mine]
+        deadline, shown = time.monotonic() + timeout_s, {}
+        while True:
+            views = self._look(mine)
+            for view in views if show_output else ():
+                if shown.get(view.get("name")) != view.get("state"):  # each state once, as it changes
+                    shown[view.get("name")] = view.get("state")
+                    print(f"{self.name}/{view.get('name')}: {view.get('state')}")
+            rolling = [v.get("name") for v in views if v.get("state") in ROLLING_OUT]
+            if not rolling:
+                break
+            if time.monotonic() >= deadline:
+                raise WebserviceTimeout(f"deployment {rolling[0]!r} of endpoint {self.name!r} is still rolling out "
+                                        f"after {timeout_s:g} s; see `nimbus endpoint show {self.name}`")
+            sleep(poll_seconds)
         for view in views:
-            if show_output:
-                print(f"{self.name}/{view.get('name')}: {view.get('state')}")
             _raise_if_failed(self.name, view.get("name"), view)
+
+    def _look(self, mine: str | None) -> list[dict]:
+        """The deployment deploy() made, read again (or every deployment, with the endpoint)."""
+        if mine is None:
+            self.get_details()
+            return self.deployments
+        self.deployment_details = self.get_deployment(mine)
+        return [self.deployment_details]
 
     # --- scoring ---------------------------------------------------------------------------------------
     def run(self, input_data: Any) -> Any:

@@ -7,9 +7,10 @@ from chalice import Blueprint, Response
 
 from chalicelib.api.service_locator import services
 from chalicelib.api.models import Deploy, RegenerateKey, SetTraffic
-from chalicelib.api.routing import MAX_BODY, endpoint, query_int
+from chalicelib.api.routing import MAX_BODY, endpoint, json_response, query_int
 from chalicelib.errors import TooLarge
 from chalicelib.hosting.port import DeploymentConfig
+from chalicelib.services.deployment_lifecycle import ROLLING_OUT
 
 bp = Blueprint(__name__)
 BASE = "/v1/workspaces/{workspace}/endpoints"
@@ -18,9 +19,12 @@ SCORING_CONTENT_TYPES = ("application/json", "text/plain", "text/csv", "applicat
 
 @endpoint(bp, BASE + "/{endpoint}/deployments/{deployment}", ("PUT",), body=Deploy, role="contributor")
 def deploy(principal, request, workspace, endpoint, deployment, body: Deploy):
-    return services().deployments.deploy(
+    """200 with the deployment once it is Succeeded or Failed; 202 while it is Creating or Updating (GET the
+    deployment until it is settled: each look takes it further)."""
+    view = services().deployments.deploy(
         principal, workspace, endpoint, deployment, body.models, body.snapshot_id, body.entry_script,
         body.environment, DeploymentConfig(**body.config.model_dump()))
+    return json_response(view, 202) if view["state"] in ROLLING_OUT else view
 
 
 @endpoint(bp, BASE, role="reader")

@@ -57,6 +57,7 @@ ZIP, IMAGE = "Zip", "Image"  # Lambda's PackageType values
 IMAGE_ENTRYPOINT = ("python", "-m", "awslambdaric")
 IMAGE_WORKING_DIR = "/tmp"
 IMAGE_SOURCE_DIR = "/tmp/nimbus-source"
+PACKAGE_PREFIX = "lambda-packages/"  # + <function>/<sha256>.zip
 SOURCE_MANIFEST_PREFIX = "lambda-sources/"  # + <function>/<deployment>/<revision>.json
 # Lambda sets these itself and refuses them in a function's configuration.
 LAMBDA_RESERVED_VARIABLES = re.compile(
@@ -175,8 +176,8 @@ def _checked_source_path(path: str) -> str:
 
 
 def package_key(function: str, code_sha256: str) -> str:
-    """Where the zip waits in the bucket while Lambda copies it (deleted once published)."""
-    return f"lambda-packages/{function}/{code_sha256}.zip"
+    """Where the zip waits in the bucket until Lambda has copied it (deleted once the function is written)."""
+    return f"{PACKAGE_PREFIX}{function}/{code_sha256}.zip"
 
 
 def source_manifest_key(function: str, deployment: str, revision: int) -> str:

@@ -27,7 +27,7 @@ import psutil
 
 from chalicelib.hosting.host_spawner import INTERPRETER_FILE, ForkedHost, HostSpawner
 from chalicelib.hosting.port import (
-    DeploymentEnvironment, DeploymentSpec, EndpointTarget, FunctionHost, HostState, ScoreResult,
+    FAILED, SUCCEEDED, DeploymentEnvironment, DeploymentSpec, EndpointTarget, FunctionHost, HostState, ScoreResult,
 )
 from chalicelib.store.local_blobs import LocalBlobs
 from chalicelib.store.table import Query, Table
@@ -83,20 +83,22 @@ class LocalHosts(FunctionHost):
 
     # --- FunctionHost --------------------------------------------------------------------------
     def deploy(self, spec: DeploymentSpec, previous: dict | None) -> HostState:
+        """Settled at once: the host process started and answering (Succeeded), or Failed. The platform's own
+        server has no request time limit, so building an environment and starting the host happen here."""
         folder = self._folder(spec.workspace, spec.endpoint, spec.deployment) / f"r{spec.revision}"
         shutil.rmtree(folder, ignore_errors=True)  # a half-written attempt at this revision
         self._write_folder(folder, spec)
         if spec.environment is not None:
             error = self._prepare_environment(folder, spec.environment)
             if error is not None:
-                return HostState("Failed", error, {**(previous or {}), "folder": str(folder)})
+                return HostState(FAILED, error, {**(previous or {}), "folder": str(folder)})
         host = _Host(spec.workspace, spec.endpoint, spec.deployment, spec.revision, folder)
         error = self._start(host)
         old = self.hosts.get(host.key)
         if error is not None:
             still = f"; revision {old.revision} keeps serving" if old and old.process and not old.failed else ""
             # The logs of the failed attempt are what its owner wants to read next.
-            return HostState("Failed", error + still, {**(previous or {}), "folder": str(folder)})
+            return HostState(FAILED, error + still, {**(previous or {}), "folder": str(folder)})
         with self.lock:
             self.hosts[host.key] = host
         self.table.put({"pk": HOSTS_PK, "sk": "#".join(host.key), "entity": "local_host", "folder": str(folder),
@@ -104,7 +106,11 @@ class LocalHosts(FunctionHost):
         if old is not None:
             self._stop(old)
             shutil.rmtree(old.folder, ignore_errors=True)
-        return HostState("Healthy", None, self._details(host))
+        return HostState(SUCCEEDED, None, self._details(host))
+
+    def advance(self, rollout: dict) -> HostState:
+        """Never called for a rollout of this host (`deploy` settles it); here for the port's sake."""
+        return HostState(FAILED, "the local scoring host's start was interrupted; deploy again")
 
     def set_traffic(self, workspace: str, endpoint: str, traffic: dict[str, int], details: dict[str, dict]) -> None:
         """Nothing to move: each request is routed from the endpoint's weights as they are at that moment."""
@@ -187,7 +193,7 @@ class LocalHosts(FunctionHost):
                 self.hosts[host.key] = host
             if error is not None:
                 host.failed = True
-            self._report(host, "Failed" if error else "Healthy", error)
+            self._report(host, FAILED if error else SUCCEEDED, error)
 
     def _supervise(self) -> None:
         while not self.stopped.wait(0.5):
@@ -207,7 +213,7 @@ class LocalHosts(FunctionHost):
                 host.crashes.popleft()
         if len(host.crashes) >= CRASH_LIMIT:
             host.failed = True
-            self._report(host, "Failed", f"the scoring host crashed {CRASH_LIMIT} times within "
+            self._report(host, FAILED, f"the scoring host crashed {CRASH_LIMIT} times within "
                                          f"{CRASH_WINDOW_S:.0f} s (last exit code {code}): "
                                          f"{_tail(host.folder / 'host.log', 3).strip()}")
             return
@@ -217,7 +223,7 @@ class LocalHosts(FunctionHost):
             return
         if error is not None:
             host.failed = True
-            self._report(host, "Failed", error)
+            self._report(host, FAILED, error)
 
     # --- one host ------------------------------------------------------------------------------
     def _write_folder(self, folder: Path, spec: DeploymentSpec) -> None:

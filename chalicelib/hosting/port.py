@@ -2,6 +2,11 @@
 
 The deployments service decides *what* runs (a DeploymentSpec, pure data); a host makes it run, routes
 scoring requests by the endpoint's traffic weights and tears it down again.
+
+Making a revision run may take longer than a request may last (a Lambda function is Pending, then its
+update InProgress, for seconds to minutes), so a host never waits for it: `deploy` takes the rollout as
+far as it goes now and hands back where it stands (`HostState.rollout`, plain JSON the service keeps);
+`advance` takes it further each time the service looks again (services/deployment_lifecycle.py).
 """
 from __future__ import annotations
 
@@ -64,11 +69,23 @@ class DeploymentSpec:
     capture_prefix: str = ""  # blob prefix for captured requests (empty: capture off)
 
 
+SUCCEEDED, IN_PROGRESS, FAILED = "Succeeded", "InProgress", "Failed"  # HostState.state
+
+
 @dataclass
 class HostState:
-    state: str  # "Healthy", "Transitioning" or "Failed"
+    """Where one revision's rollout stands.
+
+    Succeeded: it serves; `details` say where (host-specific and JSON-able: function version, port, url).
+    InProgress: not there yet; `rollout` (JSON-able) is what `advance` takes further.
+    Failed: `error` says why; `details`, when not empty, replace what the deployment records (e.g. the
+    serving revision with the failed attempt's log folder); empty keeps the revision that served before.
+    """
+
+    state: str
     error: str | None = None
-    details: dict = field(default_factory=dict)  # host-specific and JSON-able: function version, port, url
+    details: dict = field(default_factory=dict)
+    rollout: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +112,16 @@ class FunctionHost(abc.ABC):
 
     @abc.abstractmethod
     def deploy(self, spec: DeploymentSpec, previous: dict | None) -> HostState:
-        """Create or update the deployment's scoring function; `previous` is its last HostState.details."""
+        """Begin making the revision run and take it as far as it goes without waiting; `previous` is the
+        details of the revision that serves now (None: none). Never polls for readiness."""
+
+    @abc.abstractmethod
+    def advance(self, rollout: dict) -> HostState:
+        """The rollout `deploy` (or an earlier `advance`) handed back, one look further, without waiting. A
+        host that is busy or throttled answers InProgress with the rollout as it stands."""
+
+    def abandon(self, rollout: dict) -> None:
+        """Undo what an unfinished rollout made (it timed out, or its deployment is deleted); idempotent."""
 
     @abc.abstractmethod
     def set_traffic(self, workspace: str, endpoint: str, traffic: dict[str, int], details: dict[str, dict]) -> None:

@@ -130,7 +130,7 @@ class TelemetryFlusher:
             return
         try:
             if self._table is None:
-                from chalicelib.settings import Settings
+                from chalicelib.settings import Settings  # here: not part of the cold start
                 from chalicelib.store.factory import build_table
 
                 self._table = build_table(Settings.from_env())

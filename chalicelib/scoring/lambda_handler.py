@@ -93,7 +93,7 @@ def _download_all(s3, jobs: list[tuple[str, str, Path, int]]) -> None:
     if len(jobs) == 1:
         _download(s3, *jobs[0])
     elif jobs:
-        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import ThreadPoolExecutor  # here: only a deployment of many files needs it
 
         with ThreadPoolExecutor(max_workers=min(16, len(jobs))) as pool:
             list(pool.map(lambda job: _download(s3, *job), jobs))
@@ -111,12 +111,10 @@ def _download(s3, bucket: str, key: str, target: Path, size: int) -> None:
 
 
 def _s3_client():
-    import boto3
-
+    from chalicelib.aws_clients import make_client  # here: not part of the cold start
     from chalicelib.settings import Settings
 
-    settings = Settings.from_env()
-    return boto3.client("s3", region_name=settings.region, endpoint_url=settings.s3_endpoint)
+    return make_client("s3", Settings.from_env())
 
 
 def _inside(folder: Path, relative: str, what: str) -> Path:
@@ -207,7 +205,7 @@ class Sandbox:
         self.telemetry.record(self.deployment, answer.status, latency_ms)
         try:
             if self._table is None:
-                from chalicelib.settings import Settings
+                from chalicelib.settings import Settings  # here: not part of the cold start
                 from chalicelib.store.factory import build_table
 
                 self._table = build_table(Settings.from_env())
@@ -222,11 +220,11 @@ class Sandbox:
 
 
 def _build_metrics(endpoint: str, deployment: str):
-    from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+    from aws_lambda_powertools.metrics.functions import is_metrics_disabled  # here: not part of the cold start
 
     if is_metrics_disabled():
         return None  # disabled metrics would still accumulate and print every 100 values
-    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools import Metrics  # here: not part of the cold start
 
     metrics = Metrics(namespace="Nimbus/Scoring")
     metrics.set_default_dimensions(endpoint=endpoint or "unknown", deployment=deployment or "unknown")
@@ -234,7 +232,7 @@ def _build_metrics(endpoint: str, deployment: str):
 
 
 def _emit_metrics(metrics, answer: ScoreAnswer, latency_ms: float) -> None:
-    from aws_lambda_powertools.metrics import MetricUnit
+    from aws_lambda_powertools.metrics import MetricUnit  # here: not part of the cold start
 
     metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1 if answer.is_error else 0)

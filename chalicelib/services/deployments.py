@@ -1,8 +1,11 @@
 """Endpoints and their deployments: what runs where, who may score it, and how traffic is split.
 
 The service owns the records and the rules; a FunctionHost (AWS Lambda or local scoring hosts) makes
-a deployment run. Changes to one endpoint are serialised by a lease on its item, because on AWS all
-deployments of an endpoint are versions of one Lambda function.
+a deployment run. A deploy records the revision `Creating` (`Updating` for a later one) and has the host
+start it without waiting; reads and the sweep take it on to `Succeeded` or `Failed`
+(deployment_lifecycle.py). Changes to one endpoint are serialised by a lease on its item
+(endpoint_lease.py), because on AWS all deployments of an endpoint are versions of one Lambda function;
+for the same reason one deployment of an endpoint rolls out at a time.
 """
 from __future__ import annotations
 
@@ -15,27 +18,26 @@ import secrets as secrets_module
 
 from chalicelib.errors import Conflict, Invalid, NotFound, Unauthorized, Unavailable
 from chalicelib.hosting.port import (
-    DeploymentConfig, DeploymentEnvironment, DeploymentSpec, EndpointTarget, FunctionHost, HostState, ScoreResult, SourceFile,
+    SUCCEEDED, DeploymentConfig, DeploymentEnvironment, DeploymentSpec, EndpointTarget, FunctionHost, ScoreResult,
+    SourceFile,
 )
 from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
 from chalicelib.domain.validation import check_name
+from chalicelib.services.deployment_lifecycle import ROLLING_OUT, DeploymentLifecycle, pending_entry, pending_key
+from chalicelib.services.endpoint_lease import EndpointLease
 from chalicelib.services.environments import Environments
 from chalicelib.services.identity import Principal
-from chalicelib.services.registry import Registry
+from chalicelib.services.registry import Registry, model_files_of
 from chalicelib.services.snapshots import Snapshots
 from chalicelib.services.endpoint_telemetry import EndpointTelemetry
 from chalicelib.services.workspaces import Workspaces
 from chalicelib.store.secrets import Secrets
-from chalicelib.store.table import (
-    ConditionFailed, Delete, Put, Query, Update, all_of, any_of, attr_absent, attr_eq, attr_lt, item_absent,
-    item_exists,
-)
+from chalicelib.store.table import ConditionFailed, Delete, Put, Query, Update, attr_eq, item_absent, item_exists
 
 NAME = re.compile(r"[a-z][a-z0-9-]{1,31}")
 NAME_RULE = "2-32 characters: lowercase letters, digits and '-', starting with a letter"
 KEY_NAMES = ("primary", "secondary")
-LEASE_SECONDS = 900  # longest a deploy may hold its endpoint; a crashed holder's lease lapses after it
 MAX_MODELS = 20
 
 
@@ -53,44 +55,58 @@ class Deployments:
         self.host = host
         self.secrets = secrets
         self.registry = Registry(ctx)
+        self.lifecycle = DeploymentLifecycle(ctx, host)
 
     # --- deploy --------------------------------------------------------------------------------
     def deploy(self, principal: Principal, workspace: str, endpoint: str, name: str, models: list[str],
                snapshot_id: str, entry_script: str, environment: str | None, config: DeploymentConfig) -> dict:
+        """The deployment as recorded: Creating or Updating while its host's work goes on, or Succeeded or
+        Failed at once where the host settles in one step (local scoring hosts)."""
         check_name(endpoint, NAME, "endpoint", NAME_RULE)
         check_name(name, NAME, "deployment", NAME_RULE)
         host = self._host()
+        versions = self._model_versions(workspace, models)
+        source = self._source(workspace, snapshot_id, entry_script)
+        scoring_environment, environment_item = self._environment(workspace, environment)
+        spec = DeploymentSpec(
+            workspace, endpoint, name, 0, tuple(model_files_of(item) for item in versions.values()), source,
+            entry_script, scoring_environment, config,
+            capture_prefix=self._capture_prefix(workspace, endpoint) if config.capture_rate > 0 else "")
+        host.check(spec)  # before anything is written, the endpoint included
+        with self._lease(workspace, endpoint, principal):
+            previous = self._deployments_at_rest(workspace, endpoint).get(name)
+            revision = (previous or {}).get("revision", 0) + 1
+            item = self._new_item(principal, workspace, endpoint, name, sorted(versions), snapshot_id, entry_script,
+                                  scoring_environment and scoring_environment.ref, config, revision, previous)
+            self._write_deployment(workspace, endpoint, item, previous, versions, environment_item)
+            item = self.lifecycle.begin(item, dataclasses.replace(spec, revision=revision),
+                                        (previous or {}).get("host"))
+        return deployment_view(item)
+
+    def _model_versions(self, workspace: str, models: list[str]) -> dict[str, dict]:
+        """'name:version' → the stored version, each read once: its files and its in-use mark come from it."""
         if not 1 <= len(models) <= MAX_MODELS:
             raise Invalid(f"models must name 1-{MAX_MODELS} model versions", field="models")
         versions = {}
         for index, ref in enumerate(models):
             try:
-                view = self.registry.resolve(workspace, ref)
+                item = self.registry.version_item(workspace, ref)
             except (Invalid, NotFound) as error:
                 raise type(error)(f"models[{index}]: {error.message}", field=f"models[{index}]") from None
-            versions[f"{view['name']}:{view['version']}"] = view
-        source = self._source(workspace, snapshot_id, entry_script)
-        scoring_environment, environment_item = self._environment(workspace, environment)
-        spec = DeploymentSpec(
-            workspace, endpoint, name, 0, tuple(self.registry.model_files(workspace, view) for view in versions.values()),
-            source, entry_script, scoring_environment, config,
-            capture_prefix=self._capture_prefix(workspace, endpoint) if config.capture_rate > 0 else "")
-        host.check(spec)  # before anything is written, the endpoint included
-        with self._lease(workspace, endpoint, create=True, principal=principal):
-            previous = self.ctx.table.get_item(table_keys.deployment(workspace, endpoint, name))
-            revision = (previous or {}).get("revision", 0) + 1
-            spec = dataclasses.replace(spec, revision=revision)
-            item = self._record(principal, workspace, endpoint, name, sorted(versions), snapshot_id, entry_script,
-                                scoring_environment and scoring_environment.ref, config, revision, previous)
-            self._write_deployment(workspace, endpoint, item, previous, versions, environment_item)
-            try:
-                state = host.deploy(spec, (previous or {}).get("host"))
-            except Exception as error:  # noqa: BLE001 - the deployment records why, the caller is told
-                state = HostState("Failed", f"{type(error).__name__}: {error}", (previous or {}).get("host") or {})
-            item = self._settle(workspace, endpoint, name, revision, state)
-            if item["state"] == "Healthy":  # a new version to route to (a failed one keeps the old routes)
-                self._route(workspace, endpoint)
-        return deployment_view(item)
+            versions[f"{item['name']}:{int(item['version'])}"] = item
+        return versions
+
+    def _deployments_at_rest(self, workspace: str, endpoint: str) -> dict[str, dict]:
+        """The endpoint's deployments, by name, under its lease. One still rolling out is taken a look further
+        first; while it goes on it refuses the deploy: one rollout of an endpoint's function at a time."""
+        deployments = {}
+        for item in self._deployment_items(workspace, endpoint):
+            item = self.lifecycle.advance_held(item)
+            if item["state"] in ROLLING_OUT:
+                raise Conflict(f"deployment {item['name']!r} of endpoint {endpoint!r} is {item['state']}: deploy "
+                               "again once it is Succeeded or Failed", field="deployment")
+            deployments[item["name"]] = item
+        return deployments
 
     def _source(self, workspace: str, snapshot_id: str, entry_script: str) -> tuple[SourceFile, ...]:
         if not isinstance(snapshot_id, str) or not snapshot_id:
@@ -113,22 +129,24 @@ class Deployments:
         return DeploymentEnvironment(f"{item['name']}:{int(item['version'])}", item["hash"], item["definition"],
                                      image), item
 
-    def _record(self, principal, workspace, endpoint, name, models, snapshot_id, entry_script, environment, config,
-                revision, previous) -> dict:
+    def _new_item(self, principal, workspace, endpoint, name, models, snapshot_id, entry_script, environment,
+                  config, revision, previous) -> dict:
         key = table_keys.deployment(workspace, endpoint, name)
         now = self.ctx.now()
         return {"pk": key.pk, "sk": key.sk, "entity": "deployment", "workspace": workspace, "endpoint": endpoint,
                 "name": name, "models": models, "snapshot_id": snapshot_id, "entry_script": entry_script,
                 "environment": environment, "config": config_dict(config), "revision": revision,
-                "state": "Transitioning", "error": None, "host": (previous or {}).get("host") or {},
+                "state": "Updating" if previous else "Creating", "error": None, "progress": 0,
+                "host": (previous or {}).get("host") or {},
                 "created": (previous or {}).get("created", now), "created_by": (previous or {}).get("created_by",
                                                                                                       principal.user),
                 "updated": now, "updated_by": principal.user}
 
     def _write_deployment(self, workspace: str, endpoint: str, item: dict, previous: dict | None,
                           versions: dict[str, dict], environment: dict | None) -> None:
-        """The deployment, its endpoint's traffic entry, the model versions' usage and its environment
-        version marked used (so its definition can no longer change), in one transaction."""
+        """The deployment, its endpoint's traffic entry, its entry in the sweep's list, the model versions'
+        usage (from the versions as read) and its environment version marked used (so its definition can no
+        longer change), in one transaction."""
         usage_key = f"{endpoint}/{item['name']}"
         before = set((previous or {}).get("models", []))
         after = set(versions)
@@ -139,9 +157,10 @@ class Deployments:
         operations.append(Update(table_keys.endpoint(workspace, endpoint),
                                  set_if_absent={("traffic", item["name"]): 100 if first else 0},
                                  condition=item_exists()))
+        operations.append(Put(pending_entry(item)))
         for ref in sorted(after - before):
             model, version = ref.rsplit(":", 1)
-            operations += self.registry.use_operations(workspace, model, int(version), usage_key)
+            operations += self.registry.use_operations(workspace, model, int(version), usage_key, item=versions[ref])
         for ref in sorted(before - after):
             model, version = ref.rsplit(":", 1)
             operations += self.registry.release_operations(workspace, model, int(version), usage_key)
@@ -161,25 +180,14 @@ class Deployments:
             raise Conflict("a model version changed meanwhile (deleted?); check the models and try again",
                            field="models") from None
 
-    def _settle(self, workspace: str, endpoint: str, name: str, revision: int, state: HostState) -> dict:
-        """Record what the host answered, unless a newer revision was written meanwhile."""
-        try:
-            return self.ctx.table.update(Update(
-                table_keys.deployment(workspace, endpoint, name),
-                set={"state": state.state, "error": state.error, "host": state.details, "updated": self.ctx.now()},
-                condition=attr_eq("revision", revision)))
-        except ConditionFailed:
-            return self._deployment_item(workspace, endpoint, name)
-
     def record_state(self, workspace: str, endpoint: str, name: str, revision: int, state: str,
                      error: str | None) -> None:
-        """A host's own report (a local host that keeps crashing, or came back); stale revisions are ignored."""
-        try:
-            self.ctx.table.update(Update(table_keys.deployment(workspace, endpoint, name),
-                                         set={"state": state, "error": error, "updated": self.ctx.now()},
-                                         condition=attr_eq("revision", revision)))
-        except ConditionFailed:
-            pass
+        """A host's own report (a local host that keeps crashing, or came back): deployment_lifecycle.py."""
+        self.lifecycle.record_state(workspace, endpoint, name, revision, state, error)
+
+    def sweep(self) -> dict[str, int]:
+        """Every deployment rolling out, one look further (the 5-minute schedule calls it)."""
+        return self.lifecycle.sweep()
 
     # --- endpoints -----------------------------------------------------------------------------
     def _create_endpoint(self, principal: Principal, workspace: str, endpoint: str) -> None:
@@ -197,8 +205,10 @@ class Deployments:
         self._host().endpoint_keys_changed(workspace, endpoint, list(item["key_hashes"].values()))
 
     def get_endpoint(self, workspace: str, endpoint: str) -> dict:
+        """The endpoint with its deployments; those rolling out are taken a look further first."""
         item = self._endpoint_item(workspace, endpoint)
-        return self._endpoint_view(item, self._deployment_items(workspace, endpoint))
+        deployments = [self.lifecycle.refresh(d) for d in self._deployment_items(workspace, endpoint)]
+        return self._endpoint_view(item, deployments)
 
     def list_endpoints(self, workspace: str) -> dict:
         Workspaces(self.ctx).record(workspace)
@@ -210,17 +220,12 @@ class Deployments:
     def set_traffic(self, workspace: str, endpoint: str, traffic: dict) -> dict:
         with self._lease(workspace, endpoint):
             deployments = {d["name"]: d for d in self._deployment_items(workspace, endpoint)}
-            check_traffic(traffic, deployments)
+            check_traffic(traffic, deployments, self._endpoint_item(workspace, endpoint)["traffic"])
             self.ctx.table.update(Update(table_keys.endpoint(workspace, endpoint),
                                          set={"traffic": {n: traffic.get(n, 0) for n in deployments}},
                                          condition=item_exists()))
-            self._route(workspace, endpoint)
+            self.lifecycle.route(workspace, endpoint)
         return self.get_endpoint(workspace, endpoint)
-
-    def _route(self, workspace: str, endpoint: str) -> None:
-        item = self._endpoint_item(workspace, endpoint)
-        details = {d["name"]: d.get("host") or {} for d in self._deployment_items(workspace, endpoint)}
-        self._host().set_traffic(workspace, endpoint, dict(item["traffic"]), details)
 
     def delete_endpoint(self, workspace: str, endpoint: str) -> dict:
         with self._lease(workspace, endpoint):
@@ -235,7 +240,8 @@ class Deployments:
 
     # --- deployments ---------------------------------------------------------------------------
     def get_deployment(self, workspace: str, endpoint: str, name: str) -> dict:
-        return deployment_view(self._deployment_item(workspace, endpoint, name))
+        """The deployment; one rolling out is taken a look further first."""
+        return deployment_view(self.lifecycle.refresh(self._deployment_item(workspace, endpoint, name)))
 
     def delete_deployment(self, workspace: str, endpoint: str, name: str) -> dict:
         with self._lease(workspace, endpoint):
@@ -246,14 +252,17 @@ class Deployments:
                 raise Conflict(f"deployment {name!r} still takes {traffic[name]}% of endpoint {endpoint!r}'s "
                                f"traffic; move it to {', '.join(sorted(others))} first", field="deployment")
             self._remove_deployment(workspace, endpoint, item)
-            self._route(workspace, endpoint)
+            self.lifecycle.reroute(workspace, endpoint)
         return {"endpoint": endpoint, "deployment": name, "deleted": True}
 
     def _remove_deployment(self, workspace: str, endpoint: str, item: dict) -> str:
+        if item.get("rollout"):  # what its unfinished rollout made goes first
+            self._host().abandon(item["rollout"])
         self._host().remove(workspace, endpoint, item["name"], item.get("host") or {})
         usage_key = f"{endpoint}/{item['name']}"
         operations = [Delete(table_keys.deployment(workspace, endpoint, item["name"])),
-                      Update(table_keys.endpoint(workspace, endpoint), remove=[("traffic", item["name"])])]
+                      Update(table_keys.endpoint(workspace, endpoint), remove=[("traffic", item["name"])]),
+                      Delete(pending_key(workspace, endpoint, item["name"]))]
         for ref in item.get("models", []):
             model, version = ref.rsplit(":", 1)
             operations += self.registry.release_operations(workspace, model, int(version), usage_key)
@@ -294,47 +303,22 @@ class Deployments:
             # The same answer for an unknown endpoint and a wrong key: keys are per endpoint.
             raise Unauthorized("a valid endpoint key is required: Authorization: Bearer <key>")
         deployments = {d["name"]: d for d in self._deployment_items(workspace, endpoint)}
-        live = {n: w for n, w in item["traffic"].items() if w > 0 and n in deployments}
-        if not live:
+        weighted = {n: w for n, w in item["traffic"].items() if w > 0 and n in deployments}
+        if not weighted:
             raise Unavailable(f"endpoint {endpoint!r} has no deployment taking traffic")
+        live = {n: w for n, w in weighted.items() if deployments[n]["state"] != "Creating"}
+        if not live:  # its first deployment is on its way: nothing serves yet
+            first = min(weighted)
+            raise Unavailable(f"deployment {first!r} of endpoint {endpoint!r} is still Creating; score it once it "
+                              "is Succeeded")
         target = EndpointTarget(workspace, endpoint, live, {n: deployments[n].get("host") or {} for n in live})
         return self._host().invoke(target, body, content_type)
 
     # --- helpers -------------------------------------------------------------------------------
-    class _Lease:
-        def __init__(self, service: "Deployments", workspace: str, endpoint: str, create: bool, principal):
-            self.service, self.workspace, self.endpoint = service, workspace, endpoint
-            self.create, self.principal = create, principal
-            self.token = secrets_module.token_hex(8)
-
-        def __enter__(self):
-            service, now = self.service, self.service.ctx.clock()
-            key = table_keys.endpoint(self.workspace, self.endpoint)
-            for attempt in range(2):
-                try:
-                    service.ctx.table.update(Update(
-                        key, set={"lease": {"token": self.token, "until": now + LEASE_SECONDS}},
-                        condition=all_of(item_exists(), _lease_free(now))))
-                    return self
-                except ConditionFailed:
-                    if service.ctx.table.get_item(key) is not None:
-                        raise Conflict(f"endpoint {self.endpoint!r} is being changed by another request; "
-                                       "try again when it is done", field="endpoint") from None
-                    if not self.create or attempt:
-                        raise NotFound(f"endpoint {self.endpoint!r} not found", field="endpoint") from None
-                    service._create_endpoint(self.principal, self.workspace, self.endpoint)
-            raise AssertionError("unreachable")
-
-        def __exit__(self, *exc):
-            try:
-                self.service.ctx.table.update(Update(table_keys.endpoint(self.workspace, self.endpoint),
-                                                     remove=["lease"], condition=attr_eq(("lease", "token"), self.token)))
-            except ConditionFailed:
-                pass  # the endpoint was deleted (by this very request), or the lease lapsed and moved on
-            return False
-
-    def _lease(self, workspace: str, endpoint: str, create: bool = False, principal=None) -> "_Lease":
-        return Deployments._Lease(self, workspace, endpoint, create, principal)
+    def _lease(self, workspace: str, endpoint: str, principal: Principal | None = None) -> EndpointLease:
+        """The endpoint's lease; a deploy (`principal` given) makes the endpoint when it does not exist."""
+        create = None if principal is None else (lambda: self._create_endpoint(principal, workspace, endpoint))
+        return EndpointLease(self.ctx, workspace, endpoint, create=create)
 
     def _host(self) -> FunctionHost:
         if self.host is None:
@@ -372,11 +356,13 @@ class Deployments:
         return f"endpoint-keys/{workspace}/{endpoint}"
 
 
-def _lease_free(now: float):
-    return any_of(attr_absent("lease"), attr_lt(("lease", "until"), now))
+def can_take_traffic(deployment: dict, weight_now: int) -> bool:
+    """Succeeded; or taking traffic already (the revision before serves while it is Updating, or after an
+    update Failed): its weight may change, but traffic cannot be given to a deployment that has none."""
+    return deployment.get("state") == SUCCEEDED or (weight_now > 0 and deployment.get("state") != "Creating")
 
 
-def check_traffic(traffic: dict, deployments: dict[str, dict]) -> None:
+def check_traffic(traffic: dict, deployments: dict[str, dict], current: dict[str, int]) -> None:
     if not isinstance(traffic, dict) or not traffic:
         raise Invalid("traffic must map deployment names to weights", field="traffic")
     for name, weight in traffic.items():
@@ -385,9 +371,9 @@ def check_traffic(traffic: dict, deployments: dict[str, dict]) -> None:
                           field=f"traffic.{name}")
         if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 100:
             raise Invalid(f"traffic.{name} must be an integer from 0 to 100", field=f"traffic.{name}")
-        if weight > 0 and deployments[name].get("state") != "Healthy":
-            raise Conflict(f"deployment {name!r} is {deployments[name].get('state')}; only a Healthy deployment "
-                           "can take traffic", field=f"traffic.{name}")
+        if weight > 0 and not can_take_traffic(deployments[name], current.get(name, 0)):
+            raise Conflict(f"deployment {name!r} is {deployments[name].get('state')}; only a Succeeded deployment "
+                           "can be given traffic", field=f"traffic.{name}")
     if sum(traffic.values()) != 100:
         raise Invalid(f"traffic weights must sum to 100, not {sum(traffic.values())}", field="traffic")
 
@@ -402,4 +388,6 @@ def deployment_view(item: dict) -> dict:
                                               "environment", "config", "revision", "state", "error", "created",
                                               "created_by", "updated", "updated_by")}
     view["host"] = {k: v for k, v in host.items() if k in ("host_url", "function_name", "function_version", "port")}
+    if item.get("state") in ROLLING_OUT:
+        view["step"] = (item.get("rollout") or {}).get("step")  # where the host's work stands (None: starting)
     return view

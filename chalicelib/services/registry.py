@@ -110,6 +110,12 @@ class Registry:
         name, version = parse_ref(ref, field)
         return version_view(*self._find(workspace, name, version, field))
 
+    def version_item(self, workspace: str, ref: str, field: str = "model") -> dict:
+        """The stored version `ref` names (as for `resolve`). A deployment reads each of its versions once,
+        with this, and passes the item on (`model_files_of`, `use_operations(item=…)`)."""
+        name, version = parse_ref(ref, field)
+        return self._find(workspace, name, version, field)[1]
+
     def list_versions(self, workspace: str, name: str, max_results: int = 100, page_token: str | None = None) -> dict:
         """One model's versions, newest first."""
         check_page_size(max_results)
@@ -184,14 +190,6 @@ class Registry:
         expires = self.ctx.settings.presign_seconds
         return {"files": [{**f, "url": self.ctx.blobs.presign_get(item["blob_prefix"] + f["path"], expires)}
                           for f in item["files"]]}
-
-    def model_files(self, workspace: str, version_view: dict) -> ModelFiles:
-        """What a deployment needs of a version (its blob prefix stays inside the service)."""
-        item = self.ctx.table.get_item(table_keys.model_version(workspace, version_view["name"], version_view["version"]))
-        if item is None:
-            raise NotFound(f"model {version_view['id']} not found in workspace {workspace!r}")
-        return ModelFiles(item["name"], int(item["version"]), item["asset_path"], item["blob_prefix"],
-                          tuple((f["path"], int(f["size"])) for f in item["files"]))
 
     # --- changing -------------------------------------------------------------------------------
     def update_version(self, workspace: str, name: str, version: str, *, tags: dict | None = None,
@@ -319,16 +317,18 @@ class Registry:
                     "from": previous, "to": target, "by": by, "at": self.ctx.now()}, item_absent())
 
     # --- in use by deployments (called by the deployments service) -------------------------------
-    def use_operations(self, workspace: str, name: str, version: int, deployment_key: str) -> list[Operation]:
+    def use_operations(self, workspace: str, name: str, version: int, deployment_key: str,
+                       item: dict | None = None) -> list[Operation]:
         """The writes that mark `deployment_key` ('<endpoint>/<deployment>') as using name:version.
 
-        Computed from the version as read now: when the deployment is already in its map the answer is a
-        Check that it still is (no double count); otherwise an Update adding it and `deployment_count + 1`
-        under the condition that the entry is still absent. A ConditionFailed on these means a concurrent
-        change: call again and retry the transaction. Raises NotFound when the version does not exist.
+        Computed from the version as read now (or as the caller read it: `item`): when the deployment is
+        already in its map the answer is a Check that it still is (no double count); otherwise an Update
+        adding it and `deployment_count + 1` under the condition that the entry is still absent. A
+        ConditionFailed on these means a concurrent change: call again and retry the transaction. Raises
+        NotFound when the version does not exist.
         """
         key = table_keys.model_version(workspace, name, int(version))
-        item = self.ctx.table.get_item(key)
+        item = item if item is not None else self.ctx.table.get_item(key)
         if item is None:
             raise NotFound(f"model {name}:{version} not found in workspace {workspace!r}")
         entry = ("deployments", deployment_key)
@@ -379,6 +379,12 @@ class Registry:
         if item is None:
             raise NotFound(f"model {name}:{text} not found in workspace {workspace!r}")
         return model, item
+
+
+def model_files_of(item: dict) -> ModelFiles:
+    """What a deployment needs of a stored version (its blob prefix stays inside the service)."""
+    return ModelFiles(item["name"], int(item["version"]), item["asset_path"], item["blob_prefix"],
+                      tuple((f["path"], int(f["size"])) for f in item["files"]))
 
 
 def version_view(model: dict, item: dict) -> dict:

@@ -7,10 +7,12 @@ import click
 
 from nimbus.cli.common import connect, output_option, workspace_option
 from nimbus.cli.output import emit, print_json, print_record, print_table
-from nimbus.webservice import DeploymentConfig, InferenceConfig, Webservice, deploy as deploy_models
+from nimbus.webservice import (
+    DEPLOY_TIMEOUT_S, POLL_SECONDS, ROLLING_OUT, DeploymentConfig, InferenceConfig, Webservice, deploy as deploy_models,
+)
 
-DEPLOY_FIELDS = ["endpoint", "name", "state", "revision", "models", "entry_script", "environment", "host_url",
-                 "scoring_uri", "error"]
+DEPLOY_FIELDS = ["endpoint", "name", "state", "step", "revision", "models", "entry_script", "environment",
+                 "host_url", "scoring_uri", "error"]
 ENDPOINT_FIELDS = ["name", "state", "scoring_uri", "traffic", "created", "created_by"]
 LIST_COLUMNS = [("NAME", "name"), ("STATE", "state"), ("DEPLOYMENTS", "deployment_names"), ("TRAFFIC", "traffic"),
                 ("CREATED", "created")]
@@ -38,25 +40,39 @@ TELEMETRY_KEYS = ("requests", "errors", "p50_ms", "p95_ms")
               help="Most instances at once (AWS: reserved concurrency); default: no cap.")
 @click.option("--capture-rate", type=float, default=0.0, show_default=True,
               help="Share of requests (0-1) whose body and answer are kept.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until the deployment is Succeeded (or has failed); --no-wait answers while it is "
+                   "Creating or Updating.")
+@click.option("--timeout-seconds", type=click.FloatRange(1, 24 * 3600), default=DEPLOY_TIMEOUT_S, show_default=True,
+              help="How long to wait for the deployment.")
+@click.option("--poll-seconds", type=click.FloatRange(0.01, 600), default=POLL_SECONDS, show_default=True,
+              help="How often to look while waiting.")
 @workspace_option
 @output_option
 def deploy(name: str, models: tuple[str, ...], entry_script: str, source_dir: str | None, endpoint: str | None,
            environment: str | None, memory_mb: int, timeout_s: int, reserved_concurrency: int | None,
            provisioned_concurrency: int | None, min_instances: int, max_instances: int | None, capture_rate: float,
-           workspace_name: str | None, output: str) -> None:
-    """Deploy model versions as deployment NAME of an endpoint, and wait until it is up."""
+           wait: bool, timeout_seconds: float, poll_seconds: float, workspace_name: str | None, output: str) -> None:
+    """Deploy model versions as deployment NAME of an endpoint. Rolling it out may take a while: this waits
+    until it is Succeeded (failure: its reason, exit status 1), unless --no-wait."""
     inference = InferenceConfig(entry_script, source_directory=source_dir, environment=environment)
     config = DeploymentConfig(memory_mb=memory_mb, timeout_s=timeout_s, reserved_concurrency=reserved_concurrency,
                               provisioned_concurrency=provisioned_concurrency, min_instances=min_instances,
                               max_instances=max_instances, capture_rate=capture_rate)
     service = deploy_models(connect(workspace_name), name, list(models), inference, config, endpoint=endpoint,
-                            show_progress=None)
+                            show_progress=None, wait=False)
+    state = (service.deployment_details or {}).get("state")
+    if wait and state in ROLLING_OUT:
+        click.echo(f"deployment {name!r} of endpoint {service.name!r} is {state}; waiting (up to "
+                   f"{timeout_seconds:g} s)", err=True)
+        service.wait_for_deployment(timeout_s=timeout_seconds, poll_seconds=poll_seconds)
     view = {"endpoint": service.name, **(service.deployment_details or {}), "scoring_uri": service.scoring_uri}
     host_url = (view.get("host") or {}).get("host_url")
     if output == "json":
         emit(output, view)
     else:
-        emit(output, {**view, "host_url": host_url}, keys=[k for k in DEPLOY_FIELDS if k != "host_url" or host_url])
+        shown = [k for k in DEPLOY_FIELDS if (k != "host_url" or host_url) and (k != "step" or "step" in view)]
+        emit(output, {**view, "host_url": host_url}, keys=shown)
 
 
 @click.group()

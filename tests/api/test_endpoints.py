@@ -67,8 +67,7 @@ def lambda_host(services, settings):
         RoleName="nimbus-scoring", AssumeRolePolicyDocument=json.dumps({
             "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                     "Principal": {"Service": "lambda.amazonaws.com"}}]}))
-    return LambdaHost(dataclasses.replace(settings, scoring_role_arn=role["Role"]["Arn"]), services.ctx.blobs,
-                      poll_seconds=0)
+    return LambdaHost(dataclasses.replace(settings, scoring_role_arn=role["Role"]["Arn"]), services.ctx.blobs)
 
 
 def register(api, backend, services, name: str, files: dict[str, bytes]) -> dict:
@@ -110,7 +109,7 @@ def score(api, body, endpoint="calc", key=None, raw=None):
 
 def test_deploy_creates_the_endpoint_with_all_traffic_and_marks_the_model_in_use(api, backend, hosted):
     deployed = deploy(api, backend, hosted, "blue")
-    assert deployed["state"] == "Healthy", deployed
+    assert deployed["state"] == "Succeeded", deployed
     assert (deployed["name"], deployed["endpoint"], deployed["models"], deployed["revision"]) == \
         ("blue", "calc", ["doubler:1"], 1)
 
@@ -131,9 +130,27 @@ def test_deploy_creates_the_endpoint_with_all_traffic_and_marks_the_model_in_use
     assert api.call("DELETE", f"{WS}/models/doubler/versions/2")[0] == 200
 
 
+def test_a_deploy_reads_each_model_version_once(api, backend, hosted):
+    reads: list[str] = []
+    table_get = hosted.ctx.table.get
+
+    def counted(pk, sk, **options):
+        reads.append(sk)
+        return table_get(pk, sk, **options)
+
+    hosted.ctx.table.get = counted
+    deploy(api, backend, hosted, "blue", model="doubler:2")
+    # Its files and its in-use mark come from that one read
+    assert [sk for sk in reads if sk.startswith("MODELV#")] == ["MODELV#doubler#0000000002"]
+    reads.clear()
+    deploy(api, backend, hosted, "blue", model="doubler:1")  # and the version it replaces, to release it
+    assert sorted(sk for sk in reads if sk.startswith("MODELV#")) == ["MODELV#doubler#0000000001",
+                                                                      "MODELV#doubler#0000000002"]
+
+
 def test_a_second_deployment_takes_no_traffic_until_the_split_changes(api, backend, hosted):
     deploy(api, backend, hosted, "blue")
-    assert deploy(api, backend, hosted, "green", model="doubler:2")["state"] == "Healthy"
+    assert deploy(api, backend, hosted, "green", model="doubler:2")["state"] == "Succeeded"
     assert api.ok("GET", f"{ENDPOINTS}/calc")["traffic"] == {"blue": 100, "green": 0}
 
     assert api.ok("PUT", f"{ENDPOINTS}/calc/traffic", {"traffic": {"blue": 50, "green": 50}})["traffic"] == \
@@ -336,7 +353,7 @@ def test_a_new_endpoint_whose_first_deployment_fails_reports_it(api, backend, ho
     code, error, _ = score(api, {"data": [1]})
     assert code == 503 and "no running scoring host" in error["message"], error
     # Deploying a fixed script over it heals the endpoint
-    assert deploy(api, backend, hosted, "blue")["state"] == "Healthy"
+    assert deploy(api, backend, hosted, "blue")["state"] == "Succeeded"
     assert score(api, {"data": [1]})[:2] == (200, [2])
 
 
@@ -389,7 +406,7 @@ def test_a_deployment_scores_in_its_environment_and_pins_it(api, backend, hosted
     deployed = deploy(api, backend, hosted, "blue", script=ENVIRONMENT_PY, environment="tiny")
 
     # Then it is pinned to the version, which can no longer change, and scores in the environment's venv
-    assert deployed["state"] == "Healthy" and deployed["environment"] == "tiny:1", deployed
+    assert deployed["state"] == "Succeeded" and deployed["environment"] == "tiny:1", deployed
     assert api.ok("GET", f"{WS}/environments/tiny/versions/1")["used"] is True
     code, error = api.call("PUT", f"{WS}/environments/tiny/versions/1", {"pip": []})
     assert code == 409 and error["field"] == "version"
@@ -458,7 +475,7 @@ def test_on_aws_a_deployment_in_an_environment_is_an_image_function_and_package_
 
     # When a deployment names it, then Then its version of the endpoint's function runs the image
     deployed = api.ok("PUT", f"{ENDPOINTS}/calc/deployments/blue", body)
-    assert deployed["state"] == "Healthy" and deployed["environment"] == "tiny:1", deployed
+    assert deployed["state"] == "Succeeded" and deployed["environment"] == "tiny:1", deployed
     function = boto3.client("lambda", region_name="us-east-1").get_function(
         FunctionName=deployed["host"]["function_name"])
     assert function["Configuration"]["PackageType"] == "Image"

@@ -8,6 +8,7 @@ import pytest
 from chalicelib.errors import Conflict, NotFound
 from chalicelib.domain import table_keys
 from chalicelib.services.identity import Principal
+from chalicelib.services.registry import model_files_of
 from tests.api.helpers import all_at_once, every_page, token_param, transfer
 
 WS = "/v1/workspaces/ws"
@@ -272,7 +273,7 @@ def test_resolve_and_model_files_for_deployments(api, backend, services, ws):
     assert registry.resolve("ws", "m")["version"] == 2
     assert registry.resolve("ws", "m:1")["version"] == 1
     assert registry.resolve("ws", "m:prod")["version"] == 1
-    files = registry.model_files("ws", registry.resolve("ws", "m:prod"))
+    files = model_files_of(registry.version_item("ws", "m:prod"))
     assert (files.name, files.version, files.asset_path) == ("m", 1, "dir")
     assert sorted(files.files) == [("dir/a.bin", 1), ("dir/b.bin", 2)]
     assert services.ctx.blobs.get_bytes(files.blob_prefix + "dir/b.bin") == b"bb"
@@ -280,6 +281,8 @@ def test_resolve_and_model_files_for_deployments(api, backend, services, ws):
         registry.resolve("ws", "m:7")
     with pytest.raises(NotFound):
         registry.resolve("ws", "nope")
+    with pytest.raises(NotFound):
+        registry.version_item("ws", "m:7")
 
 
 def test_a_deployed_version_cannot_be_deleted(api, backend, services, ws):
@@ -302,7 +305,7 @@ def test_a_deployed_version_cannot_be_deleted(api, backend, services, ws):
     assert registry.release_operations("ws", "m", 1, "ep/blue") == []
     item = table.get_item(table_keys.model_version("ws", "m", 1))
     assert item["deployment_count"] == 0 and item["deployments"] == {}
-    prefix = registry.model_files("ws", first).blob_prefix
+    prefix = model_files_of(registry.version_item("ws", f"m:{first['version']}")).blob_prefix
     assert api.ok("DELETE", f"{MODELS}/m/versions/1") == {"deleted": "m:1"}
     expect_error(api, "GET", f"{MODELS}/m/versions/1", None, 404, None)
     assert api.ok("GET", f"{MODELS}/m")["aliases"] == {}

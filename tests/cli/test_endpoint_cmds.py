@@ -49,7 +49,7 @@ def test_deploy_prints_state_host_and_scoring_uri(fake_cli, service, source):
                     "--source-dir", str(source), "--entry-script", "score.py", "--memory-mb", "512",
                     "--max-instances", "3", "--capture-rate", "0.5", "--environment", "py311")
     lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
-    assert lines["state"].strip() == "Healthy" and lines["host_url"].strip() == "http://127.0.0.1:40001"
+    assert lines["state"].strip() == "Succeeded" and lines["host_url"].strip() == "http://127.0.0.1:40001"
     assert lines["scoring_uri"].strip() == "http://nimbus.test/v1/workspaces/team/endpoints/iris/score"
     sent = service.endpoints["iris"]["deployments"]["blue"]
     assert sent["models"] == ["iris:1", "digits:prod"] and sent["environment"] == "py311"
@@ -71,6 +71,33 @@ def test_a_failed_deployment_ends_with_its_error(fake_cli, source):
     assert result.stderr.startswith("error: deployment 'blue' of endpoint 'blue' Failed: ImportError")
 
 
+def test_deploy_waits_for_the_rollout_unless_told_not_to(fake_cli, service, source):
+    (source / "slow.py").write_text("def init(): pass\ndef run(raw): return raw\n")
+    waited = fake_cli("deploy", "blue", "--model", "iris:1", "--entry-script", str(source / "slow.py"),
+                      "--poll-seconds", "0.01")
+    assert "deployment 'blue' of endpoint 'blue' is Creating; waiting" in waited.stderr
+    lines = dict(line.split(":", 1) for line in waited.stdout.splitlines())
+    assert lines["state"].strip() == "Succeeded" and "step" not in lines
+
+    answered = fake_cli("deploy", "blue", "--model", "iris:2", "--entry-script", str(source / "slow.py"), "--no-wait")
+    lines = dict(line.split(":", 1) for line in answered.stdout.splitlines())
+    assert (lines["state"].strip(), lines["step"].strip(), lines["revision"].strip()) == ("Updating", "publish", "2")
+    assert answered.stderr == ""
+
+
+def test_a_rollout_that_fails_or_outlasts_the_wait_ends_non_zero(fake_cli, service, source):
+    (source / "late_broken.py").write_text("import missing\n")
+    failed = fake_cli("deploy", "blue", "--model", "iris:1", "--entry-script", str(source / "late_broken.py"),
+                      "--poll-seconds", "0.01", ok=False)
+    assert failed.exit_code == 1 and "error: deployment 'blue' of endpoint 'blue' Failed: ImportError" in failed.stderr
+
+    service.looks = 10**9
+    (source / "slow.py").write_text("")
+    timed_out = fake_cli("deploy", "green", "--model", "iris:1", "--entry-script", str(source / "slow.py"),
+                         "--timeout-seconds", "1", "--poll-seconds", "0.05", ok=False)
+    assert timed_out.exit_code == 1 and "still rolling out after 1 s" in timed_out.stderr
+
+
 @pytest.mark.parametrize("args, field", [
     (["--memory-mb", "64"], "memory_mb"), (["--capture-rate", "2"], "capture_rate"),
     (["--min-instances", "2", "--max-instances", "1"], "max_instances"), (["--model", "iris"], "models[1]"),
@@ -84,7 +111,7 @@ def test_bad_settings_are_named_before_anything_is_sent(fake_cli, service, sourc
 def test_list_and_show_with_telemetry(fake_cli, deployed):
     listing = fake_cli("endpoint", "list").stdout.splitlines()
     assert listing[0].split() == ["NAME", "STATE", "DEPLOYMENTS", "TRAFFIC", "CREATED"]
-    assert listing[1].split()[:3] == ["iris", "Healthy", "[blue,"]
+    assert listing[1].split()[:3] == ["iris", "Succeeded", "[blue,"]
     assert [e["name"] for e in json.loads(fake_cli("endpoint", "list", "-o", "json").stdout)] == ["iris"]
 
     shown = fake_cli("endpoint", "show", "iris", "--minutes", "15").stdout
@@ -95,11 +122,11 @@ def test_list_and_show_with_telemetry(fake_cli, deployed):
     assert table[0].split() == ["DEPLOYMENT", "STATE", "WEIGHT", "MODELS", "REQUESTS", "ERRORS", "P50", "MS", "P95",
                                 "MS"]
     rows = {line.split()[0]: line.split() for line in table[1:]}
-    assert rows["blue"][:3] == ["blue", "Healthy", "100"] and rows["green"][2] == "0"
+    assert rows["blue"][:3] == ["blue", "Succeeded", "100"] and rows["green"][2] == "0"
     assert rows["(all)"] == ["(all)", "3", "1", "4", "9.5"]
 
     data = json.loads(fake_cli("endpoint", "show", "iris", "-o", "json").stdout)
-    assert data["telemetry"]["window_minutes"] == 60 and data["state"] == "Healthy"
+    assert data["telemetry"]["window_minutes"] == 60 and data["state"] == "Succeeded"
     assert [d["name"] for d in data["deployments"]] == ["blue", "green"]
 
 
@@ -171,7 +198,7 @@ def test_deploy_invoke_and_delete_on_the_local_platform(nimbus, workspace, tmp_p
 
     view = nimbus("deploy", "triple", "--model", "factor:1", "--source-dir", str(tmp_path / "src"),
                   "--entry-script", "score.py", "--memory-mb", "256", "-o", "json", json_output=True)
-    assert view["state"] == "Healthy" and view["host"]["host_url"].startswith("http://127.0.0.1:")
+    assert view["state"] == "Succeeded" and view["host"]["host_url"].startswith("http://127.0.0.1:")
     assert nimbus("endpoint", "invoke", "triple", "--data", '{"data": [1, 2]}', json_output=True) == [3, 6]
     shown = nimbus("endpoint", "show", "triple", "-o", "json", json_output=True)
     assert shown["traffic"] == {"triple": 100} and "primary_key" not in json.dumps(shown)

@@ -56,7 +56,7 @@ def source(tmp_path):
 def test_deploy_score_and_operate_an_endpoint(workspace, greeting, source):
     service = deploy(workspace, "blue", [greeting], InferenceConfig(source / "score.py"),
                      DeploymentConfig(memory_mb=256, timeout_s=10), endpoint="hello", show_progress=False)
-    assert service.deployment_details["state"] == "Healthy"
+    assert service.deployment_details["state"] == "Succeeded"
     assert service.deployment_details["models"] == ["greeting:1"]
     assert service.scoring_uri == f"{workspace.url}/v1/workspaces/default/endpoints/hello/score"
     service.wait_for_deployment()
@@ -76,7 +76,7 @@ def test_deploy_score_and_operate_an_endpoint(workspace, greeting, source):
     with pytest.raises(AuthenticationError):
         workspace.client.request("POST", service._path("score"), data=b"{}", token=old_primary)
 
-    assert service.get_details()["traffic"] == {"blue": 100} and service.state == "Healthy"
+    assert service.get_details()["traffic"] == {"blue": 100} and service.state == "Succeeded"
     assert "scored ada" in service.get_logs()
     summary = _telemetry_once_flushed(service, requests=4)
     assert summary["errors"] == 1 and summary["deployments"]["blue"]["requests"] == 4

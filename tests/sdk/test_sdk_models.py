@@ -116,4 +116,6 @@ def test_get_model_path_and_deploy_delegate(workspace, tmp_path, monkeypatch):
     fake.deploy = lambda *args, **kwargs: calls.append((args, kwargs)) or "service"
     monkeypatch.setitem(sys.modules, "nimbus.webservice", fake)
     assert Model.deploy(workspace, "blue", ["m"], "inference", "config", endpoint="iris") == "service"
-    assert calls == [((workspace, "blue", ["m"], "inference", "config"), {"endpoint": "iris"})]
+    assert Model.deploy(workspace, "blue", ["m"], "inference", "config", wait=False) == "service"
+    assert calls == [((workspace, "blue", ["m"], "inference", "config"), {"endpoint": "iris", "wait": True}),
+                     ((workspace, "blue", ["m"], "inference", "config"), {"endpoint": None, "wait": False})]

@@ -2,7 +2,8 @@
 
 It follows docs/models-and-endpoints.md: a first deployment gets all the traffic, later ones weight 0;
 scoring takes an endpoint key, never a user token. An entry script named broken.py deploys as Failed;
-scoring the body `boom` answers 500 like a run() that raised.
+slow.py answers 202 Creating (Updating) and is Succeeded after `looks` reads of it, late_broken.py the
+same but Failed; scoring the body `boom` answers 500 like a run() that raised.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class FakeEndpoints:
         self.manifests: list[list[dict]] = []
         self.uploaded: list[str] = []
         self.key_serial = 0
+        self.looks = 2  # reads a slow deployment takes to roll out
 
     # --- plumbing --------------------------------------------------------------------------------------
     def install(self, monkeypatch) -> "FakeEndpoints":
@@ -101,7 +103,7 @@ class FakeEndpoints:
         if method == "GET" and match[2]:
             return 200, {"logs": f"{deployment['name']}: last {query.get('tail')} lines\n"}
         if method == "GET":
-            return 200, deployment
+            return 200, self.look(deployment)
         if method == "DELETE":
             del endpoint["deployments"][deployment["name"]]
             endpoint["traffic"].pop(deployment["name"], None)
@@ -113,14 +115,35 @@ class FakeEndpoints:
             "name": endpoint_name, "traffic": {}, "deployments": {}, "created": "2024-01-01T00:00:00Z",
             "keys": {"primary_key": self.new_key(), "secondary_key": self.new_key()}})
         endpoint["traffic"].setdefault(name, 0 if endpoint["traffic"] else 100)
-        failed = data["entry_script"].endswith("broken.py")
-        previous = endpoint["deployments"].get(name, {})
-        view = {"name": name, "endpoint": endpoint_name, **data, "revision": previous.get("revision", 0) + 1,
-                "state": "Failed" if failed else "Healthy",
-                "error": "ImportError: No module named 'missing'" if failed else None,
-                "host": {} if failed else {"host_url": "http://127.0.0.1:40001", "port": 40001}}
-        endpoint["deployments"][name] = view
-        return 200, view
+        script, previous = data["entry_script"], endpoint["deployments"].get(name, {})
+        view = {"name": name, "endpoint": endpoint_name, **data, "revision": previous.get("revision", 0) + 1}
+        if script.endswith(("slow.py", "late_broken.py")):
+            view.update(state="Updating" if previous else "Creating", step="publish", error=None, host={},
+                        looks_left=self.looks, ends_failed=script.endswith("late_broken.py"))
+            endpoint["deployments"][name] = view
+            return 202, self.public(view)
+        endpoint["deployments"][name] = self.settle(view, failed=script.endswith("broken.py"))
+        return 200, self.public(view)
+
+    def settle(self, view: dict, failed: bool) -> dict:
+        for name in ("step", "looks_left", "ends_failed"):
+            view.pop(name, None)
+        view.update(state="Failed" if failed else "Succeeded",
+                    error="ImportError: No module named 'missing'" if failed else None,
+                    host={} if failed else {"host_url": "http://127.0.0.1:40001", "port": 40001})
+        return view
+
+    def look(self, view: dict) -> dict:
+        """A read takes a slow deployment's rollout a step further, as the service's reads do."""
+        if view.get("looks_left"):
+            view["looks_left"] -= 1
+            if not view["looks_left"]:
+                self.settle(view, failed=view["ends_failed"])
+        return self.public(view)
+
+    @staticmethod
+    def public(view: dict) -> dict:
+        return {k: v for k, v in view.items() if k not in ("looks_left", "ends_failed")}
 
     def score(self, endpoint, raw, headers):
         auth = headers.get("Authorization", "")
@@ -136,7 +159,7 @@ class FakeEndpoints:
         return {"name": name, "workspace": "team",
                 "scoring_uri": f"http://nimbus.test/v1/workspaces/team/endpoints/{name}/score",
                 "traffic": dict(endpoint["traffic"]), "created": endpoint["created"], "created_by": "alice",
-                "deployments": [endpoint["deployments"][d] for d in sorted(endpoint["deployments"])]}
+                "deployments": [self.look(endpoint["deployments"][d]) for d in sorted(endpoint["deployments"])]}
 
     def new_key(self) -> str:
         self.key_serial += 1

@@ -2,11 +2,13 @@
 
 What moto proves here: functions, published versions, the alias and its RoutingConfig, reserved
 concurrency, deletions, log reading. What it cannot: invoke only echoes the event (the handler's answer
-is tested with real response dicts through parse_response), and put_provisioned_concurrency_config is
-not implemented (the request the host sends is recorded and compared with the plan instead).
+is tested with real response dicts through parse_response), put_provisioned_concurrency_config is
+not implemented (the request the host sends is recorded and compared with the plan instead), and its
+functions are Active at once (a client that reports Pending or InProgress shows the rollout waiting).
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
@@ -18,7 +20,8 @@ from botocore.exceptions import ClientError
 
 from chalicelib.errors import Conflict, Invalid, NimbusError, Unavailable
 from chalicelib.hosting import lambda_package as pkg
-from chalicelib.hosting.lambda_host import LambdaHost, _translated
+from chalicelib.hosting.lambda_calls import translated
+from chalicelib.hosting.lambda_host import LambdaHost
 from chalicelib.hosting.lambda_invoke import parse_response
 from chalicelib.hosting.port import (
     DeploymentConfig, DeploymentEnvironment, DeploymentSpec, EndpointTarget, ModelFiles, SourceFile,
@@ -43,7 +46,7 @@ def aws(aws_env, tmp_path):
                                                              AssumeRolePolicyDocument=json.dumps(TRUST))
     blobs = build_blobs(settings)
     blobs.put_bytes("workspaces/team-1/snapshots/content/aa", b"def init():\n    pass\n\ndef run(raw):\n    return 1\n")
-    host = LambdaHost(settings, blobs, poll_seconds=0)
+    host = LambdaHost(settings, blobs)
     return host, boto3.client("lambda", region_name="us-east-1"), blobs
 
 
@@ -70,7 +73,7 @@ def test_first_deployment_creates_function_version_and_alias(aws):
     state = host.deploy(spec(), None)
 
     name = host.function_name("team", "iris")
-    assert state.state == "Healthy" and state.error is None
+    assert state.state == "Succeeded" and state.error is None and state.rollout is None
     assert state.details == {"function_name": name, "function_version": "1", "alias": "live",
                              "code_sha256": state.details["code_sha256"]}
     config = client.get_function_configuration(FunctionName=name, Qualifier="1")
@@ -181,12 +184,14 @@ class Recording:
 
 def test_provisioned_concurrency_is_requested_on_the_alias(aws):
     host, client, blobs = aws
-    # moto answers "Not yet implemented": the host does send the request, and says what failed.
-    with pytest.raises(NimbusError, match="provisioning concurrency"):
-        host.deploy(spec(provisioned_concurrency=3), None)
+    # moto answers "Not yet implemented": the host does send the request, and says what failed; the new
+    # version serves all the same (it is routed before concurrency is applied).
+    failed = host.deploy(spec(provisioned_concurrency=3), None)
+    assert failed.state == "Failed" and "provisioning concurrency" in failed.error
+    assert failed.details["function_version"] == "1" and alias(client, host)["FunctionVersion"] == "1"
 
     recorder = Recording(client)
-    recording_host = LambdaHost(host.settings, blobs, lambda_client=recorder, poll_seconds=0)
+    recording_host = LambdaHost(host.settings, blobs, lambda_client=recorder)
     recording_host.deploy(spec("green", provisioned_concurrency=3), None)
     expected = pkg.plan_function(spec("green", provisioned_concurrency=3), table="nimbus-test", bucket="nimbus-test",
                                  role_arn=host.role_arn()).put_provisioned_concurrency_config()
@@ -218,7 +223,7 @@ def test_remove_and_remove_endpoint_are_idempotent(aws):
 
 
 @pytest.mark.parametrize("kind", ["zip", "image"])
-def test_a_concurrent_change_before_publishing_is_a_conflict(aws, kind):
+def test_a_concurrent_change_before_publishing_fails_the_rollout(aws, kind):
     host, client, _ = aws
     make = spec if kind == "zip" else image_spec
     host.deploy(make("blue"), None)
@@ -226,8 +231,11 @@ def test_a_concurrent_change_before_publishing_is_a_conflict(aws, kind):
     # freeze the wrong settings into the version.
     other = pkg.plan_function(make("green"), table="nimbus-test", bucket="nimbus-test", role_arn=host.role_arn())
     sha = client.get_function_configuration(FunctionName=other.function_name)["CodeSha256"]
-    with pytest.raises(Conflict, match="another deployment"):
-        host._publish(other, sha)
+    rollout = {"step": "publish", "plan": dataclasses.asdict(other), "code": {}, "staged": None, "code_sha256": sha,
+               "create": False, "version": None, "previous": {}}
+    state = host.advance(rollout)
+    assert state.state == "Failed" and "another deployment" in state.error
+    assert versions(client, host) == ["1"]
 
 
 def test_invoke_sends_a_v2_event_to_the_alias(aws):
@@ -240,7 +248,7 @@ def test_invoke_sends_a_v2_event_to_the_alias(aws):
             sent.append(request)
             return self.client.invoke(**request)
 
-    spying = LambdaHost(host.settings, blobs, lambda_client=Spy(client), poll_seconds=0)
+    spying = LambdaHost(host.settings, blobs, lambda_client=Spy(client))
     target = EndpointTarget("team", "iris", {"blue": 100}, details)
     result = spying.invoke(target, b'{"data": [[1, 2]]}', "application/json")
 
@@ -261,7 +269,7 @@ def test_invoke_without_traffic_or_function(aws):
             raise ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "Function not found"}},
                               "Invoke")
 
-    missing = LambdaHost(host.settings, blobs, lambda_client=Missing(client), poll_seconds=0)
+    missing = LambdaHost(host.settings, blobs, lambda_client=Missing(client))
     with pytest.raises(Unavailable, match="no scoring function"):
         missing.invoke(EndpointTarget("team", "iris", {"blue": 100}, {"blue": {"function_version": "1"}}), b"{}",
                        "application/json")
@@ -275,7 +283,7 @@ def test_invoke_names_the_deployment_that_served(aws):
         def invoke(self, **request):
             return {"StatusCode": 200, "ExecutedVersion": "2", "Payload": io.BytesIO(json.dumps(answer).encode())}
 
-    served = LambdaHost(host.settings, blobs, lambda_client=Served(client), poll_seconds=0)
+    served = LambdaHost(host.settings, blobs, lambda_client=Served(client))
     details = {"blue": {"function_version": "1"}, "green": {"function_version": "2"}}
     result = served.invoke(EndpointTarget("team", "iris", {"blue": 50, "green": 50}, details), b"{}",
                            "application/json")
@@ -326,7 +334,7 @@ def test_logs_read_only_the_versions_streams(aws):
 ])
 def test_aws_errors_become_domain_errors(code, error):
     with pytest.raises(error) as caught:
-        with _translated("updating function f"):
+        with translated("updating function f"):
             raise ClientError({"Error": {"Code": code, "Message": "m"}}, "UpdateFunctionCode")
     assert "updating function f" in caught.value.message
 
@@ -370,7 +378,7 @@ def test_an_image_deployment_creates_an_image_function_with_its_source_manifest(
 
     name = host.function_name("team", "iris")
     details = state.details
-    assert state.state == "Healthy" and details["function_version"] == "1" and details["alias"] == "live"
+    assert state.state == "Succeeded" and details["function_version"] == "1" and details["alias"] == "live"
     assert details["package_type"] == "Image" and details["image_uri"] == image_spec().environment.image_uri
     assert details["source_manifest"] == f"lambda-sources/{name}/blue/1.json"
     config = client.get_function_configuration(FunctionName=name, Qualifier="1")
@@ -443,8 +451,124 @@ def test_an_image_deployment_that_fails_leaves_no_manifest(aws):
             answer = self.client.get_function_configuration(**request)
             return {**answer, "State": "Failed", "StateReason": "image not found"}
 
-    failing = LambdaHost(host.settings, blobs, lambda_client=Failing(client), poll_seconds=0)
+    failing = LambdaHost(host.settings, blobs, lambda_client=Failing(client))
     state = failing.deploy(image_spec(), None)
     assert state.state == "Failed" and "image not found" in state.error
     assert list(blobs.list_all("lambda-sources/")) == []
     failing.remove("team", "iris", "blue", state.details)  # no version: nothing else to remove
+
+
+# --- a rollout never waits: what Lambda is not ready for is left for the next look ------------------------
+class Busy(Recording):
+    """moto's Lambda, except that reads of the function (not of a version) show the next of `shown` while
+    there are any: the State or LastUpdateStatus Lambda reports while it applies a change."""
+
+    def __init__(self, client, *shown: dict):
+        super().__init__(client)
+        self.shown = list(shown)
+        self.reads = 0
+
+    def get_function_configuration(self, **request):
+        answer = self.client.get_function_configuration(**request)
+        self.reads += 1
+        if "Qualifier" not in request and self.shown:
+            answer = {**answer, **self.shown.pop(0)}
+        return answer
+
+
+PENDING, UPDATING = {"State": "Pending"}, {"LastUpdateStatus": "InProgress"}
+
+
+def test_a_new_function_still_pending_is_published_by_a_later_look(aws):
+    host, client, blobs = aws
+    busy = Busy(client, PENDING, PENDING)
+    pending_host = LambdaHost(host.settings, blobs, lambda_client=busy)
+
+    # Given a function Lambda still creates, the deploy answers at once: created, not published
+    started = pending_host.deploy(spec(), None)
+    assert (started.state, started.rollout["step"]) == ("InProgress", "publish"), started
+    assert busy.reads == 1 and versions(client, host) == []  # one look after creating it, no polling
+    assert list(blobs.list_all("lambda-packages/")) == []  # Lambda has its copy of the code
+
+    # When it is looked at again, it goes on only once the function is Active
+    again = pending_host.advance(started.rollout)
+    assert again.state == "InProgress" and again.rollout["step"] == "publish" and versions(client, host) == []
+    done = pending_host.advance(again.rollout)
+    assert done.state == "Succeeded" and done.details["function_version"] == "1"
+    assert versions(client, host) == ["1"] and alias(client, host)["FunctionVersion"] == "1"
+
+
+def test_an_update_waits_for_each_change_and_fails_with_lambdas_reason(aws):
+    host, client, blobs = aws
+    blue = host.deploy(spec("blue"), None).details
+    failed_update = {"LastUpdateStatus": "Failed", "LastUpdateStatusReason": "the code could not be unpacked"}
+    busy = Busy(client, UPDATING, {}, UPDATING, failed_update)
+    busy_host = LambdaHost(host.settings, blobs, lambda_client=busy)
+
+    # Given an earlier change still being applied: the new code waits, staged in the bucket
+    started = busy_host.deploy(spec("blue", revision=2, memory_mb=2048), blue)
+    assert (started.state, started.rollout["step"]) == ("InProgress", "write")
+    assert len(list(blobs.list_all("lambda-packages/"))) == 1
+
+    # Then the code is written, and the configuration waits until Lambda has applied the code
+    written = busy_host.advance(started.rollout)
+    assert (written.state, written.rollout["step"]) == ("InProgress", "configure")
+    assert list(blobs.list_all("lambda-packages/")) == []
+
+    # And when Lambda reports that the update failed, the rollout fails with its reason; blue's version serves
+    failed = busy_host.advance(written.rollout)
+    assert failed.state == "Failed" and "the code could not be unpacked" in failed.error and failed.details == {}
+    assert versions(client, host) == ["1"] and alias(client, host)["FunctionVersion"] == "1"
+
+
+def test_a_throttled_step_is_taken_by_the_next_look(aws):
+    host, client, blobs = aws
+
+    class Throttled(Recording):
+        throttled = 1
+
+        def publish_version(self, **request):
+            if self.throttled:
+                self.throttled -= 1
+                raise ClientError({"Error": {"Code": "TooManyRequestsException", "Message": "Rate exceeded"}},
+                                  "PublishVersion")
+            return self.client.publish_version(**request)
+
+    throttled_host = LambdaHost(host.settings, blobs, lambda_client=Throttled(client))
+    started = throttled_host.deploy(spec(), None)
+    assert (started.state, started.rollout["step"]) == ("InProgress", "publish") and versions(client, host) == []
+    done = throttled_host.advance(started.rollout)
+    assert done.state == "Succeeded" and versions(client, host) == ["1"]
+
+
+def test_abandoning_a_rollout_undoes_what_it_made(aws):
+    host, client, blobs = aws
+    blue = host.deploy(image_spec("blue"), None).details
+    busy_host = LambdaHost(host.settings, blobs, lambda_client=Busy(client, {}, UPDATING))
+
+    # Given an update whose code is written and whose configuration waits
+    started = busy_host.deploy(image_spec("blue", revision=2, tag="c" * 64), blue)
+    assert started.rollout["step"] == "configure"
+    manifests = sorted(b.key for b in blobs.list_all("lambda-sources/"))
+    assert manifests == sorted([blue["source_manifest"], started.rollout["plan"]["source_manifest"]])
+
+    # When it is abandoned, its manifest goes; the serving revision's stays
+    busy_host.abandon(started.rollout)
+    busy_host.abandon(started.rollout)
+    assert [b.key for b in blobs.list_all("lambda-sources/")] == [blue["source_manifest"]]
+    assert versions(client, host) == ["1"]
+
+
+def test_a_create_whose_answer_was_lost_goes_on_as_an_update(aws):
+    host, client, blobs = aws
+
+    class Lost(Recording):
+        def create_function(self, **request):
+            self.client.create_function(**request)
+            raise ClientError({"Error": {"Code": "ServiceException", "Message": "connection reset"}}, "CreateFunction")
+
+    lost = LambdaHost(host.settings, blobs, lambda_client=Lost(client))
+    started = lost.deploy(spec(), None)
+    assert (started.state, started.rollout["step"], started.rollout["create"]) == ("InProgress", "write", True)
+    done = host.advance(started.rollout)  # the function exists: created again → Conflict → its code is updated
+    assert done.state == "Succeeded" and versions(client, host) == ["1"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -9,8 +10,8 @@ import pytest
 from nimbus.client import ApiClient
 from nimbus.exceptions import AuthenticationError, InvalidError, NotFoundError
 from nimbus.webservice import (
-    DeploymentConfig, InferenceConfig, Webservice, WebserviceDeploymentError, WebserviceScoringError, deploy,
-    model_ids,
+    DeploymentConfig, InferenceConfig, Webservice, WebserviceDeploymentError, WebserviceScoringError,
+    WebserviceTimeout, deploy, model_ids,
 )
 from nimbus.workspace import Workspace
 from tests.unit.fake_endpoints import USER_TOKEN, FakeEndpoints
@@ -147,7 +148,7 @@ def test_deploy_snapshots_the_folder_and_puts_the_deployment(service, workspace,
         "models": ["iris:3", "iris:prod"], "snapshot_id": "s" * 64, "entry_script": "score.py",
         "environment": "py311", "config": config.to_dict()}
     assert isinstance(web, Webservice) and web.name == "iris"
-    assert web.deployment_details["state"] == "Healthy"
+    assert web.deployment_details["state"] == "Succeeded"
     assert web.scoring_uri == "http://nimbus.test/v1/workspaces/team/endpoints/iris/score"
 
 
@@ -163,6 +164,39 @@ def test_a_failed_deployment_raises_with_the_services_error(service, workspace, 
         deploy(workspace, "blue", ["iris:1"], InferenceConfig(source / "broken.py"), endpoint="iris",
                show_progress=False)
     assert "'blue'" in str(error.value) and error.value.details["deployment"]["state"] == "Failed"
+
+
+def test_deploy_waits_while_the_deployment_rolls_out(service, workspace, source):
+    (source / "slow.py").write_text("def init(): pass\ndef run(raw): return raw\n")
+    web = deploy(workspace, "blue", ["iris:1"], InferenceConfig(source / "slow.py"), endpoint="iris",
+                 show_progress=False, poll_seconds=0)
+    assert web.deployment_details["state"] == "Succeeded" and "step" not in web.deployment_details
+    assert len(service.requests("GET", "/endpoints/iris/deployments/blue")) == service.looks
+
+    # An update is waited for the same way; without waiting, deploy answers while it is Updating
+    web = deploy(workspace, "blue", ["iris:2"], InferenceConfig(source / "slow.py"), endpoint="iris",
+                 show_progress=False, wait=False)
+    assert (web.deployment_details["state"], web.deployment_details["step"]) == ("Updating", "publish")
+    assert len(service.requests("GET", "/endpoints/iris/deployments/blue")) == service.looks
+    web.wait_for_deployment(poll_seconds=0)
+    assert web.deployment_details["state"] == "Succeeded" and web.deployment_details["revision"] == 2
+
+
+def test_a_rollout_that_fails_or_outlasts_the_wait_raises(service, workspace, source):
+    (source / "late_broken.py").write_text("import missing\n")
+    (source / "slow.py").write_text("def init(): pass\ndef run(raw): return raw\n")
+    with pytest.raises(WebserviceDeploymentError, match="No module named 'missing'") as error:
+        deploy(workspace, "blue", ["iris:1"], InferenceConfig(source / "late_broken.py"), endpoint="iris",
+               show_progress=False, poll_seconds=0)
+    assert error.value.details["deployment"]["state"] == "Failed"
+
+    service.looks = 10**6
+    slept = []
+    with pytest.raises(WebserviceTimeout, match="'green' of endpoint 'iris' is still rolling out after 0.05 s"):
+        web = deploy(workspace, "green", ["iris:1"], InferenceConfig(source / "slow.py"), endpoint="iris",
+                     show_progress=False, wait=False)
+        web.wait_for_deployment(timeout_s=0.05, poll_seconds=0.01, sleep=lambda s: slept.append(s) or time.sleep(s))
+    assert slept and set(slept) == {0.01}
 
 
 @pytest.mark.parametrize("name, endpoint, field", [
@@ -287,7 +321,7 @@ def test_endpoint_view(service, workspace, source, endpoint):
     assert endpoint.traffic == {"blue": 100}  # as first read: details are kept until re-read
     endpoint.get_details()
     assert endpoint.traffic == {"blue": 100, "green": 0}
-    assert [d["name"] for d in endpoint.deployments] == ["blue", "green"] and endpoint.state == "Healthy"
+    assert [d["name"] for d in endpoint.deployments] == ["blue", "green"] and endpoint.state == "Succeeded"
     assert [w.name for w in Webservice.list(workspace)] == ["iris"]
 
 
@@ -322,7 +356,13 @@ def test_telemetry_asks_for_the_window(service, endpoint):
 
 def test_wait_for_deployment_raises_when_failed(service, workspace, source, endpoint, capsys):
     endpoint.wait_for_deployment(show_output=True)
-    assert "iris/blue: Healthy" in capsys.readouterr().out
+    assert "iris/blue: Succeeded" in capsys.readouterr().out
+    (source / "slow.py").write_text("")
+    deploy(workspace, "green", ["iris:2"], InferenceConfig(source / "slow.py"), endpoint="iris", show_progress=False,
+           wait=False)
+    endpoint.wait_for_deployment(show_output=True, poll_seconds=0)  # every deployment: each state once
+    assert capsys.readouterr().out.splitlines() == ["iris/blue: Succeeded", "iris/green: Creating",
+                                                    "iris/green: Succeeded"]
     service.endpoints["iris"]["deployments"]["blue"].update(state="Failed", error="RuntimeError: init failed")
     with pytest.raises(WebserviceDeploymentError, match="init failed"):
         endpoint.wait_for_deployment()
