@@ -2,13 +2,13 @@
 from chalice import Blueprint
 
 from chalicelib.api.service_locator import services
-from chalicelib.api.routing import endpoint
+from chalicelib.api.routing import api_route
 from chalicelib.errors import Forbidden
 
 bp = Blueprint(__name__)
 
 
-@endpoint(bp, "/v1/admin/stats")
+@api_route(bp, "/v1/admin/stats")
 def stats(principal, request):
     """Counters of this process (one function instance in AWS, the whole platform locally)."""
     if not principal.is_admin:

@@ -8,7 +8,7 @@ from chalicelib.api import (
 )
 from chalicelib.api.application import NimbusChalice
 from chalicelib.api.routing import framework_errors_middleware
-from chalicelib.telemetry import http_middleware
+from chalicelib.api.request_telemetry import http_middleware
 
 app = NimbusChalice(app_name="nimbus")
 app.register_middleware(http_middleware, "http")

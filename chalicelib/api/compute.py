@@ -3,7 +3,7 @@ from chalice import Blueprint, Response
 
 from chalicelib.api.service_locator import services
 from chalicelib.api.models import CreateCompute
-from chalicelib.api.routing import endpoint, json_response
+from chalicelib.api.routing import api_route, json_response
 from chalicelib.errors import Invalid
 from chalicelib.services.run_views import run_view
 
@@ -11,7 +11,7 @@ bp = Blueprint(__name__)
 COMPUTES = "/v1/workspaces/{workspace}/computes"
 
 
-@endpoint(bp, COMPUTES, ("POST",), body=CreateCompute, role="contributor", status=201)
+@api_route(bp, COMPUTES, ("POST",), body=CreateCompute, role="contributor", status=201)
 def create_compute(principal, request, workspace, body):
     """201 with the target when it is usable now; 202 while the cluster Nimbus makes is on its way (`state`
     Creating: GET the target until it is Succeeded or Failed)."""
@@ -19,17 +19,17 @@ def create_compute(principal, request, workspace, body):
     return json_response(target, 202) if target["state"] == "Creating" else target
 
 
-@endpoint(bp, COMPUTES, role="reader")
+@api_route(bp, COMPUTES, role="reader")
 def list_computes(principal, request, workspace):
     return {"computes": services().compute_targets.list(workspace)}
 
 
-@endpoint(bp, COMPUTES + "/{name}", role="reader")
+@api_route(bp, COMPUTES + "/{name}", role="reader")
 def show_compute(principal, request, workspace, name):
     return services().compute_targets.get(workspace, name)
 
 
-@endpoint(bp, COMPUTES + "/{name}", ("DELETE",), role="contributor")
+@api_route(bp, COMPUTES + "/{name}", ("DELETE",), role="contributor")
 def delete_compute(principal, request, workspace, name):
     """200 once the target is gone; 202 while Batch is still taking down the cluster Nimbus made (the target
     shows `Deleting` until then, and disappears by itself)."""
@@ -38,7 +38,7 @@ def delete_compute(principal, request, workspace, name):
     return json_response({"name": name, "deleted": False, "state": "Deleting"}, 202)
 
 
-@endpoint(bp, COMPUTES + "/{name}/claim", ("POST",), role="contributor")
+@api_route(bp, COMPUTES + "/{name}/claim", ("POST",), role="contributor")
 def claim_run(principal, request, workspace, name):
     """For agents of instance targets: the oldest queued run and a token for it, or 204 when none (or when
     the target's max_concurrent_runs are leased or running already)."""

@@ -4,25 +4,25 @@ import re
 from chalice import Blueprint
 
 from chalicelib.api.service_locator import services
-from chalicelib.api.routing import endpoint, query_bool, query_int, query_list, query_str
+from chalicelib.api.routing import api_route, query_bool, query_int, query_list, query_str
 from chalicelib.errors import Invalid
 
 bp = Blueprint(__name__)
 _METRIC_FILTER = re.compile(r"(.+?)\s*(>=|<=|!=|>|<|=)\s*(\S+)")
 
 
-@endpoint(bp, "/v1/workspaces/{workspace}/experiments", role="reader")
+@api_route(bp, "/v1/workspaces/{workspace}/experiments", role="reader")
 def list_experiments(principal, request, workspace):
     return services().experiments.list(workspace, query_int(request, "max_results", 100, 1, 1000),
                                        query_str(request, "page_token"))
 
 
-@endpoint(bp, "/v1/workspaces/{workspace}/experiments/{experiment}", role="reader")
+@api_route(bp, "/v1/workspaces/{workspace}/experiments/{experiment}", role="reader")
 def show_experiment(principal, request, workspace, experiment):
     return services().experiments.get(workspace, experiment)
 
 
-@endpoint(bp, "/v1/workspaces/{workspace}/experiments/{experiment}/runs", role="reader")
+@api_route(bp, "/v1/workspaces/{workspace}/experiments/{experiment}/runs", role="reader")
 def search_runs(principal, request, workspace, experiment):
     """?status=S&tag=k[=v]&metric=name>0.5&top_level=true&order_by=metrics.acc desc&max_results=100&page_token=…"""
     tags = [(t.partition("=")[0], t.partition("=")[2] if "=" in t else None) for t in query_list(request, "tag")]

@@ -3,38 +3,38 @@ from chalice import Blueprint
 
 from chalicelib.api.service_locator import services
 from chalicelib.api.models import CreateToken, CreateUser
-from chalicelib.api.routing import endpoint
+from chalicelib.api.routing import api_route
 
 bp = Blueprint(__name__)
 
 
-@endpoint(bp, "/v1/whoami", run_token=True)
+@api_route(bp, "/v1/whoami", run_token=True)
 def whoami(principal, request):
     return {"user": principal.user, "is_admin": principal.is_admin, "token_id": principal.token_id,
             "run_id": principal.run_id}
 
 
-@endpoint(bp, "/v1/users", ("POST",), body=CreateUser, status=201)
+@api_route(bp, "/v1/users", ("POST",), body=CreateUser, status=201)
 def create_user(principal, request, body):
     return services().identity.create_user(body.name, is_admin=body.is_admin, by=principal)
 
 
-@endpoint(bp, "/v1/users")
+@api_route(bp, "/v1/users")
 def list_users(principal, request):
     return {"users": services().identity.list_users(principal)}
 
 
-@endpoint(bp, "/v1/users/{user}/tokens", ("POST",), body=CreateToken, status=201)
+@api_route(bp, "/v1/users/{user}/tokens", ("POST",), body=CreateToken, status=201)
 def create_token(principal, request, user, body):
     return services().identity.create_token(user, name=body.name, by=principal)
 
 
-@endpoint(bp, "/v1/users/{user}/tokens")
+@api_route(bp, "/v1/users/{user}/tokens")
 def list_tokens(principal, request, user):
     return {"tokens": services().identity.list_tokens(user, principal)}
 
 
-@endpoint(bp, "/v1/users/{user}/tokens/{token_id}", ("DELETE",))
+@api_route(bp, "/v1/users/{user}/tokens/{token_id}", ("DELETE",))
 def revoke_token(principal, request, user, token_id):
     services().identity.revoke_token(user, token_id, principal)
     return {"revoked": token_id}

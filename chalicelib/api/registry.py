@@ -3,7 +3,7 @@ from chalice import Blueprint
 
 from chalicelib.api.service_locator import services
 from chalicelib.api.models import ModelUpload, RegisterModel, SetAlias, UpdateModelVersion
-from chalicelib.api.routing import endpoint, query_bool, query_int, query_list, query_str
+from chalicelib.api.routing import api_route, query_bool, query_int, query_list, query_str
 from chalicelib.errors import Forbidden
 from chalicelib.services.registry import Registry
 
@@ -17,12 +17,12 @@ def registry() -> Registry:
     return services().registry
 
 
-@endpoint(bp, MODEL + "/uploads", ("POST",), body=ModelUpload, role="contributor")
+@api_route(bp, MODEL + "/uploads", ("POST",), body=ModelUpload, role="contributor")
 def upload_urls(principal, request, workspace, name, body):
     return registry().upload_urls(workspace, name, body.files)
 
 
-@endpoint(bp, MODEL + "/versions", ("POST",), body=RegisterModel, role="contributor", status=201, run_token=True)
+@api_route(bp, MODEL + "/versions", ("POST",), body=RegisterModel, role="contributor", status=201, run_token=True)
 def register(principal, request, workspace, name, body):
     """A run token may register its own run's files (Run.register_model inside a submitted script)."""
     if principal.run_id is not None and not (
@@ -34,7 +34,7 @@ def register(principal, request, workspace, name, body):
                                framework_version=body.framework_version)
 
 
-@endpoint(bp, MODELS, role="reader")
+@api_route(bp, MODELS, role="reader")
 def list_models(principal, request, workspace):
     return registry().list_models(workspace, name=query_str(request, "name"), tags=query_list(request, "tag"),
                                   all_versions=query_bool(request, "all_versions"),
@@ -42,48 +42,48 @@ def list_models(principal, request, workspace):
                                   page_token=query_str(request, "page_token"))
 
 
-@endpoint(bp, MODEL, role="reader")
+@api_route(bp, MODEL, role="reader")
 def show_model(principal, request, workspace, name):
     return registry().get_model(workspace, name)
 
 
-@endpoint(bp, MODEL + "/versions", role="reader")
+@api_route(bp, MODEL + "/versions", role="reader")
 def list_versions(principal, request, workspace, name):
     return registry().list_versions(workspace, name, query_int(request, "max_results", 100, 1, 1000),
                                     query_str(request, "page_token"))
 
 
-@endpoint(bp, VERSION, role="reader", run_token=True)
+@api_route(bp, VERSION, role="reader", run_token=True)
 def show_version(principal, request, workspace, name, version):
     return registry().get_version(workspace, name, version)
 
 
-@endpoint(bp, VERSION + "/files", role="reader", run_token=True)
+@api_route(bp, VERSION + "/files", role="reader", run_token=True)
 def download_urls(principal, request, workspace, name, version):
     return registry().download_urls(workspace, name, version)
 
 
-@endpoint(bp, VERSION, ("PATCH",), body=UpdateModelVersion, role="contributor")
+@api_route(bp, VERSION, ("PATCH",), body=UpdateModelVersion, role="contributor")
 def update_version(principal, request, workspace, name, version, body):
     return registry().update_version(workspace, name, version, tags=body.tags, remove_tags=body.remove_tags,
                                      properties=body.properties, description=body.description)
 
 
-@endpoint(bp, VERSION, ("DELETE",), role="contributor")
+@api_route(bp, VERSION, ("DELETE",), role="contributor")
 def delete_version(principal, request, workspace, name, version):
     return registry().delete_version(principal, workspace, name, version)
 
 
-@endpoint(bp, MODEL + "/aliases", role="reader")
+@api_route(bp, MODEL + "/aliases", role="reader")
 def list_aliases(principal, request, workspace, name):
     return registry().aliases(workspace, name)
 
 
-@endpoint(bp, MODEL + "/aliases/{alias}", ("PUT",), body=SetAlias, role="contributor")
+@api_route(bp, MODEL + "/aliases/{alias}", ("PUT",), body=SetAlias, role="contributor")
 def set_alias(principal, request, workspace, name, alias, body):
     return registry().set_alias(principal, workspace, name, alias, body.version)
 
 
-@endpoint(bp, MODEL + "/aliases/{alias}", ("DELETE",), role="contributor")
+@api_route(bp, MODEL + "/aliases/{alias}", ("DELETE",), role="contributor")
 def delete_alias(principal, request, workspace, name, alias):
     return registry().delete_alias(principal, workspace, name, alias)

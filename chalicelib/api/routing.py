@@ -13,13 +13,13 @@ from pydantic import BaseModel, ValidationError
 from chalicelib.api.service_locator import services
 from chalicelib.errors import Forbidden, Invalid, NimbusError, TooLarge
 from chalicelib.json_codec import dumps_strict, loads_exact
-from chalicelib.telemetry import logger
+from chalicelib.api.request_telemetry import logger
 from nimbus import error_codes as codes
 
 MAX_BODY = 6 * 1024 * 1024  # a Lambda request payload stops at 6 MB
 
 
-def endpoint(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, auth: bool = True,
+def api_route(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, auth: bool = True,
              body: type[BaseModel] | None = None, role: str | None = None, status: int = 200,
              run_token: bool = False, content_types: tuple[str, ...] = ("application/json",)) -> Callable:
     """Register `fn(principal, request, **path_params[, body])` as a JSON route.

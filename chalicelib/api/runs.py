@@ -4,7 +4,7 @@ from pydantic import Field
 
 from chalicelib.api.service_locator import services
 from chalicelib.api.models import AddProperties, Body, ChangeStatus, CreateRun, UpdateTags
-from chalicelib.api.routing import endpoint, query_int, query_str
+from chalicelib.api.routing import api_route, query_int, query_str
 from chalicelib.errors import Forbidden, Invalid
 from chalicelib.services.run_views import run_view
 from chalicelib.services.runs import Reporter
@@ -29,7 +29,7 @@ class ReportStatus(ChangeStatus, RunnerIdentity):
     pass
 
 
-@endpoint(bp, "/v1/workspaces/{workspace}/runs", ("POST",), body=CreateRun, role="contributor", status=201,
+@api_route(bp, "/v1/workspaces/{workspace}/runs", ("POST",), body=CreateRun, role="contributor", status=201,
           run_token=True)
 def create_run(principal, request, workspace, body):
     """An interactive run, a child run, or (with a snapshot) a submitted script run."""
@@ -53,23 +53,23 @@ def create_run(principal, request, workspace, body):
     return run_view(run)
 
 
-@endpoint(bp, RUN, role="reader", run_token=True)
+@api_route(bp, RUN, role="reader", run_token=True)
 def show_run(principal, request, workspace, run_id):
     run = services().runs.get(workspace, run_id)
     return run_view(run, services().runs.children_statuses(run_id))
 
 
-@endpoint(bp, RUN + "/tags", ("PATCH",), body=UpdateTags, role="contributor", run_token=True)
+@api_route(bp, RUN + "/tags", ("PATCH",), body=UpdateTags, role="contributor", run_token=True)
 def update_tags(principal, request, workspace, run_id, body):
     return run_view(services().runs.set_tags(workspace, run_id, body.tags, body.remove))
 
 
-@endpoint(bp, RUN + "/properties", ("POST",), body=AddProperties, role="contributor", run_token=True)
+@api_route(bp, RUN + "/properties", ("POST",), body=AddProperties, role="contributor", run_token=True)
 def add_properties(principal, request, workspace, run_id, body):
     return run_view(services().runs.add_properties(workspace, run_id, body.properties))
 
 
-@endpoint(bp, RUN + "/status", ("POST",), body=ReportStatus, role="contributor", run_token=True)
+@api_route(bp, RUN + "/status", ("POST",), body=ReportStatus, role="contributor", run_token=True)
 def change_status(principal, request, workspace, run_id, body):
     run = services().runs.transition(workspace, run_id, body.status, body.error, body.reporter())
     if body.status == "Canceled" and principal.run_id is None:
@@ -77,14 +77,14 @@ def change_status(principal, request, workspace, run_id, body):
     return run_view(run)
 
 
-@endpoint(bp, RUN + "/cancel", ("POST",), role="contributor", run_token=True)
+@api_route(bp, RUN + "/cancel", ("POST",), role="contributor", run_token=True)
 def cancel_run(principal, request, workspace, run_id):
     run = services().runs.transition(workspace, run_id, "Canceled", {"message": f"canceled by {principal.user}"})
     services().submissions.cancel(workspace, run)  # its job, if a dispatcher here runs it, is stopped
     return run_view(run)
 
 
-@endpoint(bp, RUN + "/heartbeat", ("POST",), body=RunnerIdentity, role="contributor", run_token=True)
+@api_route(bp, RUN + "/heartbeat", ("POST",), body=RunnerIdentity, role="contributor", run_token=True)
 def heartbeat(principal, request, workspace, run_id, body):
     """The runner says it is alive (every 60 s); runs on AWS Batch whose heartbeats stop are failed. A
     beat of a runner that no longer holds the run is refused (409): that runner stops."""
@@ -92,7 +92,7 @@ def heartbeat(principal, request, workspace, run_id, body):
     return {"id": run["id"], "status": run["status"], "heartbeat": run["heartbeat"]}
 
 
-@endpoint(bp, RUN + "/children", role="reader", run_token=True)
+@api_route(bp, RUN + "/children", role="reader", run_token=True)
 def list_children(principal, request, workspace, run_id):
     return services().runs.children(workspace, run_id, query_int(request, "max_results", 100, 1, 1000),
                                     query_str(request, "page_token"))

@@ -3,7 +3,7 @@ from chalice import Blueprint
 
 from chalicelib.api.service_locator import services
 from chalicelib.api.models import AppendLog, LogMetrics, UploadImage, UploadOutputs
-from chalicelib.api.routing import endpoint, query_int, query_str
+from chalicelib.api.routing import api_route, query_int, query_str
 from chalicelib.errors import Invalid
 from chalicelib.services.logs import MAX_READ
 
@@ -11,18 +11,18 @@ bp = Blueprint(__name__)
 RUN = "/v1/workspaces/{workspace}/runs/{run_id}"
 
 
-@endpoint(bp, RUN + "/metrics", ("POST",), body=LogMetrics, role="contributor", run_token=True)
+@api_route(bp, RUN + "/metrics", ("POST",), body=LogMetrics, role="contributor", run_token=True)
 def log_metrics(principal, request, workspace, run_id, body):
     entries = [m.model_dump() for m in body.metrics]
     return services().metrics.log(workspace, run_id, entries, body.batch_id)
 
 
-@endpoint(bp, RUN + "/metrics", role="reader", run_token=True)
+@api_route(bp, RUN + "/metrics", role="reader", run_token=True)
 def list_metrics(principal, request, workspace, run_id):
     return {"metrics": services().metrics.summary(workspace, run_id)}
 
 
-@endpoint(bp, RUN + "/metric-history", role="reader", run_token=True)
+@api_route(bp, RUN + "/metric-history", role="reader", run_token=True)
 def metric_history(principal, request, workspace, run_id):
     name = query_str(request, "name")
     if not name:
@@ -31,43 +31,43 @@ def metric_history(principal, request, workspace, run_id):
                                       query_str(request, "page_token"))
 
 
-@endpoint(bp, RUN + "/logs", role="reader", run_token=True)
+@api_route(bp, RUN + "/logs", role="reader", run_token=True)
 def list_logs(principal, request, workspace, run_id):
     return {"streams": services().logs.streams(workspace, run_id)}
 
 
-@endpoint(bp, RUN + "/logs/{stream}", ("POST",), body=AppendLog, role="contributor", run_token=True)
+@api_route(bp, RUN + "/logs/{stream}", ("POST",), body=AppendLog, role="contributor", run_token=True)
 def append_log(principal, request, workspace, run_id, stream, body):
     return services().logs.append(workspace, run_id, stream, body.text)
 
 
-@endpoint(bp, RUN + "/logs/{stream}", role="reader", run_token=True)
+@api_route(bp, RUN + "/logs/{stream}", role="reader", run_token=True)
 def read_log(principal, request, workspace, run_id, stream):
     return services().logs.read(workspace, run_id, stream, query_int(request, "offset", 0, 0, 2**53),
                                 query_int(request, "max_chars", MAX_READ, 1, MAX_READ))
 
 
-@endpoint(bp, RUN + "/outputs/uploads", ("POST",), body=UploadOutputs, role="contributor", run_token=True)
+@api_route(bp, RUN + "/outputs/uploads", ("POST",), body=UploadOutputs, role="contributor", run_token=True)
 def upload_outputs(principal, request, workspace, run_id, body):
     return {"uploads": services().outputs.upload_urls(workspace, run_id, body.paths)}
 
 
-@endpoint(bp, RUN + "/outputs", role="reader", run_token=True)
+@api_route(bp, RUN + "/outputs", role="reader", run_token=True)
 def list_outputs(principal, request, workspace, run_id):
     return services().outputs.list(workspace, run_id, query_str(request, "prefix") or "",
                                    query_int(request, "max_results", 1000, 1, 1000), query_str(request, "page_token"))
 
 
-@endpoint(bp, RUN + "/outputs/download", role="reader", run_token=True)
+@api_route(bp, RUN + "/outputs/download", role="reader", run_token=True)
 def download_output(principal, request, workspace, run_id):
     return services().outputs.download_url(workspace, run_id, query_str(request, "path") or "")
 
 
-@endpoint(bp, RUN + "/images", ("POST",), body=UploadImage, role="contributor", run_token=True)
+@api_route(bp, RUN + "/images", ("POST",), body=UploadImage, role="contributor", run_token=True)
 def upload_image(principal, request, workspace, run_id, body):
     return services().outputs.image_upload(workspace, run_id, body.name, body.extension)
 
 
-@endpoint(bp, RUN + "/images", role="reader", run_token=True)
+@api_route(bp, RUN + "/images", role="reader", run_token=True)
 def image_url(principal, request, workspace, run_id):
     return services().outputs.image_url(workspace, run_id, query_str(request, "path") or "")

@@ -3,27 +3,27 @@ from chalice import Blueprint
 
 from chalicelib.api.service_locator import services
 from chalicelib.api.models import AddMember, CreateWorkspace
-from chalicelib.api.routing import endpoint, query_bool
+from chalicelib.api.routing import api_route, query_bool
 
 bp = Blueprint(__name__)
 
 
-@endpoint(bp, "/v1/workspaces", ("POST",), body=CreateWorkspace, status=201)
+@api_route(bp, "/v1/workspaces", ("POST",), body=CreateWorkspace, status=201)
 def create_workspace(principal, request, body):
     return services().workspaces.create(principal, body.name, body.description)
 
 
-@endpoint(bp, "/v1/workspaces")
+@api_route(bp, "/v1/workspaces")
 def list_workspaces(principal, request):
     return {"workspaces": services().workspaces.list(principal)}
 
 
-@endpoint(bp, "/v1/workspaces/{workspace}")
+@api_route(bp, "/v1/workspaces/{workspace}")
 def show_workspace(principal, request, workspace):
     return services().workspaces.get(principal, workspace)
 
 
-@endpoint(bp, "/v1/workspaces/{workspace}", ("DELETE",))
+@api_route(bp, "/v1/workspaces/{workspace}", ("DELETE",))
 def delete_workspace(principal, request, workspace):
     force = query_bool(request, "force")
     if force:  # endpoints own running functions: stop them before their records go
@@ -36,17 +36,17 @@ def delete_workspace(principal, request, workspace):
                                         stop_run=services().submissions.cancel)
 
 
-@endpoint(bp, "/v1/workspaces/{workspace}/members", ("POST",), body=AddMember, status=201)
+@api_route(bp, "/v1/workspaces/{workspace}/members", ("POST",), body=AddMember, status=201)
 def add_member(principal, request, workspace, body):
     return services().workspaces.add_member(principal, workspace, body.user, body.role)
 
 
-@endpoint(bp, "/v1/workspaces/{workspace}/members")
+@api_route(bp, "/v1/workspaces/{workspace}/members")
 def list_members(principal, request, workspace):
     return {"members": services().workspaces.list_members(principal, workspace)}
 
 
-@endpoint(bp, "/v1/workspaces/{workspace}/members/{user}", ("DELETE",))
+@api_route(bp, "/v1/workspaces/{workspace}/members/{user}", ("DELETE",))
 def remove_member(principal, request, workspace, user):
     services().workspaces.remove_member(principal, workspace, user)
     return {"removed": user}

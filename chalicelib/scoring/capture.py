@@ -21,7 +21,7 @@ QUEUE_LIMIT = 1000
 
 def _blobs_from_settings():
     """Imported here, on the writer thread: the store is not part of the host's cold start."""
-    from chalicelib.settings import Settings
+    from chalicelib.settings import Settings  # here: see the docstring
     from chalicelib.store.factory import build_blobs
 
     return build_blobs(Settings.from_env())

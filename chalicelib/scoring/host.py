@@ -35,7 +35,7 @@ from chalicelib.scoring.capture import Capture
 from chalicelib.scoring.runtime import (
     JSON, MAX_BODY, ScoreAnswer, ScoringInitError, ScoringRuntime, error_answer, payload_too_large,
 )
-from chalicelib.scoring.telemetry import TelemetryRecorder
+from chalicelib.scoring.telemetry_recorder import TelemetryRecorder
 
 _IMPORTED = time.monotonic()
 EXIT_INIT_FAILED = 3

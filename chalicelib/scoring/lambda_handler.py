@@ -45,7 +45,7 @@ from chalicelib.scoring.capture import Capture
 from chalicelib.scoring.runtime import (
     JSON, MAX_BODY, ScoreAnswer, ScoringInitError, ScoringRuntime, error_answer, payload_too_large,
 )
-from chalicelib.scoring.telemetry import TelemetryRecorder
+from chalicelib.scoring.telemetry_recorder import TelemetryRecorder
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_DIR = "/tmp/nimbus-models"

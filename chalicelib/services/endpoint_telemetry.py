@@ -1,6 +1,6 @@
 """Endpoint telemetry, read side: a window of per-minute counters summed, histograms merged.
 
-The scoring processes write the items (chalicelib/scoring/telemetry.py, which defines their layout);
+The scoring processes write the items (chalicelib/scoring/telemetry_recorder.py, which defines their layout);
 this reads a window with ONE Query on the endpoint's partition, narrowed to the window's sort-key
 range, and removes the items when the endpoint goes.
 
@@ -10,7 +10,7 @@ bucket's geometric middle, within ±5% of the exact percentile of the requests i
 from __future__ import annotations
 
 from chalicelib.errors import Invalid
-from chalicelib.scoring.telemetry import histogram_of, minute_label, percentile_ms, telemetry_pk
+from chalicelib.scoring.telemetry_recorder import histogram_of, minute_label, percentile_ms, telemetry_pk
 from chalicelib.domain.context import Context
 from chalicelib.store.table import Key, Query
 

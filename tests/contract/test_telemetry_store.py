@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.errors import Invalid
-from chalicelib.scoring.telemetry import TelemetryRecorder, bucket_ms, bucket_of
+from chalicelib.scoring.telemetry_recorder import TelemetryRecorder, bucket_ms, bucket_of
 from chalicelib.domain.context import Context
 from chalicelib.services.endpoint_telemetry import EndpointTelemetry
 from chalicelib.store.table import Query

@@ -19,7 +19,7 @@ from chalice.test import Client
 import chalicelib
 from chalicelib import errors
 from chalicelib.api.application import NimbusChalice
-from chalicelib.api.routing import endpoint, framework_errors_middleware
+from chalicelib.api.routing import api_route, framework_errors_middleware
 from nimbus import client as client_module
 from nimbus import error_codes as codes
 from nimbus import exceptions
@@ -36,13 +36,13 @@ def http():
     by_code = {cls.code: cls for cls in vars(errors).values()
                if inspect.isclass(cls) and issubclass(cls, errors.NimbusError) and cls is not errors.NimbusError}
 
-    @endpoint(bp, "/v1/errors/{code}", ("GET", "POST"), auth=False)
+    @api_route(bp, "/v1/errors/{code}", ("GET", "POST"), auth=False)
     def fail(principal, request, code):
         if code in by_code:  # a code with a class of its own raises that class
             raise by_code[code]("it failed", field="where")
         raise errors.NimbusError("it failed", code=codes.BY_CODE[code], field="where")
 
-    @endpoint(bp, "/v1/boom", auth=False)
+    @api_route(bp, "/v1/boom", auth=False)
     def boom(principal, request):
         raise RuntimeError("a bug")
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from chalicelib.scoring.telemetry import (
+from chalicelib.scoring.telemetry_recorder import (
     TelemetryRecorder, bucket_ms, bucket_of, histogram_of, minute_label, percentile_ms, telemetry_sk,
 )
 from chalicelib.store.sqlite_table import SqliteTable
