@@ -3,7 +3,7 @@
     .venv/bin/python bench/batch_submit.py [--runs N] [--iterations K]
 
 Inside moto's `mock_aws` (Batch jobs recorded, never run), it sets up the account the unit tests use
-(`tests.unit.batch_helpers.make_account`: a network, roles, the table, a workspace `team`), provisions a
+(`tests.server.unit.batch_helpers.make_account`: a network, roles, the table, a workspace `team`), provisions a
 batch target with `BatchProvisioner.create` (a compute environment and a job queue), then, N (100) times,
 creates a Queued run as `Account.queued_run` does and hands it to `BatchDispatcher.submit`. Every AWS
 request is counted by service and operation with a `before-call` hook on the boto3 default session (so
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # chalicelib and tests.unit.batch_helpers
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # chalicelib and tests.server.unit.batch_helpers
 
 from _platform import emit, log, p50, percentile, rounded  # noqa: E402
 
@@ -96,7 +96,7 @@ def measure(count: int, iterations: int) -> dict:
     from chalicelib.compute.batch.provisioner import BatchProvisioner
     from chalicelib.services.run_callbacks import run_callbacks
     from nimbus.runtime.job_spec import JobSpec
-    from tests.unit.batch_helpers import make_account
+    from tests.server.unit.batch_helpers import make_account
 
     logging.getLogger("botocore").setLevel(logging.WARNING)
     with mock_aws(config={"batch": {"use_docker": False}}):
