@@ -55,7 +55,8 @@ SCORING_REQUIREMENTS = ("awslambdaric>=3,<5", "boto3==1.44.5", "botocore==1.44.5
 # What an image holds beyond its definition (the client, the scoring runtime): the definition's hash does
 # not cover it, so a build records the format it made, and an image of an older format is built again
 # (under a tag of its own: the repositories' tags are immutable). 2: images also serve scoring functions.
-IMAGE_FORMAT = 2
+# 3: the runner is `nimbus.runtime.runner`, and the scoring runtime needs chalicelib/domain.
+IMAGE_FORMAT = 3
 # CodeBuild's buildStatus → the build item's state.
 STATES = {"IN_PROGRESS": "Building", "SUCCEEDED": "Succeeded", "FAILED": "Failed", "FAULT": "Failed",
           "TIMED_OUT": "Failed", "STOPPED": "Failed"}
