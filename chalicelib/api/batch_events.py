@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from chalice import Blueprint, Rate
 
+from chalicelib.api.request_telemetry import logger
 from chalicelib.api.service_locator import services
 from chalicelib.compute.batch.reconciliation import EVENT_SOURCE, EVENT_TYPE, Reconciler
-from chalicelib.api.request_telemetry import logger
 from chalicelib.wiring import batch_reconciler
 
 bp = Blueprint(__name__)

@@ -26,13 +26,13 @@ from __future__ import annotations
 from typing import Callable
 
 from chalicelib.compute.dispatcher import Dispatcher
-from nimbus.runtime.job_spec import JobSpec
 from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
 from chalicelib.store.table import (
     Check, ConditionFailed, Delete, Key, Operation, Put, Query, Update, all_of, any_of, attr_absent, attr_eq, attr_lt,
     item_absent, item_exists,
 )
+from nimbus.runtime.job_spec import JobSpec
 
 CLAIM_PAGE = 25  # queue items read per Query while looking for one not leased
 LEASE_SECONDS = 120  # how long a claimed run stays with its agent before another claim may take it

@@ -15,6 +15,7 @@ import re
 import secrets
 from typing import Callable
 
+from chalicelib.compute.instance_queue import slot_keys
 from chalicelib.errors import Conflict, Invalid, NotFound
 from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
@@ -28,7 +29,6 @@ from chalicelib.services.identity import Principal
 from chalicelib.store.table import (
     Check, ConditionFailed, Put, Query, Update, all_of, any_of, attr_absent, attr_eq, item_absent, item_exists,
 )
-from chalicelib.compute.instance_queue import slot_keys
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import re
 from chalicelib.errors import Conflict, Invalid, TooLarge
 from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
-from nimbus.runtime.run_states import TERMINAL
 from chalicelib.services.runs import Runs
 from chalicelib.store.table import Query, Update
+from nimbus.runtime.run_states import TERMINAL
 
 STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_CHUNK = 256 * 1024  # characters per append; an item stops at 400 KB

@@ -20,10 +20,10 @@ from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.validation import check_page_size, decode_page_token, encode_page_token, start_key
-from nimbus.runtime.run_states import ACTIVE
 from chalicelib.services.runs import Runs
 from chalicelib.store.blobs import check_key
 from chalicelib.store.table import ConditionFailed, Put, Query, Update, all_of, attr_absent_or_eq, attr_in
+from nimbus.runtime.run_states import ACTIVE
 
 TYPES = ("scalar", "list", "row", "table", "image")
 MAX_NAME = 255

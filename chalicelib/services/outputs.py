@@ -8,8 +8,8 @@ from chalicelib.domain.context import Context
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.validation import check_page_size, decode_page_token, encode_page_token
 from chalicelib.services.runs import Runs
-from chalicelib.store.blobs import check_key
 from chalicelib.services.workspaces import Workspaces
+from chalicelib.store.blobs import check_key
 
 MAX_PATH = 1024
 MAX_FILES_PER_REQUEST = 500

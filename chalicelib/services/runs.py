@@ -20,11 +20,11 @@ from chalicelib.services.experiments import Experiments
 from chalicelib.services.run_search import search_runs
 from chalicelib.services.run_views import run_summary
 from chalicelib.services.identity import Principal
-from nimbus.runtime.run_states import ACTIVE, STATUSES, TERMINAL, TRANSITIONS
 from chalicelib.store.table import (
     Check, Cond, ConditionFailed, Delete, Operation, Put, Query, Update, all_of, any_of, attr_absent, attr_absent_or_eq,
     attr_eq, attr_in, attr_lt, item_absent, item_exists,
 )
+from nimbus.runtime.run_states import ACTIVE, STATUSES, TERMINAL, TRANSITIONS
 
 MAX_ENTRIES_BYTES = 64 * 1024
 CHILD_SUMMARY_LIMIT = 1000

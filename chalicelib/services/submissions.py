@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from chalicelib.compute.dispatcher import Dispatcher
-from nimbus.runtime.job_spec import JobSpec
 from chalicelib.errors import Conflict, Invalid
 from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
@@ -19,6 +18,7 @@ from chalicelib.services.environments import Environments, environment_for
 from chalicelib.services.identity import Principal
 from chalicelib.services.runs import Runs
 from chalicelib.store.table import Check, ConditionFailed, Key, Operation, Put, attr_eq, item_absent
+from nimbus.runtime.job_spec import JobSpec
 
 
 def submission_key(workspace: str, client_token: str) -> Key:

@@ -8,12 +8,12 @@ from chalicelib.errors import Conflict, Forbidden, Invalid, NotFound
 from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
 from chalicelib.domain.validation import check_name, WORKSPACE_NAME, WORKSPACE_RULE
+from chalicelib.services.compute_targets import LOCAL, ComputeTargets
 from chalicelib.services.identity import Identity, Principal
+from chalicelib.services.runs import Runs
 from chalicelib.store.table import (
     Check, ConditionFailed, Delete, Key, Put, Query, Update, attr_eq, attr_gt, item_absent, item_exists,
 )
-from chalicelib.services.runs import Runs
-from chalicelib.services.compute_targets import LOCAL, ComputeTargets
 
 ROLES = ("reader", "contributor", "owner")
 # Partitions a workspace holds besides its members; any of them blocks a plain delete.

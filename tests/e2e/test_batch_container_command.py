@@ -24,8 +24,8 @@ from chalicelib.wiring import build_services
 from chalicelib.compute.batch import spec as batch_spec
 from chalicelib.compute.batch.dispatcher import BatchDispatcher
 from chalicelib.compute.batch.provisioner import BatchProvisioner
-from nimbus.runtime.job_spec import JobSpec
 from chalicelib.settings import Settings
+from nimbus.runtime.job_spec import JobSpec
 from nimbus import ScriptRunConfig, snapshot
 from nimbus.runtime import sealed_token
 from nimbus.experiment import Run

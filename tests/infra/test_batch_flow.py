@@ -14,11 +14,11 @@ from chalicelib.api import service_locator
 from chalicelib.services.container import Services
 from chalicelib.compute.batch.dispatcher import BATCH_JOBS_PK, BatchDispatcher
 from chalicelib.compute.batch.provisioner import BatchProvisioner
-from nimbus.runtime.job_spec import JobSpec
 from chalicelib.domain.context import Context
 from chalicelib.settings import Settings
 from chalicelib.store.factory import build_blobs, build_table
 from chalicelib.store.table import Query
+from nimbus.runtime.job_spec import JobSpec
 from nimbus.runtime import sealed_token
 
 ROOT = Path(__file__).resolve().parents[2]

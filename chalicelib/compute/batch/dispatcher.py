@@ -15,13 +15,13 @@ from botocore.exceptions import ClientError
 from chalicelib.compute.batch import spec as spec_module
 from chalicelib.compute.batch.calls import Calls, RoleArns, error_code, lazy_client, retryable
 from chalicelib.compute.dispatcher import Dispatcher, RunCallbacks
-from nimbus.runtime.job_spec import JobSpec
 from chalicelib.errors import Invalid, NimbusError, Unavailable
 from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
-from nimbus.runtime.run_states import ACTIVE
 from chalicelib.settings import Settings
 from chalicelib.store.table import ConditionFailed, Key, Put, Update, all_of, attr_in, item_exists
+from nimbus.runtime.job_spec import JobSpec
+from nimbus.runtime.run_states import ACTIVE
 from nimbus.runtime import sealed_token
 
 logger = logging.getLogger(__name__)

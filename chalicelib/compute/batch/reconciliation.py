@@ -32,8 +32,8 @@ from chalicelib.errors import NotFound
 from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
 from chalicelib.domain.timestamps import iso, parse_iso
-from nimbus.runtime.run_states import TERMINAL
 from chalicelib.store.table import Query
+from nimbus.runtime.run_states import TERMINAL
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from nimbus.runtime.job_spec import JobSpec, runner_command
 from chalicelib.errors import Invalid
+from nimbus.runtime.job_spec import JobSpec, runner_command
 from nimbus.runtime.sealed_token import SEALED_ENV
 
 JOB_NAME_MAX = 128  # Batch: letters, digits, '-' and '_', starting with a letter or digit

@@ -9,8 +9,8 @@ from chalicelib.compute.batch import dispatcher as batch
 from chalicelib.compute.batch.dispatcher import BatchDispatcher
 from chalicelib.compute.batch.provisioner import BatchProvisioner
 from chalicelib.services.run_callbacks import run_callbacks
-from nimbus.runtime.job_spec import JobSpec
 from chalicelib.errors import Invalid, NimbusError, Unavailable
+from nimbus.runtime.job_spec import JobSpec
 from nimbus.runtime import sealed_token
 from tests.server.unit.batch_helpers import make_account, throttled
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.compute.batch import spec as bs
-from nimbus.runtime.job_spec import JobSpec
 from chalicelib.errors import Invalid
+from nimbus.runtime.job_spec import JobSpec
 
 RUN = "0190a1b2c3d4e5f6a7b8c9"
 QUEUE = "arn:aws:batch:us-east-1:123456789012:job-queue/nimbus-team-gpu"

@@ -11,7 +11,6 @@ from chalicelib.services.container import Services
 from chalicelib.compute.batch import dispatcher as batch
 from chalicelib.compute.batch.dispatcher import BatchDispatcher
 from chalicelib.compute.batch.provisioner import BatchProvisioner
-from nimbus.runtime.job_spec import JobSpec
 from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
 from chalicelib.domain.timestamps import iso
@@ -19,6 +18,7 @@ from chalicelib.compute.batch.reconciliation import Reconciler, active_runs
 from chalicelib.services.runs import Reporter
 from chalicelib.store.factory import build_blobs, build_table
 from chalicelib.store.table import Update
+from nimbus.runtime.job_spec import JobSpec
 from tests.server.unit.batch_helpers import make_account
 
 JOB_ID = "5b2c0e1e-0000-4000-8000-000000000001"
