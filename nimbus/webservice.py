@@ -1,4 +1,5 @@
-"""Deployments and endpoints in the style of Azure ML v1: InferenceConfig, DeploymentConfig, deploy, Webservice.
+"""Deployments and endpoints in the style of Azure ML v1: deploy and Webservice (their configuration:
+nimbus/deployment_config.py, InferenceConfig and DeploymentConfig).
 
 An endpoint (a Webservice) holds two keys and a traffic split over its deployments; a deployment is one
 scoring function built from registered model versions, a snapshot of a source folder and an entry script.
@@ -8,28 +9,19 @@ for it unless told not to, and `Webservice.wait_for_deployment` waits later.
 from __future__ import annotations
 
 import json
-import os
-import re
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from nimbus import snapshot
 from nimbus.client import api_path
-from nimbus.environment import Environment, reference
-from nimbus.exceptions import AuthenticationError, InvalidError, NimbusError, WebserviceScoringError
+from nimbus.deployment_config import DeploymentConfig, InferenceConfig, check_name, invalid, whole_number
+from nimbus.exceptions import AuthenticationError, NimbusError, WebserviceScoringError
 from nimbus.progress import ProgressBar, wanted
 
 if TYPE_CHECKING:
     from nimbus.workspace import Workspace
 
-NAME_RULE = re.compile(r"[a-z][a-z0-9-]{1,31}")  # endpoints and deployments alike
 KEY_NAMES = ("primary", "secondary")
-MEMORY_MB = (128, 10240)  # AWS Lambda's range
-TIMEOUT_S = (1, 900)
-CONCURRENCY = (0, 1000)  # the service's bounds
-INSTANCES = (1, 1000)
 ROLLING_OUT = ("Creating", "Updating")  # a deployment's states while it is on its way
 DEPLOY_TIMEOUT_S = 25 * 60.0  # the service itself fails a deployment still on its way after 20 minutes
 POLL_SECONDS = 2.0
@@ -47,118 +39,10 @@ class WebserviceTimeout(NimbusError, TimeoutError):
     code = "Timeout"
 
 
-def _invalid(field: str, message: str) -> InvalidError:
-    return InvalidError(f"{field} {message}", field=field)
-
-
-def _whole(value: Any, field: str, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
-        raise _invalid(field, f"must be a whole number {span}, not {value!r}")
-    return value
-
-
-def check_name(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not NAME_RULE.fullmatch(value):
-        raise _invalid(field, f"must be 2-32 characters: a lowercase letter, then lowercase letters, digits or "
-                              f"'-', not {value!r}")
-    return value
-
-
-# --- configuration ----------------------------------------------------------------------------------
-class InferenceConfig:
-    """The entry script (with init() and run(raw_data)) and the folder it is deployed from.
-
-    Without source_directory the entry script's own folder is deployed; otherwise entry_script is
-    relative to source_directory. Either way the script must be a file inside the folder.
-    """
-
-    def __init__(self, entry_script: str | os.PathLike, source_directory: str | os.PathLike | None = None,
-                 environment: "str | Environment | None" = None):
-        if not isinstance(entry_script, (str, os.PathLike)) or not os.fspath(entry_script):
-            raise _invalid("entry_script", "must be a file path")
-        if source_directory is None:
-            script = Path(entry_script)
-            source_directory, entry_script = script.parent, script.name
-        elif not isinstance(source_directory, (str, os.PathLike)) or not os.fspath(source_directory):
-            raise _invalid("source_directory", "must be a folder path")
-        environment = reference(environment)  # a registered Environment as 'name:version'
-        if environment is not None and (not isinstance(environment, str) or not 0 < len(environment) <= 255):
-            raise _invalid("environment", "must be a registered Environment, 'name[:version]' or None")
-        self.source_directory = os.fspath(source_directory)
-        self.entry_script = os.fspath(entry_script)
-        self.environment = environment
-        self.validate()
-
-    def validate(self) -> None:
-        """Checks that the folder exists and holds the script; makes entry_script a relative POSIX path."""
-        root = Path(self.source_directory)
-        if not root.is_dir():
-            raise _invalid("source_directory", f"{self.source_directory!r} is not a folder")
-        script = Path(self.entry_script)
-        script = script if script.is_absolute() else root / script
-        resolved, root_resolved = script.resolve(), root.resolve()
-        if not resolved.is_relative_to(root_resolved):
-            raise _invalid("entry_script", f"{self.entry_script!r} is outside the source folder "
-                                           f"{self.source_directory!r}")
-        if not resolved.is_file():
-            raise _invalid("entry_script", f"{self.entry_script!r} is not a file in {self.source_directory!r}")
-        # The script's name inside the snapshot: as written (a link keeps its own name), never resolved.
-        relative = os.path.relpath(os.path.abspath(script), os.path.abspath(root))
-        self.entry_script = PurePosixPath(*Path(relative).parts).as_posix()
-
-    def __repr__(self) -> str:
-        return (f"InferenceConfig(entry_script={self.entry_script!r}, source_directory={self.source_directory!r}, "
-                f"environment={self.environment!r})")
-
-
-@dataclass
-class DeploymentConfig:
-    """How a deployment runs: memory, time limit per request, concurrency, instances, request capture."""
-
-    memory_mb: int = 1024
-    timeout_s: int = 60
-    reserved_concurrency: int | None = None
-    provisioned_concurrency: int | None = None
-    min_instances: int = 0
-    max_instances: int | None = None
-    capture_rate: float = 0.0  # share of requests (0-1) whose body and answer are kept
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Checks every field; raises InvalidError naming the field."""
-        _whole(self.memory_mb, "memory_mb", *MEMORY_MB)
-        _whole(self.timeout_s, "timeout_s", *TIMEOUT_S)
-        if self.reserved_concurrency is not None:
-            _whole(self.reserved_concurrency, "reserved_concurrency", *CONCURRENCY)
-        if self.provisioned_concurrency is not None:
-            _whole(self.provisioned_concurrency, "provisioned_concurrency", 1, CONCURRENCY[1])
-            if self.reserved_concurrency is not None and self.provisioned_concurrency > self.reserved_concurrency:
-                raise _invalid("provisioned_concurrency", f"({self.provisioned_concurrency}) cannot exceed "
-                                                          f"reserved_concurrency ({self.reserved_concurrency})")
-        _whole(self.min_instances, "min_instances", 0, INSTANCES[1])
-        if self.max_instances is not None:
-            _whole(self.max_instances, "max_instances", *INSTANCES)
-        if self.max_instances is not None and self.max_instances < self.min_instances:
-            raise _invalid("max_instances", f"({self.max_instances}) cannot be below min_instances "
-                                            f"({self.min_instances})")
-        rate = self.capture_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
-            raise _invalid("capture_rate", f"must be a number from 0 to 1, not {rate!r}")
-        self.capture_rate = float(rate)
-
-    def to_dict(self) -> dict:
-        """The `config` of a deployment, as the service takes it."""
-        self.validate()
-        return asdict(self)
-
-
 def model_ids(models: Iterable[Any]) -> list[str]:
     """["name:version"] from Model objects (with .name and .version) or "name:version" strings."""
     if isinstance(models, (str, bytes)) or not isinstance(models, Iterable):
-        raise _invalid("models", "must be a list of models or 'name:version' strings")
+        raise invalid("models", "must be a list of models or 'name:version' strings")
     ids = []
     for index, model in enumerate(models):
         if isinstance(model, str):
@@ -167,10 +51,10 @@ def model_ids(models: Iterable[Any]) -> list[str]:
             name, version, sep = getattr(model, "name", None), getattr(model, "version", None), ":"
             name, version = (None, None) if name is None or version is None else (str(name), str(version))
         if not sep or not name or not version:
-            raise _invalid(f"models[{index}]", f"must be a Model or a 'name:version' string, not {model!r}")
+            raise invalid(f"models[{index}]", f"must be a Model or a 'name:version' string, not {model!r}")
         ids.append(f"{name}:{version}")
     if not ids:
-        raise _invalid("models", "must name at least one model version")
+        raise invalid("models", "must name at least one model version")
     return ids
 
 
@@ -191,7 +75,7 @@ def deploy(workspace: "Workspace", name: str, models: Iterable[Any], inference_c
     endpoint = check_name(endpoint, "endpoint") if endpoint is not None else name
     ids = model_ids(models)
     if not isinstance(inference_config, InferenceConfig):
-        raise _invalid("inference_config", "must be an InferenceConfig")
+        raise invalid("inference_config", "must be an InferenceConfig")
     inference_config.validate()
     config = (deployment_config or DeploymentConfig()).to_dict()
 
@@ -212,7 +96,7 @@ def _upload_source(workspace: "Workspace", inference_config: InferenceConfig, sh
     """The source folder as a snapshot (only the content the store lacks is uploaded): its id."""
     files = snapshot.collect(inference_config.source_directory, **snapshot.limits_from_env())
     if inference_config.entry_script not in {f.path for f in files}:
-        raise _invalid("entry_script", f"{inference_config.entry_script!r} is left out of the snapshot by an "
+        raise invalid("entry_script", f"{inference_config.entry_script!r} is left out of the snapshot by an "
                                        f"ignore file (.amlignore or .gitignore)")
     content_bytes = sum({f.digest: f.size for f in files}.values())
     with ProgressBar(content_bytes, "snapshot", enabled=wanted(show_progress)) as bar:
@@ -356,7 +240,7 @@ class Webservice:
         """Replaces the 'Primary' or 'Secondary' key (any case); returns the new (primary, secondary)."""
         which = key.lower() if isinstance(key, str) else key
         if which not in KEY_NAMES:
-            raise _invalid("key", f"must be 'Primary' or 'Secondary', not {key!r}")
+            raise invalid("key", f"must be 'Primary' or 'Secondary', not {key!r}")
         return self._keys(self.workspace.client.post(self._path("keys", "regenerate"), {"key": which}))
 
     def _keys(self, reply: Mapping) -> tuple[str, str]:
@@ -367,17 +251,17 @@ class Webservice:
     def set_traffic(self, traffic: Mapping[str, int]) -> dict[str, int]:
         """Splits requests between deployments by weight (whole numbers 0-100 summing to 100)."""
         if not isinstance(traffic, Mapping) or not traffic:
-            raise _invalid("traffic", "must map deployment names to weights")
+            raise invalid("traffic", "must map deployment names to weights")
         for deployment, weight in traffic.items():
-            _whole(weight, f"traffic.{deployment}", 0, 100)
+            whole_number(weight, f"traffic.{deployment}", 0, 100)
         if sum(traffic.values()) != 100:
-            raise _invalid("traffic", f"weights must sum to 100, not {sum(traffic.values())}")
+            raise invalid("traffic", f"weights must sum to 100, not {sum(traffic.values())}")
         self._details = self.workspace.client.request("PUT", self._path("traffic"), json={"traffic": dict(traffic)})
         return self.traffic
 
     def get_logs(self, deployment: str | None = None, tail: int = 200) -> str:
         """The last `tail` lines a deployment printed (default: the one receiving the most traffic)."""
-        _whole(tail, "tail", 1)
+        whole_number(tail, "tail", 1)
         if deployment is None:
             deployment = self._busiest_deployment()
         return self.workspace.client.get(self._path("deployments", deployment, "logs"), tail=tail)["logs"]
@@ -385,12 +269,12 @@ class Webservice:
     def _busiest_deployment(self) -> str:
         traffic, names = self.traffic, [view["name"] for view in self.deployments]
         if not names:
-            raise _invalid("deployment", f"endpoint {self.name!r} has no deployments")
+            raise invalid("deployment", f"endpoint {self.name!r} has no deployments")
         return max(names, key=lambda name: (traffic.get(name, 0), name))
 
     def telemetry(self, minutes: int = 60) -> dict:
         """Requests, errors and p50/p95 latency over the last `minutes`, in all and per deployment."""
-        _whole(minutes, "minutes", 1)
+        whole_number(minutes, "minutes", 1)
         return self.workspace.client.get(self._path("telemetry"), minutes=minutes)
 
     def delete_deployment(self, name: str) -> Any:
@@ -426,7 +310,7 @@ def _encoded(input_data: Any) -> bytes:
     try:
         return json.dumps(input_data, allow_nan=False, default=_plain).encode("utf-8")
     except (TypeError, ValueError) as err:
-        raise _invalid("input_data", f"cannot be sent as JSON: {err}") from None
+        raise invalid("input_data", f"cannot be sent as JSON: {err}") from None
 
 
 def _plain(value: Any) -> Any:

@@ -7,9 +7,8 @@ import click
 
 from nimbus.cli.common import connect, output_option, workspace_option
 from nimbus.cli.output import emit, print_json, print_record, print_table
-from nimbus.webservice import (
-    DEPLOY_TIMEOUT_S, POLL_SECONDS, ROLLING_OUT, DeploymentConfig, InferenceConfig, Webservice, deploy as deploy_models,
-)
+from nimbus.deployment_config import DeploymentConfig, InferenceConfig
+from nimbus.webservice import DEPLOY_TIMEOUT_S, POLL_SECONDS, ROLLING_OUT, Webservice, deploy as deploy_models
 
 DEPLOY_FIELDS = ["endpoint", "name", "state", "step", "revision", "models", "entry_script", "environment",
                  "host_url", "scoring_uri", "error"]
