@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -38,21 +39,32 @@ class RunOutputs:
         return {"path": name, "size": sent}
 
     def upload_folder(self, name: str, path: str | os.PathLike, show_progress: bool | None = None) -> list[dict]:
-        """Stores every file under a local folder as outputs under `name/`, keeping relative paths."""
+        """Stores every file under a local folder as outputs under `name/`, keeping relative paths.
+
+        A link is stored as the file it points to when that file is inside the folder; a link out of the
+        folder, to a folder or to nothing is never followed: it is left out, with a warning on stderr.
+        (A run's script writes its outputs, and a link to a file of the machine must not publish it.)"""
         root = Path(path)
         if not root.is_dir():
             raise InvalidError(f"{str(root)!r} is not a folder")
         prefix = name.strip("/")
-        files = sorted(p for p in root.rglob("*") if p.is_file())
-        targets = [f"{prefix}/{p.relative_to(root).as_posix()}" if prefix else p.relative_to(root).as_posix()
-                   for p in files]
+        found, left_out = folder_files(root)
+        for relative in left_out:
+            print(f"nimbus: {root / relative} is a link out of {root} (or to a folder): not uploaded", file=sys.stderr)
+        targets = [f"{prefix}/{relative}" if prefix else relative for relative, _ in found]
+        files = [source for _, source in found]
         sizes: list[int] = []
         with ProgressBar(sum(p.stat().st_size for p in files), name or ".", enabled=wanted(show_progress)) as bar:
             for start in range(0, len(files), PRESIGN_BATCH):  # signed just before use: the URLs expire
                 urls = [u["url"] for u in self._upload_urls(targets[start:start + PRESIGN_BATCH])]
                 jobs = zip(urls, files[start:start + PRESIGN_BATCH])
-                sizes += _parallel(lambda job: self.workspace.client.upload(job[0], job[1], bar.update), jobs)
+                sizes += _parallel(lambda job: self._upload_file(job[0], job[1], bar.update), jobs)
         return [{"path": target, "size": size} for target, size in zip(targets, sizes)]
+
+    def _upload_file(self, url: str, source: Path, progress: Callable[[int], None]) -> int:
+        # Opened without following a link in its last step: one swapped in since the walk is refused.
+        with os.fdopen(os.open(source, os.O_RDONLY | os.O_NOFOLLOW), "rb") as stream:
+            return self.workspace.client.upload(url, stream, progress)
 
     def _upload_urls(self, paths: list[str]) -> list[dict]:
         return self.workspace.client.post(self._outputs_path("uploads"), {"paths": paths}, retry=True)["uploads"]
@@ -123,6 +135,30 @@ def _zip_time(modified: float | None) -> tuple:
     moment = datetime.fromtimestamp(modified) if modified else datetime.now()
     return max(moment, datetime(1980, 1, 1)).timetuple()[:6]
 
+
+
+def folder_files(root: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """(relative POSIX path, the file to read) of every file under `root`, in path order, and the links
+    left out. Links are never followed out of `root`: one to a file inside it reads that file; one to a
+    file outside, to a folder or to nothing is left out."""
+    real_root = root.resolve()
+    found: list[tuple[str, Path]] = []
+    left_out: list[str] = []
+    for folder, folders, names in os.walk(root, followlinks=False):
+        here = Path(folder)
+        for entry in [*names, *(f for f in folders if (here / f).is_symlink())]:
+            path = here / entry
+            relative = path.relative_to(root).as_posix()
+            if not path.is_symlink():
+                if path.is_file():
+                    found.append((relative, path))
+                continue
+            target = path.resolve()
+            if target.is_relative_to(real_root) and target.is_file():
+                found.append((relative, target))
+            else:
+                left_out.append(relative)
+    return sorted(found), sorted(left_out)
 
 def _parallel(task: Callable[[Any], Any], jobs: Iterable[Any]) -> list[Any]:
     """Runs transfers a few at a time; the first failure is raised once the others stop."""

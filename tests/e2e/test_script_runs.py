@@ -75,6 +75,28 @@ def test_a_failing_script_fails_the_run_with_its_exit_code_and_stderr(workspace,
     assert "3" in details["error"]["message"] and "about to fail" in str(details["error"])
 
 
+def test_a_link_in_outputs_to_the_platforms_signing_key_is_not_uploaded(workspace, platform, folder):
+    # Given a script that links the platform's signing key (and credentials) into its outputs
+    key, credentials = platform.home / "signing.key", platform.home / "credentials"
+    (folder / "leak.py").write_text(
+        "import os, sys\n"
+        "os.makedirs('outputs', exist_ok=True)\n"
+        "os.symlink(sys.argv[1], 'outputs/signing.key')\n"
+        "os.symlink(sys.argv[2], 'outputs/credentials')\n"
+        "open('outputs/result.txt', 'w').write('fine')\n"
+        "os.symlink('result.txt', 'outputs/latest.txt')\n")
+    config = ScriptRunConfig(source_directory=folder, script="leak.py", arguments=[str(key), str(credentials)])
+
+    # When it runs
+    run = Experiment(workspace, "links").submit(config)
+    details = wait_until_ended(run)
+
+    # Then its own files are stored, the link inside as what it points to, and neither secret at all
+    assert details["status"] == "Completed", details.get("error")
+    assert key.is_file() and credentials.is_file()  # there to be read, had the links been followed
+    assert sorted(run.get_file_names()) == ["outputs/latest.txt", "outputs/result.txt"]
+
+
 def test_a_script_past_its_max_duration_is_stopped(workspace, folder):
     (folder / "slow.py").write_text("import time\ntime.sleep(120)\n")
     config = ScriptRunConfig(source_directory=folder, script="slow.py", max_run_duration_seconds=2)

@@ -54,7 +54,7 @@ class FakeApi:
         return self.request("POST", path, json=body or {}, retry=retry)
 
     def upload(self, url, source, progress=None):
-        data = Path(source).read_bytes()
+        data = source.read() if hasattr(source, "read") else Path(source).read_bytes()
         with self.lock:
             self.uploads[url.removeprefix("fake://")] = data
         return len(data)

@@ -180,7 +180,7 @@ class FakeStore:
         return {"id": "f" * 64, "file_count": len(body["files"]), "total_bytes": sum(f["size"] for f in body["files"])}
 
     def upload(self, url, source, progress=None):
-        data = Path(source).read_bytes()
+        data = source.read() if hasattr(source, "read") else Path(source).read_bytes()
         self.puts.append(url)
         self.stored.add(url.rsplit("/", 1)[1])
         if progress:
