@@ -78,7 +78,8 @@ def telemetry(principal, request, workspace, endpoint):
     return services().telemetry.summary(workspace, endpoint, query_int(request, "minutes", 60, 1, 43_200))
 
 
-@api_route(bp, BASE + "/{endpoint}/score", ("POST",), auth=False, content_types=SCORING_CONTENT_TYPES)
+@api_route(bp, BASE + "/{endpoint}/score", ("POST",), auth=False, endpoint_key=True,
+           content_types=SCORING_CONTENT_TYPES)
 def score(principal, request, workspace, endpoint):
     raw = request.raw_body or b""
     if len(raw) > MAX_BODY:

@@ -11,7 +11,7 @@ from chalice import Blueprint, Response
 from pydantic import BaseModel, ValidationError
 
 from chalicelib.api.service_locator import services
-from chalicelib.errors import Forbidden, Invalid, NimbusError, TooLarge
+from chalicelib.errors import Forbidden, Invalid, NimbusError, TooLarge, Unauthorized
 from chalicelib.json_codec import dumps_strict, loads_exact
 from chalicelib.api.request_telemetry import logger
 from nimbus import error_codes as codes
@@ -19,10 +19,19 @@ from nimbus import error_codes as codes
 MAX_BODY = 6 * 1024 * 1024  # a Lambda request payload stops at 6 MB
 
 
+# How each route's callers prove who they are, by route path: what refuses the unauthenticated first.
+_CALLERS: dict[str, str] = {}
+TOKEN, ENDPOINT_KEY, ANYONE = "token", "endpoint key", "anyone"
+
+
 def api_route(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, auth: bool = True,
              body: type[BaseModel] | None = None, role: str | None = None, status: int = 200,
-             run_token: bool = False, content_types: tuple[str, ...] = ("application/json",)) -> Callable:
+             run_token: bool = False, content_types: tuple[str, ...] = ("application/json",),
+             endpoint_key: bool = False) -> Callable:
     """Register `fn(principal, request, **path_params[, body])` as a JSON route.
+
+    `auth=False` leaves authentication to the view: `endpoint_key` says its callers present an endpoint
+    key (the view checks it), else the route is open to anyone.
 
     `role` names the minimum workspace role; the route's `workspace` path parameter is checked.
     `run_token` lets a run token in: its workspace must be the route's, and a `run_id` path parameter
@@ -53,6 +62,7 @@ def api_route(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, 
                 return json_response(internal.to_dict(), internal.status)
 
         bp.route(path, methods=list(methods), content_types=list(content_types))(view)
+        _CALLERS[path] = TOKEN if auth else ENDPOINT_KEY if endpoint_key else ANYONE
         return fn
 
     return register
@@ -119,13 +129,32 @@ _FRAMEWORK_ERRORS = {405: (codes.METHOD_NOT_ALLOWED, None), 415: (codes.UNSUPPOR
 
 
 def framework_errors_middleware(event, get_response):
-    """Chalice answers a wrong method (405) or content type (415) itself, in its own error shape: give
-    those the API's shape and the table's code, so clients parse one kind of error."""
+    """Chalice answers a wrong method (405) or content type (415) itself, before any view: a caller who
+    could not call the route is refused (401) first, so it learns nothing of the route; the others get
+    the API's error shape with the table's code, so clients parse one kind of error."""
     response = get_response(event)
     framework = _FRAMEWORK_ERRORS.get(response.status_code)
     if framework and isinstance(response.body, dict) and "Code" in response.body:
+        refusal = _unauthenticated(event)
+        if refusal is not None:
+            return json_response(refusal.to_dict(), refusal.status)
         code, field = framework
         error = NimbusError(str(response.body.get("Message", "")), code=code, field=field)
         response.body = dumps_strict(error.to_dict()).decode()
         response.headers["Content-Type"] = "application/json"
     return response
+
+
+def _unauthenticated(event) -> Unauthorized | None:
+    """Why the request may not call the route it matched (None: it may, or the route is open)."""
+    callers = _CALLERS.get((event.context or {}).get("resourcePath", ""), ANYONE)
+    authorization = event.headers.get("authorization")
+    try:
+        if callers == TOKEN:
+            services().identity.authenticate(authorization)
+        elif callers == ENDPOINT_KEY:
+            params = event.uri_params or {}
+            services().deployments.check_key(params.get("workspace", ""), params.get("endpoint", ""), authorization)
+    except Unauthorized as refused:
+        return refused
+    return None

@@ -293,8 +293,8 @@ class Deployments:
         return {f"{name}_key": pair[name] for name in KEY_NAMES}
 
     # --- scoring -------------------------------------------------------------------------------
-    def score(self, workspace: str, endpoint: str, authorization: str | None, body: bytes,
-              content_type: str) -> ScoreResult:
+    def check_key(self, workspace: str, endpoint: str, authorization: str | None) -> dict:
+        """The endpoint, when `authorization` holds one of its keys; Unauthorized otherwise."""
         item = self.ctx.table.get_item(table_keys.endpoint(workspace, endpoint))
         scheme, _, presented = (authorization or "").partition(" ")
         valid = item is not None and scheme.lower() == "bearer" and presented and any(
@@ -302,6 +302,11 @@ class Deployments:
         if not valid:
             # The same answer for an unknown endpoint and a wrong key: keys are per endpoint.
             raise Unauthorized("a valid endpoint key is required: Authorization: Bearer <key>")
+        return item
+
+    def score(self, workspace: str, endpoint: str, authorization: str | None, body: bytes,
+              content_type: str) -> ScoreResult:
+        item = self.check_key(workspace, endpoint, authorization)
         deployments = {d["name"]: d for d in self._deployment_items(workspace, endpoint)}
         weighted = {n: w for n, w in item["traffic"].items() if w > 0 and n in deployments}
         if not weighted:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
+
 WELL_FORMED_UNKNOWN = "nmb_" + "A" * 43
 
 
@@ -211,3 +213,17 @@ def test_tokens_are_stored_only_as_hashes(api, services):
         assert secret not in dump
         assert secret[len("nmb_"):] not in dump
         assert hashlib.sha256(secret.encode()).hexdigest() in dump
+
+
+@pytest.mark.parametrize("method, headers, refused_with", [
+    ("POST", {"Content-Type": "text/plain"}, 415),  # a content type the route does not take
+    ("PATCH", {"Content-Type": "application/json"}, 405),  # a method it does not take
+])
+def test_a_caller_without_a_token_learns_nothing_of_a_route_from_its_content_type_or_method(api, method, headers,
+                                                                                               refused_with):
+    path = "/v1/workspaces"
+    call = getattr(api.client.http, method.lower())
+    anonymous = call(path, body="{}", headers=headers)
+    assert anonymous.status_code == 401 and json.loads(anonymous.body)["code"] == "Unauthorized"
+    known = call(path, body="{}", headers={**headers, "Authorization": f"Bearer {api.token}"})
+    assert known.status_code == refused_with

@@ -486,3 +486,14 @@ def test_on_aws_a_deployment_in_an_environment_is_an_image_function_and_package_
     assert code == 409 and error["field"] == "environment" and "package type" in error["message"], error
     assert api.call("GET", f"{ENDPOINTS}/calc/deployments/green")[0] == 404
     assert [d["name"] for d in api.ok("GET", f"{ENDPOINTS}/calc")["deployments"]] == ["blue"]
+
+
+def test_a_caller_without_the_endpoints_key_is_refused_before_its_content_type_is_judged(api, backend, hosted):
+    deploy(api, backend, hosted, "blue")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}  # what `curl -d` sends
+    path = f"{ENDPOINTS}/calc/score"
+    assert api.client.http.post(path, body="{}", headers=form).status_code == 401
+    assert api.client.http.post(path, body="{}", headers={**form, "Authorization": "Bearer wrong"}).status_code == 401
+    key = api.ok("GET", f"{ENDPOINTS}/calc/keys")["primary_key"]
+    known = api.client.http.post(path, body="{}", headers={**form, "Authorization": f"Bearer {key}"})
+    assert known.status_code == 415 and json.loads(known.body)["code"] == "UnsupportedMediaType"
