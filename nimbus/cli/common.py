@@ -1,24 +1,35 @@
 """What every command shares: the options, the connection, and turning errors into one line."""
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any, Callable
 
 import click
 
 from nimbus.client import ApiClient
 from nimbus.config import resolve
-from nimbus.exceptions import NimbusError
+from nimbus.exceptions import NimbusError, ServiceUnavailableError
 from nimbus.experiment import Run
+from nimbus.webservice import WebserviceDeploymentError, WebserviceTimeout
 from nimbus.workspace import Workspace
 
 
+# Exit statuses (docs/ci.md): 2 is click's own, for a command line it cannot parse.
+EXIT_ERROR = 1  # the service refused the request, or a local file could not be used
+EXIT_NOT_SUCCEEDED = 3  # what the command waited for (a run, a deployment) ended without success
+EXIT_UNREACHABLE = 4  # the service could not be reached, or stayed unavailable: trying again may work
+EXIT_BROKEN_PIPE = 141  # stdout's reader went away (`| head`), as a shell reports SIGPIPE
+
+
 class CommandError(click.ClickException):
-    """Printed as `error: <message>` on stderr; exit status 1."""
+    """Printed as `error: <message>` on stderr; exit status EXIT_ERROR unless told otherwise."""
 
-    exit_code = 1
+    exit_code = EXIT_ERROR
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR):
         super().__init__(" ".join(str(message).split()))
+        self.exit_code = exit_code
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.message}", err=True)
@@ -29,9 +40,19 @@ class NimbusGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a reader gone away shows here, not at the interpreter's exit
+            return result
+        except BrokenPipeError:
+            # Nothing more can reach the reader: end quietly, as `nimbus … | head` expects.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_BROKEN_PIPE)
+        except ServiceUnavailableError as err:
+            raise CommandError(err.message, EXIT_UNREACHABLE) from None
         except NimbusError as err:
-            raise CommandError(err.message) from None
+            # A deployment waited for that ended Failed, or was still rolling out when the wait ended
+            waited = isinstance(err, (WebserviceDeploymentError, WebserviceTimeout))
+            raise CommandError(err.message, EXIT_NOT_SUCCEEDED if waited else EXIT_ERROR) from None
         except OSError as err:
             where = f" ({err.filename})" if err.filename else ""
             raise CommandError(f"{err.strerror or err}{where}") from None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from nimbus.cli.common import connect, find_run, key_values, output_option, workspace_option
+from nimbus.cli.common import EXIT_NOT_SUCCEEDED, connect, find_run, key_values, output_option, workspace_option
 from nimbus.cli.output import cell_text, emit
 from nimbus.experiment import Experiment
 from nimbus.progress import wanted
@@ -76,7 +76,8 @@ def submit(script: str | None, args: tuple[str, ...], source_dir: str | None, ru
 
 
 def report_submitted(submitted, wait: bool, output: str) -> None:
-    """Print a submitted run; with `wait`, follow its logs and exit 1 unless it Completed."""
+    """Print a submitted run; with `wait`, follow its logs, end with its status and duration, and exit
+    EXIT_NOT_SUCCEEDED unless it Completed."""
     if not wait:
         emit(output, submitted.details, keys=SUBMIT_FIELDS)
         return
@@ -89,10 +90,18 @@ def report_submitted(submitted, wait: bool, output: str) -> None:
     details = submitted.get_details()
     if output == "json":
         emit(output, details)
+    _report_end(submitted.id, status, details, to_stderr=output == "json" or status != "Completed")
+
+
+def _report_end(run_id: str, status: str, details: dict, to_stderr: bool) -> None:
+    """The last line of a followed run: its final status and duration; exits EXIT_NOT_SUCCEEDED unless it
+    Completed."""
+    duration = details.get("duration_s")
+    line = f"run {run_id} {status}" + (f" after {duration:.1f} s" if isinstance(duration, (int, float)) else "")
+    error = (details.get("error") or {}).get("message")
+    click.echo(line + (f": {cell_text(error)}" if error and status != "Completed" else ""), err=to_stderr)
     if status != "Completed":
-        error = (details.get("error") or {}).get("message")
-        click.echo(f"run {submitted.id} {status}" + (f": {cell_text(error)}" if error else ""), err=True)
-        sys.exit(1)
+        sys.exit(EXIT_NOT_SUCCEEDED)
 
 
 def _submit_config(script: str | None, args: tuple[str, ...], source_dir: str | None, run_config_file: str | None,
@@ -161,9 +170,7 @@ def run_logs(run_id: str, stream: str, follow: bool, interval: float, workspace_
     if output == "json":
         click.echo(json.dumps({"run": target.id, "stream": stream, "status": status}))
     if status != "Completed":
-        error = (target.get_details().get("error") or {}).get("message")
-        click.echo(f"run {target.id} {status}" + (f": {cell_text(error)}" if error else ""), err=True)
-        sys.exit(1)
+        _report_end(target.id, status, target.get_details(), to_stderr=True)
 
 
 def _read_log(target, stream: str) -> tuple[str, int]:

@@ -60,8 +60,8 @@ def test_the_iris_example_trains_and_records_everything(workspace, tmp_path):
     assert "epoch 3" in run.get_logs("stdout")["text"]
     assert details["git"]["commit"] == git(source, "rev-parse", "HEAD") and details["git"]["dirty"] is False
     snapshot = workspace.client.get(f"/v1/workspaces/default/snapshots/{details['snapshot_id']}")
-    assert sorted(f["path"] for f in snapshot["files"]) == [".amlignore", ".nimbus/batch.runconfig.yml", "score.py",
-                                                            "train.py"]
+    assert sorted(f["path"] for f in snapshot["files"]) == [".amlignore", ".nimbus/batch.runconfig.yml",
+                                                            "requirements.txt", "score.py", "train.py"]
     archive = run.download_snapshot(tmp_path / "code", as_zip=True)
     with zipfile.ZipFile(archive) as opened:
         assert opened.read("train.py") == (source / "train.py").read_bytes()

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 import stat
+import subprocess
+import sys
 import zipfile
 
 import pytest
@@ -80,13 +83,21 @@ def test_logs_follow_exits_0_for_a_completed_run(nimbus, finished_run):
     assert (result.exit_code, result.stdout) == (0, "epoch 1\nepoch 2\n")
 
 
-def test_logs_follow_exits_1_for_a_failed_run(nimbus, workspace):
+def test_logs_follow_exits_3_for_a_failed_run_and_says_how_long_it_ran(nimbus, workspace):
     run = Experiment(workspace, "cli").start_logging()
     run.append_log("starting\n")
     run.fail("diverged")
     result = nimbus("run", "logs", run.id, "-f", "--interval", "0.05")
-    assert (result.exit_code, result.stdout) == (1, "starting\n")
-    assert result.stderr == f"run {run.id} Failed: diverged\n"
+    assert (result.exit_code, result.stdout) == (3, "starting\n")
+    assert re.fullmatch(rf"run {run.id} Failed after \d+\.\d s: diverged\n", result.stderr), result.stderr
+
+
+def test_an_unreachable_service_exits_4(tmp_path, monkeypatch):
+    monkeypatch.setenv("NIMBUS_URL", "http://127.0.0.1:9")  # the discard port: nothing listens
+    monkeypatch.setenv("NIMBUS_TOKEN", "nmb_" + "x" * 43)
+    monkeypatch.setenv("NIMBUS_CONFIG", str(tmp_path / "profile.json"))
+    result = CliRunner(mix_stderr=False).invoke(cli, ["workspace", "list"])
+    assert result.exit_code == 4 and result.stderr.startswith("error: cannot reach http://127.0.0.1:9"), result.stderr
 
 
 def test_logs_without_follow_print_what_is_there(nimbus, workspace):
@@ -193,3 +204,31 @@ def test_up_serves_the_local_platform(monkeypatch, tmp_path):
     monkeypatch.setattr(local_platform, "serve", lambda home, host, port: calls.append((home, host, port)))
     result = CliRunner().invoke(cli, ["up", "--port", "8123", "--home", str(tmp_path / "h")])
     assert result.exit_code == 0 and calls == [(tmp_path / "h", "127.0.0.1", 8123)]
+
+
+LOUD_COMMAND = """
+import click
+from nimbus.cli.common import NimbusGroup
+
+@click.group(cls=NimbusGroup)
+def root():
+    pass
+
+@root.command()
+def loud():
+    for number in range(200_000):
+        click.echo(f"line {number}")
+
+root(["loud"])
+"""
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
+    # Given a command printing far more than a pipe holds, read as `| head -1` would
+    process = subprocess.Popen([sys.executable, "-c", LOUD_COMMAND], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline() == b"line 0\n"
+    process.stdout.close()  # the reader goes away
+    # Then the command ends with SIGPIPE's status and no error line
+    stderr = process.communicate(timeout=60)[1]
+    assert (process.returncode, stderr) == (141, b"")
+

@@ -67,7 +67,7 @@ def test_deploy_json_is_the_deployment_with_its_scoring_uri(fake_cli, source):
 
 def test_a_failed_deployment_ends_with_its_error(fake_cli, source):
     result = fake_cli("deploy", "blue", "--model", "iris:1", "--entry-script", str(source / "broken.py"), ok=False)
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # what was waited for did not succeed (docs/ci.md)
     assert result.stderr.startswith("error: deployment 'blue' of endpoint 'blue' Failed: ImportError")
 
 
@@ -89,13 +89,13 @@ def test_a_rollout_that_fails_or_outlasts_the_wait_ends_non_zero(fake_cli, servi
     (source / "late_broken.py").write_text("import missing\n")
     failed = fake_cli("deploy", "blue", "--model", "iris:1", "--entry-script", str(source / "late_broken.py"),
                       "--poll-seconds", "0.01", ok=False)
-    assert failed.exit_code == 1 and "error: deployment 'blue' of endpoint 'blue' Failed: ImportError" in failed.stderr
+    assert failed.exit_code == 3 and "error: deployment 'blue' of endpoint 'blue' Failed: ImportError" in failed.stderr
 
     service.looks = 10**9
     (source / "slow.py").write_text("")
     timed_out = fake_cli("deploy", "green", "--model", "iris:1", "--entry-script", str(source / "slow.py"),
                          "--timeout-seconds", "1", "--poll-seconds", "0.05", ok=False)
-    assert timed_out.exit_code == 1 and "still rolling out after 1 s" in timed_out.stderr
+    assert timed_out.exit_code == 3 and "still rolling out after 1 s" in timed_out.stderr
 
 
 @pytest.mark.parametrize("args, field", [
