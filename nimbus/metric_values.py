@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 
 from nimbus.exceptions import InvalidError
+from nimbus.naming import name_problem
 
 NON_FINITE_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-MAX_NAME = 255
 
 
 def strict_json(value: Any) -> bytes:
@@ -75,8 +75,9 @@ def plain(value: Any, where: str) -> Any:
 
 
 def check_name(name: Any) -> str:
-    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME or any(ord(c) < 32 for c in name):
-        raise InvalidError(f"metric name {name!r} must be 1-{MAX_NAME} printable characters", field="name")
+    problem = name_problem(name)
+    if problem is not None:
+        raise InvalidError(f"metric name {name!r} {problem}", field="name")
     return name
 
 

@@ -23,10 +23,10 @@ from chalicelib.domain.validation import check_page_size, decode_page_token, enc
 from chalicelib.services.runs import Runs
 from chalicelib.store.blobs import check_key
 from chalicelib.store.table import ConditionFailed, Put, Query, Update, all_of, attr_absent_or_eq, attr_in
+from nimbus.naming import name_problem
 from nimbus.runtime.run_states import ACTIVE
 
 TYPES = ("scalar", "list", "row", "table", "image")
-MAX_NAME = 255
 CHUNK_POINTS = 5000
 CHUNK_BYTES = 300_000  # DynamoDB items stop at 400 KB
 GROUP_NAMES = 25  # keeps one update expression well under DynamoDB's 4 KB
@@ -86,8 +86,9 @@ def parse_series(entries: list[dict]) -> list[Series]:
     for index, entry in enumerate(entries):
         where = f"metrics[{index}]"
         name, kind, values = entry.get("name"), entry.get("type", "scalar"), entry.get("values")
-        if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME or any(ord(c) < 32 for c in name):
-            raise Invalid(f"{where}.name must be 1-{MAX_NAME} printable characters", field=f"{where}.name")
+        problem = name_problem(name)
+        if problem is not None:
+            raise Invalid(f"{where}.name {name!r} {problem} (docs/api.md, Names)", field=f"{where}.name")
         if kind not in TYPES:
             raise Invalid(f"{where}.type {kind!r} is unknown: use one of {', '.join(TYPES)}", field=f"{where}.type")
         if not isinstance(values, list) or not values:

@@ -10,17 +10,17 @@ from chalicelib.domain.validation import check_page_size, decode_page_token, enc
 from chalicelib.services.runs import Runs
 from chalicelib.services.workspaces import Workspaces
 from chalicelib.store.blobs import check_key
+from nimbus.naming import path_problem
 
-MAX_PATH = 1024
 MAX_FILES_PER_REQUEST = 500
 
 
 def check_output_path(path: str, field: str = "path") -> str:
-    if not isinstance(path, str) or not path or len(path) > MAX_PATH:
-        raise Invalid(f"{field} must be a relative path of 1-{MAX_PATH} characters", field=field)
-    if path.startswith("/") or "\\" in path or any(p in ("..", ".", "") for p in path.split("/")):
-        raise Invalid(f"{field} {path!r} must be relative, without '..', '.', '\\\\' or empty parts", field=field)
-    if posixpath.normpath(path) != path or any(ord(c) < 32 for c in path):
+    """A user's file path (outputs, model files, snapshots) under the one name policy (nimbus/naming.py)."""
+    problem = path_problem(path)
+    if problem is not None:
+        raise Invalid(f"{field} {path!r} {problem} (docs/api.md, Names)", field=field)
+    if posixpath.normpath(path) != path:
         raise Invalid(f"{field} {path!r} is not a normalised path", field=field)
     return path
 

@@ -8,7 +8,7 @@ from tests.architecture.import_graph import ImportGraph, load
 # What the server may import of the nimbus package: the shared leaves, which need only the standard
 # library and psutil.
 SHARED_WITH_THE_SERVER = {
-    "nimbus", "nimbus.error_codes", "nimbus.exceptions", "nimbus.home", "nimbus.version", "nimbus.runtime", "nimbus.runtime.environment_build",
+    "nimbus", "nimbus.error_codes", "nimbus.exceptions", "nimbus.home", "nimbus.naming", "nimbus.version", "nimbus.runtime", "nimbus.runtime.environment_build",
     "nimbus.runtime.job_spec", "nimbus.runtime.local_worker", "nimbus.runtime.private_files",
     "nimbus.runtime.run_states", "nimbus.runtime.sealed_token",
 }

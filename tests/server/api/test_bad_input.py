@@ -237,3 +237,22 @@ def test_bad_path_values(api, services, world):
         code, reply = api.call(method, path, body)
         assert code == 404, (path, reply)
     assert snapshot(api, world) == before
+
+
+UNSAFE_NAMES = ["../x", "/etc/passwd", "a\\b", " ", " loss", "loss ", "a\u202eb", "a\u200fb", "tab\there"]
+
+
+def test_one_name_policy_refuses_unsafe_metric_names_and_file_paths(api, services, world):
+    # Metric names, output paths and model file paths are checked by one policy (nimbus/naming.py)
+    cases = [("POST", f"{RUN}/metrics", {"metrics": [{"name": name, "values": [1.0]}]}, "metrics[0].name")
+             for name in UNSAFE_NAMES]
+    cases += [("POST", f"{RUN}/outputs/uploads", {"paths": [path]}, "paths[0]")
+              for path in ["../x", "/etc/passwd", " ", "dir/ name", "a\u202eb.txt", "a\\b"]]
+    cases += [("POST", f"{WS}/models/m/uploads", {"files": [{"path": path, "size": 1}]}, "files[0].path")
+              for path in [" ", "a\u202eb.pkl", "../m.pkl"]]
+    expect_refused(api, services, world, cases)
+
+
+def test_names_that_follow_the_policy_are_taken(api, world):
+    for name in ("train/loss", "accuracy", "précision", "top 5"):
+        api.ok("POST", f"{WS}/runs/{world}/metrics", {"metrics": [{"name": name, "values": [1.0]}]})
