@@ -1,4 +1,8 @@
-"""A one-line transfer progress bar on stderr, redrawn at most ten times a second."""
+"""A one-line transfer progress bar on stderr, redrawn at most ten times a second on a terminal.
+
+Elsewhere (a log, a notebook, a pipe) a redraw would stand as one more copy of the line, so there the
+bar writes its final line only, once.
+"""
 from __future__ import annotations
 
 import sys
@@ -14,7 +18,10 @@ def wanted(show: bool | None, stream: TextIO | None = None) -> bool:
     """An explicit choice wins; otherwise only a terminal gets a bar (logs and pipes stay clean)."""
     if show is not None:
         return show
-    stream = stream or sys.stderr
+    return _is_terminal(stream or sys.stderr)
+
+
+def _is_terminal(stream: TextIO) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
@@ -27,6 +34,7 @@ class ProgressBar:
     def __init__(self, total: int, label: str = "", *, enabled: bool = True, stream: TextIO | None = None):
         self.total, self.label, self.enabled = max(0, total), label, enabled
         self.stream = stream or sys.stderr
+        self.redraws = _is_terminal(self.stream)  # elsewhere a redraw would stay as a copy of the line
         self.done = 0
         self._lock = threading.Lock()
         self._drawn_at = 0.0
@@ -35,7 +43,7 @@ class ProgressBar:
         with self._lock:
             self.done += amount
             now = time.monotonic()
-            if self.enabled and now - self._drawn_at >= REDRAW_SECONDS:
+            if self.enabled and self.redraws and now - self._drawn_at >= REDRAW_SECONDS:
                 self._drawn_at = now
                 self._draw()
 
@@ -57,7 +65,8 @@ class ProgressBar:
         filled = int(fraction * WIDTH)
         bar = "#" * filled + "-" * (WIDTH - filled)
         label = f"{self.label} " if self.label else ""
-        self.stream.write(f"\r{label}[{bar}] {fraction:4.0%} {human_size(self.done)}/{human_size(self.total)}")
+        start = "\r" if self.redraws else ""
+        self.stream.write(f"{start}{label}[{bar}] {fraction:4.0%} {human_size(self.done)}/{human_size(self.total)}")
         self.stream.flush()
 
 

@@ -77,3 +77,19 @@ def test_progress_bar_reports_to_its_stream():
         bar.update(1024)
         bar.update(1024)
     assert screen.getvalue().endswith("100% 2.0 KB/2.0 KB\n")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_progress_bar_redraws_on_a_terminal_only_and_elsewhere_writes_one_line(monkeypatch):
+    monkeypatch.setattr("nimbus.progress.REDRAW_SECONDS", 0.0)  # every update would redraw
+    log, terminal = io.StringIO(), Terminal()
+    for stream in (log, terminal):
+        with ProgressBar(3072, "snapshot", enabled=True, stream=stream) as bar:
+            for _ in range(3):
+                bar.update(1024)
+    assert log.getvalue() == "snapshot [############################] 100% 3.0 KB/3.0 KB\n"
+    assert terminal.getvalue().count("\r") == 4 and terminal.getvalue().endswith("3.0 KB/3.0 KB\n")

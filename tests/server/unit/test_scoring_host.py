@@ -153,3 +153,19 @@ def test_sigterm_flushes_telemetry_and_exits_0(tmp_path, processes):
     process.send_signal(signal.SIGTERM)
     assert process.wait(10) == 0
     assert summary(home)["requests"] == 3
+
+
+def test_a_request_shows_in_the_telemetry_within_about_a_second_while_the_host_runs(tmp_path, processes):
+    folder = prepare(tmp_path / "r1", "def run(raw_data):\n    return 'ok'\n")
+    home = tmp_path / "home"
+    process = start(folder, home)
+    processes.append(process)
+    ready = wait_for(folder / "ready.json", process)
+    connection = http.client.HTTPConnection("127.0.0.1", ready["port"], timeout=10)
+    assert post(connection, {"x": 1})[0] == 200
+    scored = time.monotonic()
+    while summary(home)["requests"] < 1:  # `nimbus endpoint show` reads the same summary
+        # The README promises about a second; three leave room for a busy machine
+        assert time.monotonic() - scored < 3.0, "the request did not reach the telemetry within 3 s"
+        time.sleep(0.05)
+    assert process.poll() is None  # written by the periodic flush, not by a shutdown
