@@ -42,17 +42,3 @@ def make_client(service: str, settings: Settings) -> Any:
 
     extra = s3_config(settings) if service == "s3" else None
     return boto3.client(service, region_name=settings.region, endpoint_url=endpoint, config=client_config(extra))
-
-
-class AwsClients:
-    """The clients of one set of services, each made on first use: after a test's mock has started, and
-    only by the requests that need it (a cold start pays for none). `given` holds clients a caller made."""
-
-    def __init__(self, settings: Settings, given: dict[str, Any] | None = None):
-        self.settings = settings
-        self._clients: dict[str, Any] = dict(given or {})
-
-    def __call__(self, service: str) -> Any:
-        if service not in self._clients:
-            self._clients[service] = make_client(service, self.settings)
-        return self._clients[service]

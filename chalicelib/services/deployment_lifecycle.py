@@ -157,7 +157,7 @@ class DeploymentLifecycle:
                                          condition=all_of(attr_eq("revision", revision),
                                                           attr_in("state", (SUCCEEDED, FAILED)))))
         except ConditionFailed:
-            pass
+            pass  # a stale revision, or one rolling out: its own lifecycle has the last word
 
     def sweep(self) -> dict[str, int]:
         """Every deployment rolling out, one look further (the 5-minute schedule calls it)."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.architecture.import_graph import ImportGraph, load
+from tests.architecture.import_graph import Import, ImportGraph, load
 
 # What the server may import of the nimbus package: the shared leaves, which need only the standard
 # library and psutil.
@@ -84,8 +84,6 @@ def test_the_shared_leaves_import_nothing_above_them(graph):
 def test_a_new_cycle_is_caught():
     # Given a graph with a cycle of three modules and a module outside it
     graph = ImportGraph({name: None for name in ("a", "b", "c", "d")})  # type: ignore[arg-type]
-    from tests.architecture.import_graph import Import
-
     for source, target in (("a", "b"), ("b", "c"), ("c", "a"), ("d", "a")):
         graph.imports.append(Import(source, target, 1, False, False))
     # Then the cycle, and only it, is found

@@ -6,7 +6,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 
-from chalicelib.aws_clients import MAX_ATTEMPTS, AwsClients, make_client
+from chalicelib.aws_clients import MAX_ATTEMPTS, make_client
 from chalicelib.settings import Settings
 
 THROTTLED = (b'{"__type": "ThrottlingException", "message": "Rate exceeded"}')
@@ -66,10 +66,3 @@ def test_clients_use_adaptive_retries_and_the_settings_endpoints(aws_env):
     assert s3.meta.config.retries == {"mode": "adaptive", "total_max_attempts": MAX_ATTEMPTS}
     assert s3.meta.endpoint_url == "http://127.0.0.1:9000" and s3.meta.region_name == "eu-west-1"
     assert s3.meta.config.signature_version == "s3v4"
-
-
-def test_clients_are_made_once_on_first_use(aws_env):
-    given = object()
-    clients = AwsClients(Settings(backend="aws"), {"lambda": given})
-    assert clients("lambda") is given
-    assert clients("batch") is clients("batch")

@@ -139,13 +139,19 @@ def test_init_failure_writes_failed_json_and_exits_3(tmp_path, processes):
     assert "Traceback" in process.stdout.read().decode()
 
 
-def test_sigterm_flushes_telemetry_and_exits_0(tmp_path, processes):
-    folder = prepare(tmp_path / "r1", "def run(raw_data):\n    return {'length': len(raw_data)}\n")
+def serving(tmp_path, processes, entry_script: str) -> tuple[Path, subprocess.Popen, http.client.HTTPConnection]:
+    """(its home, the process, a connection to it) of a host of `entry_script`, once it is ready."""
+    folder = prepare(tmp_path / "r1", entry_script)
     home = tmp_path / "home"
     process = start(folder, home)
     processes.append(process)
     ready = wait_for(folder / "ready.json", process)
-    connection = http.client.HTTPConnection("127.0.0.1", ready["port"], timeout=10)
+    return home, process, http.client.HTTPConnection("127.0.0.1", ready["port"], timeout=10)
+
+
+def test_sigterm_flushes_telemetry_and_exits_0(tmp_path, processes):
+    script = "def run(raw_data):\n    return {'length': len(raw_data)}\n"
+    home, process, connection = serving(tmp_path, processes, script)
     for _ in range(3):
         assert post(connection, {"x": 1})[:2] == (200, {"length": 8})
     connection.request("POST", "/other", b"{}")
@@ -156,12 +162,7 @@ def test_sigterm_flushes_telemetry_and_exits_0(tmp_path, processes):
 
 
 def test_a_request_shows_in_the_telemetry_within_about_a_second_while_the_host_runs(tmp_path, processes):
-    folder = prepare(tmp_path / "r1", "def run(raw_data):\n    return 'ok'\n")
-    home = tmp_path / "home"
-    process = start(folder, home)
-    processes.append(process)
-    ready = wait_for(folder / "ready.json", process)
-    connection = http.client.HTTPConnection("127.0.0.1", ready["port"], timeout=10)
+    home, process, connection = serving(tmp_path, processes, "def run(raw_data):\n    return 'ok'\n")
     assert post(connection, {"x": 1})[0] == 200
     scored = time.monotonic()
     while summary(home)["requests"] < 1:  # `nimbus endpoint show` reads the same summary
