@@ -5,6 +5,7 @@ Chalice middleware never sees an exception a view raises, so every route goes th
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from chalice import Blueprint, Response
@@ -24,10 +25,29 @@ _CALLERS: dict[str, str] = {}
 TOKEN, ENDPOINT_KEY, ANYONE = "token", "endpoint key", "anyone"
 
 
+@dataclass(frozen=True)
+class RouteSpec:
+    """One route as declared: what the OpenAPI document and the authorization matrix are made from."""
+
+    path: str
+    methods: tuple[str, ...]
+    callers: str  # TOKEN, ENDPOINT_KEY or ANYONE
+    role: str | None
+    run_token: bool
+    body: type[BaseModel] | None
+    response: Any  # a pydantic model (or a type such as list[Model]) describing the JSON answered
+    status: int
+    content_types: tuple[str, ...]
+    view: Callable
+
+
+ROUTES: list[RouteSpec] = []
+
+
 def api_route(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, auth: bool = True,
              body: type[BaseModel] | None = None, role: str | None = None, status: int = 200,
              run_token: bool = False, content_types: tuple[str, ...] = ("application/json",),
-             endpoint_key: bool = False) -> Callable:
+             endpoint_key: bool = False, response: Any = None) -> Callable:
     """Register `fn(principal, request, **path_params[, body])` as a JSON route.
 
     `auth=False` leaves authentication to the view: `endpoint_key` says its callers present an endpoint
@@ -37,6 +57,7 @@ def api_route(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, 
     `run_token` lets a run token in: its workspace must be the route's, and a `run_id` path parameter
     must be its run (routes without one check the rest themselves, e.g. a child run's parent).
     A view may return a chalice Response to answer with its own body and status.
+    `response` describes the JSON a successful call answers with; every route is listed in ROUTES.
     """
 
     def register(fn: Callable) -> Callable:
@@ -62,7 +83,10 @@ def api_route(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, 
                 return json_response(internal.to_dict(), internal.status)
 
         bp.route(path, methods=list(methods), content_types=list(content_types))(view)
-        _CALLERS[path] = TOKEN if auth else ENDPOINT_KEY if endpoint_key else ANYONE
+        callers = TOKEN if auth else ENDPOINT_KEY if endpoint_key else ANYONE
+        _CALLERS[path] = callers
+        ROUTES.append(RouteSpec(path, tuple(methods), callers, role, run_token, body, response, status,
+                                tuple(content_types), fn))
         return fn
 
     return register
