@@ -12,7 +12,7 @@ from chalice import Blueprint, Response
 from pydantic import BaseModel, ValidationError
 
 from chalicelib.api.service_locator import services
-from chalicelib.errors import Forbidden, Invalid, NimbusError, TooLarge, Unauthorized
+from chalicelib.errors import Forbidden, Invalid, NimbusError, NotFound, TooLarge, Unauthorized
 from chalicelib.json_codec import dumps_strict, loads_exact
 from chalicelib.api.request_telemetry import logger
 from nimbus import error_codes as codes
@@ -54,8 +54,9 @@ def api_route(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, 
     key (the view checks it), else the route is open to anyone.
 
     `role` names the minimum workspace role; the route's `workspace` path parameter is checked.
-    `run_token` lets a run token in: its workspace must be the route's, and a `run_id` path parameter
-    must be its run (routes without one check the rest themselves, e.g. a child run's parent).
+    `run_token` lets a run token in: its workspace must be the route's, a `run_id` path parameter
+    must be its run (routes without one check the rest themselves, e.g. a child run's parent), and its
+    submitter must still hold `role` there.
     A view may return a chalice Response to answer with its own body and status.
     `response` describes the JSON a successful call answers with; every route is listed in ROUTES.
     """
@@ -67,7 +68,7 @@ def api_route(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, 
             try:
                 principal = services().identity.authenticate(request.headers.get("authorization")) if auth else None
                 if principal is not None and principal.run_id is not None:
-                    check_run_scope(principal, params, run_token)
+                    check_run_scope(principal, params, run_token, role)
                 elif role is not None:
                     services().workspaces.authorize(principal, params["workspace"], role)
                 kwargs: dict[str, Any] = {"principal": principal, "request": request, **params}
@@ -92,12 +93,27 @@ def api_route(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, 
     return register
 
 
-def check_run_scope(principal, params: dict, allowed: bool) -> None:
+def check_run_scope(principal, params: dict, allowed: bool, role: str | None) -> None:
     if not allowed or params.get("workspace", principal.workspace) != principal.workspace:
         raise Forbidden("a run token may act only on its own run")
     if "run_id" in params and not services().runs.descends_from(params["workspace"], params["run_id"],
                                                                  principal.run_id):
         raise Forbidden(f"a run token may act only on its own run ({principal.run_id}) and its child runs")
+    if role is not None:
+        check_submitter_role(principal, params["workspace"], role)
+
+
+def check_submitter_role(principal, workspace: str, role: str) -> None:
+    """A run token acts for the run's submitter, never beyond the role they hold now: one who left the
+    workspace, or became a reader, no longer writes through the tokens of runs still going."""
+    try:
+        services().workspaces.authorize(principal, workspace, role)
+    except NotFound:  # the token's holder knows the workspace: say why rather than hide it
+        raise Forbidden(f"run {principal.run_id} was submitted by {principal.user!r}, who is no longer a member of "
+                        f"workspace {workspace!r}") from None
+    except Forbidden:
+        raise Forbidden(f"run {principal.run_id} was submitted by {principal.user!r}, who no longer has the {role} "
+                        f"role on workspace {workspace!r}") from None
 
 
 def parse_body(raw: bytes | None, model: type[BaseModel]) -> BaseModel:

@@ -46,6 +46,7 @@ from tests.server.api.helpers import transfer
 WS, ELSEWHERE = "ws", "elsewhere"
 OWNER_NAME, CONTRIBUTOR_NAME, READER_NAME, STRANGER_NAME, SPARE_NAME = (
     "owner", "contributor", "reader", "stranger", "spare")
+DEMOTED_NAME, DEPARTED_NAME = "demoted", "departed"  # contributors who submitted a run, then became a reader / left
 UNKNOWN_TOKEN = "nmb_" + "A" * 43  # well-formed, never issued
 SCORE_PY = b'''import json
 
@@ -71,6 +72,8 @@ class Caller(Enum):
     OWN_RUN = "own run token"  # the run token of the route's run (or of run A where the route names none)
     OTHER_RUN = "other run token"  # the run token of run B, in the same workspace
     FOREIGN_RUN = "foreign run token"  # the run token of a run in another workspace
+    DEMOTED_RUN = "demoted submitter's run token"  # on its own run, whose submitter is now a reader
+    DEPARTED_RUN = "departed submitter's run token"  # on its own run, whose submitter left the workspace
     ENDPOINT_KEY = "endpoint key"  # a valid key of the endpoint `calc`, sent as a bearer token
 
 
@@ -84,7 +87,7 @@ class Outcome(Enum):
 U, F, H, P = Outcome.UNAUTHENTICATED, Outcome.FORBIDDEN, Outcome.HIDDEN, Outcome.PERMITTED
 ROLE_CALLERS = {"reader": Caller.READER, "contributor": Caller.CONTRIBUTOR, "owner": Caller.OWNER}
 USERS = (Caller.NON_MEMBER, Caller.READER, Caller.CONTRIBUTOR, Caller.OWNER, Caller.ADMIN)
-RUN_TOKENS = (Caller.OWN_RUN, Caller.OTHER_RUN, Caller.FOREIGN_RUN)
+RUN_TOKENS = (Caller.OWN_RUN, Caller.OTHER_RUN, Caller.FOREIGN_RUN, Caller.DEMOTED_RUN, Caller.DEPARTED_RUN)
 NOT_A_TOKEN = {Caller.NO_TOKEN: U, Caller.BAD_TOKEN: U, Caller.ENDPOINT_KEY: U}
 
 
@@ -98,11 +101,13 @@ class RunTokens(Enum):
 
 # --- access patterns: what each caller gets --------------------------------------------------------------
 def member(minimum: str, run_tokens: RunTokens = RunTokens.NONE) -> dict[Caller, Outcome]:
-    """A workspace route: members of at least `minimum`; others (admins too) do not see the workspace."""
-    outcomes = {**NOT_A_TOKEN, Caller.NON_MEMBER: H, Caller.ADMIN: H, Caller.FOREIGN_RUN: F}
+    """A workspace route: members of at least `minimum`; others (admins too) do not see the workspace. A run
+    token acts for its submitter, so only within the role the submitter holds now."""
+    outcomes = {**NOT_A_TOKEN, Caller.NON_MEMBER: H, Caller.ADMIN: H, Caller.FOREIGN_RUN: F, Caller.DEPARTED_RUN: F}
     outcomes.update({caller: P if rank(role) >= rank(minimum) else F for role, caller in ROLE_CALLERS.items()})
     outcomes[Caller.OWN_RUN] = F if run_tokens is RunTokens.NONE else P
     outcomes[Caller.OTHER_RUN] = P if run_tokens is RunTokens.ANY_RUN else F
+    outcomes[Caller.DEMOTED_RUN] = outcomes[Caller.OWN_RUN] if minimum == "reader" else F
     return outcomes
 
 
@@ -175,7 +180,7 @@ DECLARED: dict[tuple[str, str], Declared] = {
     ("GET", "/v1/workspaces/{workspace}/experiments/{experiment}/runs"): Declared(member("reader")),
     # runs (a run token: its own run and the runs under it)
     ("POST", "/v1/workspaces/{workspace}/runs"): Declared(  # a child of run A: what a run token may create
-        member("contributor", ITS_RUN), body=lambda w, c: {"experiment": "exp", "parent_id": w.run_a}),
+        member("contributor", ITS_RUN), body=lambda w, c: {"experiment": "exp", "parent_id": w.run_of(c)}),
     ("GET", RUN): Declared(member("reader", ITS_RUN)),
     ("PATCH", RUN + "/tags"): Declared(member("contributor", ITS_RUN), body={"tags": {"matrix": "1"}}),
     ("POST", RUN + "/properties"): Declared(member("contributor", ITS_RUN),
@@ -196,7 +201,7 @@ DECLARED: dict[tuple[str, str], Declared] = {
     ("GET", RUN + "/outputs"): Declared(member("reader", ITS_RUN)),
     ("GET", RUN + "/outputs/download"): Declared(member("reader", ITS_RUN), query="path=outputs/model.bin"),
     ("POST", RUN + "/images"): Declared(member("contributor", ITS_RUN), body={"name": "plot"}),
-    ("GET", RUN + "/images"): Declared(member("reader", ITS_RUN), query=lambda w, c: f"path={w.image}"),
+    ("GET", RUN + "/images"): Declared(member("reader", ITS_RUN), query=lambda w, c: f"path={w.images[w.run_of(c)]}"),
     # snapshots (a run token: only its own run's snapshot, which run A was made from)
     ("POST", SNAPSHOTS + "/uploads"): Declared(member("contributor"), body=lambda w, c: {"files": w.snapshot_digests}),
     ("POST", SNAPSHOTS): Declared(member("contributor"), body=lambda w, c: {"files": w.snapshot_manifest}),
@@ -205,7 +210,7 @@ DECLARED: dict[tuple[str, str], Declared] = {
     # the model registry (a run token reads any version of its workspace, registers its own run's files)
     ("POST", MODEL + "/uploads"): Declared(member("contributor"), body={"files": [{"path": "w.json", "size": 2}]}),
     ("POST", MODEL + "/versions"): Declared(member("contributor", ITS_RUN),
-                                            body=lambda w, c: {"run_id": w.run_a, "path": "outputs/model.bin"}),
+                                            body=lambda w, c: {"run_id": w.run_of(c), "path": "outputs/model.bin"}),
     ("GET", "/v1/workspaces/{workspace}/models"): Declared(member("reader")),
     ("GET", MODEL): Declared(member("reader")),
     ("GET", MODEL + "/versions"): Declared(member("reader")),
@@ -255,15 +260,17 @@ class World:
         self.run_tokens: dict[str, str] = {}
         self.tokens = {Caller.ADMIN: services.identity.bootstrap_admin()}
         for caller, name in ((Caller.OWNER, OWNER_NAME), (Caller.CONTRIBUTOR, CONTRIBUTOR_NAME),
-                             (Caller.READER, READER_NAME), (Caller.NON_MEMBER, STRANGER_NAME), (None, SPARE_NAME)):
+                             (Caller.READER, READER_NAME), (Caller.NON_MEMBER, STRANGER_NAME), (None, SPARE_NAME),
+                             (Caller.DEMOTED_RUN, DEMOTED_NAME), (Caller.DEPARTED_RUN, DEPARTED_NAME)):
             services.identity.create_user(name)
-            if caller is not None:
+            if caller is not None:  # (the demoted and the departed submit with theirs; runs get their own)
                 self.tokens[caller] = services.identity.create_token(name)["token"]
         owner, contributor = self.tokens[Caller.OWNER], self.tokens[Caller.CONTRIBUTOR]
         base = f"/v1/workspaces/{WS}"
         for name in (WS, ELSEWHERE):
             self.ok("POST", "/v1/workspaces", {"name": name}, owner)
-        for name, role in ((CONTRIBUTOR_NAME, "contributor"), (READER_NAME, "reader"), (SPARE_NAME, "reader")):
+        for name, role in ((CONTRIBUTOR_NAME, "contributor"), (READER_NAME, "reader"), (SPARE_NAME, "reader"),
+                           (DEMOTED_NAME, "contributor"), (DEPARTED_NAME, "contributor")):
             self.ok("POST", f"{base}/members", {"user": name, "role": role}, owner)
         self.spare_token_id = self.spare_token()  # the shared {token_id}: never the token a caller sends
 
@@ -276,26 +283,26 @@ class World:
         self.snapshot_id = self.ok("POST", f"{base}/snapshots", {"files": self.snapshot_manifest}, contributor)["id"]
         self.ok("POST", f"{base}/computes", {"name": "agents", "type": "instance"}, contributor)
 
-        # Run A: submitted from the snapshot, claimed (its run token minted by the claim), running
-        submitted = self.ok("POST", f"{base}/runs", {"experiment": "exp", "snapshot_id": self.snapshot_id,
-                                                     "run_config": {"script": "score.py", "compute": "agents"}},
-                            contributor)
+        # Run A: submitted from the snapshot, claimed (its run token minted by the claim), running, with a child
+        self.images: dict[str, str] = {}
+        self.run_a = self.submit(contributor)
         claimed = self.ok("POST", f"{base}/computes/agents/claim", None, contributor)
-        assert claimed["run"]["id"] == submitted["id"]
-        self.run_a, token_a = submitted["id"], claimed["run_token"]
-        self.run_tokens[self.run_a] = token_a
-        run_a = f"{base}/runs/{self.run_a}"
-        self.ok("POST", f"{run_a}/status", {"status": "Running"}, token_a)
-        # its child run, an output file, a metric, a log line and an image
+        assert claimed["run"]["id"] == self.run_a
+        self.run_tokens[self.run_a] = claimed["run_token"]
+        self.ok("POST", f"{base}/runs/{self.run_a}/status", {"status": "Running"}, claimed["run_token"])
         self.child = self.ok("POST", f"{base}/runs", {"experiment": "exp", "parent_id": self.run_a, "status": "Running"},
-                             token_a)["id"]
-        for item in self.ok("POST", f"{run_a}/outputs/uploads", {"paths": ["outputs/model.bin"]}, token_a)["uploads"]:
-            self.put(item["url"], b"weights")
-        self.ok("POST", f"{run_a}/metrics", {"metrics": [{"name": "loss", "values": [1.0]}]}, token_a)
-        self.ok("POST", f"{run_a}/logs/stdout", {"text": "hello\n"}, token_a)
-        image = self.ok("POST", f"{run_a}/images", {"name": "plot"}, token_a)
-        self.put(image["url"], b"\x89PNG\r\n")
-        self.image = image["path"]
+                             claimed["run_token"])["id"]
+        self.record(self.run_a)
+        # The runs of the demoted and the departed: submitted while they were contributors, running, then the
+        # owner makes one a reader and removes the other
+        self.runs_of = {Caller.OWN_RUN: self.run_a}
+        for caller in (Caller.DEMOTED_RUN, Caller.DEPARTED_RUN):
+            run_id = self.runs_of[caller] = self.submit(self.tokens[caller])
+            services.runs.transition(WS, run_id, "Running")
+            self.tokens[caller] = self.run_token(run_id, user=DEMOTED_NAME if caller is Caller.DEMOTED_RUN else DEPARTED_NAME)
+            self.record(run_id)
+        self.ok("POST", f"{base}/members", {"user": DEMOTED_NAME, "role": "reader"}, owner)
+        self.ok("DELETE", f"{base}/members/{DEPARTED_NAME}", None, owner)
         # Run B in the same workspace, and a run of another workspace, each with its own run token
         self.run_b = self.ok("POST", f"{base}/runs", {"experiment": "exp", "status": "Running"}, contributor)["id"]
         self.tokens[Caller.OTHER_RUN] = self.run_token(self.run_b)
@@ -328,6 +335,23 @@ class World:
     def put(self, url: str, data: bytes) -> None:
         assert transfer("local", self.services, "PUT", url, data)[0] == 200
 
+    def submit(self, token: str) -> str:
+        """A run submitted from the snapshot to the instance target, queued there (no agent runs it)."""
+        return self.ok("POST", f"/v1/workspaces/{WS}/runs", {
+            "experiment": "exp", "snapshot_id": self.snapshot_id,
+            "run_config": {"script": "score.py", "compute": "agents"}}, token)["id"]
+
+    def record(self, run_id: str) -> None:
+        """What the run's routes read, written with its own token: an output file, a metric, a log line, an image."""
+        token, path = self.run_tokens[run_id], f"/v1/workspaces/{WS}/runs/{run_id}"
+        for item in self.ok("POST", f"{path}/outputs/uploads", {"paths": ["outputs/model.bin"]}, token)["uploads"]:
+            self.put(item["url"], b"weights")
+        self.ok("POST", f"{path}/metrics", {"metrics": [{"name": "loss", "values": [1.0]}]}, token)
+        self.ok("POST", f"{path}/logs/stdout", {"text": "hello\n"}, token)
+        image = self.ok("POST", f"{path}/images", {"name": "plot"}, token)
+        self.put(image["url"], b"\x89PNG\r\n")
+        self.images[run_id] = image["path"]
+
     def deploy(self, endpoint: str) -> None:
         path = f"/v1/workspaces/{WS}/endpoints/{endpoint}/deployments/blue"
         state = self.ok("PUT", path, self.deploy_body, self.tokens[Caller.CONTRIBUTOR])["state"]
@@ -347,17 +371,23 @@ class World:
             return self.run_token(params.get("run_id", self.run_a))
         return self.tokens[caller]
 
-    def path_params(self, path: str) -> dict[str, str]:
+    def run_of(self, caller: Caller) -> str:
+        """The run a case is about: the caller's own for the demoted's and departed's tokens, else run A."""
+        return self.runs_of.get(caller, self.run_a)
+
+    def path_params(self, path: str, caller: Caller) -> dict[str, str]:
         """Existing objects for every path parameter, so a permitted caller never meets a 404."""
         names = {"/models/": "doubler", "/environments/": "env", "/computes/": "agents"}
-        return {"workspace": WS, "run_id": self.run_a, "experiment": "exp", "endpoint": "calc", "deployment": "blue",
+        return {"workspace": WS, "run_id": self.run_of(caller), "experiment": "exp", "endpoint": "calc",
+                "deployment": "blue",
                 "stream": "stdout", "snapshot_id": self.snapshot_id, "alias": "prod", "version": "1",
                 "user": SPARE_NAME if "/members/" in path else READER_NAME, "token_id": self.spare_token_id,
                 "name": next((v for k, v in names.items() if k in path), "")}
 
-    def run_token(self, run_id: str) -> str:
+    def run_token(self, run_id: str, user: str = CONTRIBUTOR_NAME) -> str:
+        """The run's token, minted for its submitter as a dispatcher does."""
         if run_id not in self.run_tokens:
-            self.run_tokens[run_id] = self.services.identity.create_run_token(run_id, WS, CONTRIBUTOR_NAME)
+            self.run_tokens[run_id] = self.services.identity.create_run_token(run_id, WS, user)
         return self.run_tokens[run_id]
 
     def unique(self, prefix: str) -> str:
@@ -453,7 +483,7 @@ def test_each_caller_gets_the_declared_outcome(world, method, path, caller):
     declared = DECLARED.get((method, path))
     assert declared is not None, f"{method} {path} has no declaration in DECLARED"
     expected = declared.access[caller]
-    params = world.path_params(path)
+    params = world.path_params(path, caller)
     if expected is Outcome.PERMITTED and declared.fresh is not None:
         params.update(declared.fresh(world, caller))
     url = path.format(**params)
