@@ -495,3 +495,49 @@ def test_each_caller_gets_the_declared_outcome(world, method, path, caller):
     assert status < 500, (method, url, caller.value, status, answer)
     got = outcome_of(status, answer, declared)
     assert got is expected, f"{method} {url} as {caller.value}: declared {expected.name}, answered {status} {answer}"
+
+
+# --- what the matrix's one run per caller does not show ----------------------------------------------------
+def test_an_endpoint_key_scores_its_own_endpoint_only(world):
+    other = world.endpoint()
+    keys = {name: world.ok("GET", f"/v1/workspaces/{WS}/endpoints/{name}/keys", None,
+                           world.tokens[Caller.CONTRIBUTOR]) for name in ("calc", other)}
+    for endpoint, key_of in itertools.product(("calc", other), ("calc", other)):
+        for key in ("primary_key", "secondary_key"):
+            status, answer = world.call("POST", f"/v1/workspaces/{WS}/endpoints/{endpoint}/score", {"data": [1]},
+                                        keys[key_of][key])
+            expected = 200 if endpoint == key_of else 401
+            assert status == expected, (endpoint, key_of, key, status, answer)
+
+
+def test_a_run_token_reaches_down_its_run_tree_never_up_or_across(world):
+    run = f"/v1/workspaces/{WS}/runs"
+    child_token = world.run_token(world.child)
+    assert world.call("GET", f"{run}/{world.child}", None, world.run_tokens[world.run_a])[0] == 200
+    assert world.call("POST", f"{run}/{world.child}/metrics", {"metrics": [{"name": "m", "values": [1]}]},
+                      world.run_tokens[world.run_a])[0] == 200
+    assert world.call("GET", f"{run}/{world.run_a}", None, child_token)[0] == 403
+    assert world.call("GET", f"{run}/{world.child}", None, world.tokens[Caller.OTHER_RUN])[0] == 403
+
+
+def test_a_run_token_follows_its_submitters_current_role(world):
+    owner, base = world.tokens[Caller.OWNER], f"/v1/workspaces/{WS}"
+    world.services.identity.create_user("mover")
+    world.ok("POST", f"{base}/members", {"user": "mover", "role": "contributor"}, owner)
+    run_id = world.submit(world.services.identity.create_token("mover")["token"])
+    world.services.runs.transition(WS, run_id, "Running")
+    token, metrics = world.run_token(run_id, user="mover"), f"{base}/runs/{run_id}/metrics"
+    point = {"metrics": [{"name": "m", "values": [1]}]}
+    assert world.call("POST", metrics, point, token)[0] == 200
+
+    world.ok("POST", f"{base}/members", {"user": "mover", "role": "reader"}, owner)
+    status, refused = world.call("POST", metrics, point, token)
+    assert status == 403 and "'mover'" in refused["message"] and "contributor" in refused["message"], refused
+    assert world.call("GET", metrics, None, token)[0] == 200
+
+    world.ok("POST", f"{base}/members", {"user": "mover", "role": "contributor"}, owner)
+    assert world.call("POST", metrics, point, token)[0] == 200
+
+    world.ok("DELETE", f"{base}/members/mover", None, owner)
+    status, refused = world.call("GET", metrics, None, token)
+    assert status == 403 and "no longer a member" in refused["message"], refused
