@@ -21,15 +21,25 @@ version, an alias, an endpoint, a deployment or a compute target, remove a membe
 declaration permits, at a target made for that case alone (`fresh=`); refused callers aim at the shared one,
 which a correct refusal leaves intact (a wrong permission fails on its own case first). So the cases can run
 in any order, and each stands alone.
+
+To declare a new route, add one entry to DECLARED, keyed by its method and its path exactly as given to
+`api_route`, e.g. `("GET", "/v1/workspaces/{workspace}/audit"): Declared(member("owner"))`:
+- `access`: the pattern of who may call it (read the pattern functions: each gives all the callers' outcomes);
+- `body=`: a minimal valid JSON body (a function of (world, caller) when it must be unique, e.g. a new name);
+- `query=`: a query string its permitted callers need;
+- `fresh=`: when a permitted call consumes its target, a function making one and giving its path parameters;
+- `permitted=`: the statuses a permitted caller gets, when not 2xx (say why in a comment).
+A new kind of path parameter gets its value, an object seeded by World, in `World.path_params`.
 """
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from chalice.test import Client
@@ -38,7 +48,7 @@ from chalicelib.api import service_locator
 from chalicelib.api.app import app
 from chalicelib.api.routing import ROUTES
 from chalicelib.services.identity import Principal
-from chalicelib.services.workspaces import ROLES, rank
+from chalicelib.services.workspaces import rank
 from chalicelib.settings import Settings
 from chalicelib.wiring import build_services
 from tests.server.api.helpers import transfer
@@ -126,6 +136,12 @@ def admin_only() -> dict[Caller, Outcome]:
     return {**NOT_A_TOKEN, **{c: P if c is Caller.ADMIN else F for c in USERS}, **{c: F for c in RUN_TOKENS}}
 
 
+def run_tokens_only(minimum: str = "reader", run_tokens: RunTokens = RunTokens.ANY_RUN) -> dict[Caller, Outcome]:
+    """A route for runs alone, declared with `role=minimum, run_token=True` and refusing user tokens in its view:
+    members get 403 (non-members still 404, from the role check)."""
+    return {**member(minimum, run_tokens), **{caller: F for caller in ROLE_CALLERS.values()}}
+
+
 def endpoint_key_only() -> dict[Caller, Outcome]:
     """The scoring route: only a key of its endpoint; every token is refused as unauthenticated."""
     return {c: P if c is Caller.ENDPOINT_KEY else U for c in Caller}
@@ -140,7 +156,7 @@ class Declared:
     access: dict[Caller, Outcome]
     body: Any = None
     query: Any = ""
-    fresh: Callable[["World", Caller], dict[str, str]] | None = None
+    fresh: Callable[[World, Caller], dict[str, str]] | None = None
     permitted: tuple[int, ...] = (200, 201, 202, 204)
 
 
@@ -169,8 +185,10 @@ DECLARED: dict[tuple[str, str], Declared] = {
     ("POST", "/v1/workspaces"): Declared(any_user(), body=lambda w, c: {"name": w.unique("ws")}),
     ("GET", "/v1/workspaces"): Declared(any_user()),
     ("GET", "/v1/workspaces/{workspace}"): Declared(member("reader")),
-    ("DELETE", "/v1/workspaces/{workspace}"): Declared(member("owner"), fresh=lambda w, c: {"workspace": w.workspace()}),
-    ("POST", "/v1/workspaces/{workspace}/members"): Declared(member("owner"), body={"user": SPARE_NAME, "role": "reader"}),
+    ("DELETE", "/v1/workspaces/{workspace}"): Declared(member("owner"),
+                                                       fresh=lambda w, c: {"workspace": w.workspace()}),
+    ("POST", "/v1/workspaces/{workspace}/members"): Declared(member("owner"),
+                                                             body={"user": SPARE_NAME, "role": "reader"}),
     ("GET", "/v1/workspaces/{workspace}/members"): Declared(member("reader")),
     ("DELETE", "/v1/workspaces/{workspace}/members/{user}"): Declared(
         member("owner"), fresh=lambda w, c: {"user": w.member()}),  # (a member may also leave: test_workspaces)
@@ -191,7 +209,8 @@ DECLARED: dict[tuple[str, str], Declared] = {
     ("POST", RUN + "/heartbeat"): Declared(member("contributor", ITS_RUN), body={}),
     ("GET", RUN + "/children"): Declared(member("reader", ITS_RUN)),
     # tracking
-    ("POST", RUN + "/metrics"): Declared(member("contributor", ITS_RUN), body={"metrics": [{"name": "loss", "values": [0.5]}]}),
+    ("POST", RUN + "/metrics"): Declared(member("contributor", ITS_RUN),
+                                         body={"metrics": [{"name": "loss", "values": [0.5]}]}),
     ("GET", RUN + "/metrics"): Declared(member("reader", ITS_RUN)),
     ("GET", RUN + "/metric-history"): Declared(member("reader", ITS_RUN), query="name=loss"),
     ("GET", RUN + "/logs"): Declared(member("reader", ITS_RUN)),
@@ -241,7 +260,8 @@ DECLARED: dict[tuple[str, str], Declared] = {
     ("GET", ENVIRONMENT + "/{version}"): Declared(member("reader", ANY_RUN)),
     ("PUT", ENVIRONMENT + "/{version}"): Declared(member("contributor"), body=ENV_DEFINITION),
     # compute targets
-    ("POST", COMPUTES): Declared(member("contributor"), body=lambda w, c: {"name": w.unique("box"), "type": "instance"}),
+    ("POST", COMPUTES): Declared(member("contributor"),
+                                 body=lambda w, c: {"name": w.unique("box"), "type": "instance"}),
     ("GET", COMPUTES): Declared(member("reader")),
     ("GET", COMPUTES + "/{name}"): Declared(member("reader")),
     ("DELETE", COMPUTES + "/{name}"): Declared(member("contributor"), fresh=lambda w, c: {"name": w.compute()}),
@@ -278,7 +298,8 @@ class World:
         digest = hashlib.sha256(SCORE_PY).hexdigest()
         self.snapshot_digests = [{"digest": digest, "size": len(SCORE_PY)}]
         self.snapshot_manifest = [{"path": "score.py", "digest": digest, "size": len(SCORE_PY)}]
-        for item in self.ok("POST", f"{base}/snapshots/uploads", {"files": self.snapshot_digests}, contributor)["uploads"]:
+        uploads = self.ok("POST", f"{base}/snapshots/uploads", {"files": self.snapshot_digests}, contributor)
+        for item in uploads["uploads"]:
             self.put(item["url"], SCORE_PY)
         self.snapshot_id = self.ok("POST", f"{base}/snapshots", {"files": self.snapshot_manifest}, contributor)["id"]
         self.ok("POST", f"{base}/computes", {"name": "agents", "type": "instance"}, contributor)
@@ -290,24 +311,25 @@ class World:
         assert claimed["run"]["id"] == self.run_a
         self.run_tokens[self.run_a] = claimed["run_token"]
         self.ok("POST", f"{base}/runs/{self.run_a}/status", {"status": "Running"}, claimed["run_token"])
-        self.child = self.ok("POST", f"{base}/runs", {"experiment": "exp", "parent_id": self.run_a, "status": "Running"},
-                             claimed["run_token"])["id"]
+        child = {"experiment": "exp", "parent_id": self.run_a, "status": "Running"}
+        self.child = self.ok("POST", f"{base}/runs", child, claimed["run_token"])["id"]
         self.record(self.run_a)
         # The runs of the demoted and the departed: submitted while they were contributors, running, then the
         # owner makes one a reader and removes the other
         self.runs_of = {Caller.OWN_RUN: self.run_a}
-        for caller in (Caller.DEMOTED_RUN, Caller.DEPARTED_RUN):
+        for caller, name in ((Caller.DEMOTED_RUN, DEMOTED_NAME), (Caller.DEPARTED_RUN, DEPARTED_NAME)):
             run_id = self.runs_of[caller] = self.submit(self.tokens[caller])
             services.runs.transition(WS, run_id, "Running")
-            self.tokens[caller] = self.run_token(run_id, user=DEMOTED_NAME if caller is Caller.DEMOTED_RUN else DEPARTED_NAME)
+            self.tokens[caller] = self.run_token(run_id, user=name)
             self.record(run_id)
         self.ok("POST", f"{base}/members", {"user": DEMOTED_NAME, "role": "reader"}, owner)
         self.ok("DELETE", f"{base}/members/{DEPARTED_NAME}", None, owner)
         # Run B in the same workspace, and a run of another workspace, each with its own run token
-        self.run_b = self.ok("POST", f"{base}/runs", {"experiment": "exp", "status": "Running"}, contributor)["id"]
+        running = {"experiment": "exp", "status": "Running"}
+        self.run_b = self.ok("POST", f"{base}/runs", running, contributor)["id"]
         self.tokens[Caller.OTHER_RUN] = self.run_token(self.run_b)
-        foreign = self.ok("POST", f"/v1/workspaces/{ELSEWHERE}/runs", {"experiment": "exp", "status": "Running"}, owner)
-        self.tokens[Caller.FOREIGN_RUN] = services.identity.create_run_token(foreign["id"], ELSEWHERE, OWNER_NAME)
+        self.foreign_run = self.ok("POST", f"/v1/workspaces/{ELSEWHERE}/runs", running, owner)["id"]
+        self.tokens[Caller.FOREIGN_RUN] = services.identity.create_run_token(self.foreign_run, ELSEWHERE, OWNER_NAME)
 
         # A model version registered from run A's files, an alias, an environment
         self.ok("POST", f"{base}/models/doubler/versions", {"run_id": self.run_a, "path": "outputs/model.bin"},
@@ -318,7 +340,8 @@ class World:
         # The endpoint `calc` with its deployment `blue` live on a local scoring host, and its key
         self.deploy_body = {"models": ["doubler:1"], "snapshot_id": self.snapshot_id, "entry_script": "score.py"}
         self.deploy("calc")
-        self.tokens[Caller.ENDPOINT_KEY] = self.ok("GET", f"{base}/endpoints/calc/keys", None, contributor)["primary_key"]
+        keys = self.ok("GET", f"{base}/endpoints/calc/keys", None, contributor)
+        self.tokens[Caller.ENDPOINT_KEY] = keys["primary_key"]
 
     # --- requests -------------------------------------------------------------------------------------
     def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
@@ -455,8 +478,7 @@ def test_every_route_is_declared_and_every_declaration_is_a_route():
     routes = declared_routes()
     assert len(routes) == len(set(routes)), "a (method, path) is registered twice"
     undeclared = [f"{m} {p}" for m, p in routes if (m, p) not in DECLARED]
-    assert not undeclared, f"routes without a declaration in DECLARED (tests/server/api/test_authorization_matrix.py): " \
-                           f"{undeclared}"
+    assert not undeclared, f"routes without a declaration in DECLARED (test_authorization_matrix.py): {undeclared}"
     gone = [f"{m} {p}" for m, p in DECLARED if (m, p) not in set(routes)]
     assert not gone, f"declarations of routes that no longer exist: {gone}"
     incomplete = [f"{m} {p}" for (m, p), d in DECLARED.items() if set(d.access) != set(Caller)]
@@ -541,3 +563,18 @@ def test_a_run_token_follows_its_submitters_current_role(world):
     world.ok("DELETE", f"{base}/members/mover", None, owner)
     status, refused = world.call("GET", metrics, None, token)
     assert status == 403 and "no longer a member" in refused["message"], refused
+
+
+RUN_ROUTES = [route for route in declared_routes() if "{run_id}" in route[1]]
+
+
+@pytest.mark.parametrize("method, path", RUN_ROUTES, ids=[f"{method} {path}" for method, path in RUN_ROUTES])
+def test_a_run_of_another_workspace_is_not_found_through_this_one(world, method, path):
+    """Runs are stored by id alone: each run route must check the run belongs to the path's workspace."""
+    declared = DECLARED[(method, path)]
+    url = path.format(**{**world.path_params(path, Caller.CONTRIBUTOR), "run_id": world.foreign_run})
+    query = value(declared.query, world, Caller.CONTRIBUTOR)
+    body = value(declared.body, world, Caller.CONTRIBUTOR)
+    status, answer = world.call(method, url + (f"?{query}" if query else ""), body, world.tokens[Caller.CONTRIBUTOR])
+    assert status == 404 and answer["message"] == f"run {world.foreign_run!r} not found in workspace {WS!r}", \
+        (method, url, status, answer)
