@@ -578,3 +578,18 @@ def test_a_run_of_another_workspace_is_not_found_through_this_one(world, method,
     status, answer = world.call(method, url + (f"?{query}" if query else ""), body, world.tokens[Caller.CONTRIBUTOR])
     assert status == 404 and answer["message"] == f"run {world.foreign_run!r} not found in workspace {WS!r}", \
         (method, url, status, answer)
+
+
+HIDDEN_ROUTES = [route for route, declared in DECLARED.items() if declared.access[Caller.NON_MEMBER] is H]
+
+
+@pytest.mark.parametrize("method, path", HIDDEN_ROUTES, ids=[f"{method} {path}" for method, path in HIDDEN_ROUTES])
+def test_a_non_member_cannot_tell_a_workspace_from_one_that_does_not_exist(world, method, path):
+    declared = DECLARED[(method, path)]
+    body = value(declared.body, world, Caller.NON_MEMBER)
+    answers = []
+    for workspace in (WS, "nowhere"):
+        url = path.format(**{**world.path_params(path, Caller.NON_MEMBER), "workspace": workspace})
+        status, answer = world.call(method, url, body, world.tokens[Caller.NON_MEMBER])
+        answers.append((status, json.dumps(answer).replace(repr(workspace), "<workspace>")))
+    assert answers[0] == answers[1] and answers[0][0] == 404, answers
