@@ -133,6 +133,7 @@ class LocalWorker:
                     continue
             dead.append((job, path))
         for job, path in dead:
+            _kill_leftovers(self._folder(job.run_id))  # its script outlives a killed runner: it must not run on unseen
             if not self._is_terminal(job):
                 self._report(job, DIED)
             path.unlink(missing_ok=True)
@@ -193,8 +194,11 @@ class LocalWorker:
                 if job.stopping is None:
                     self._report(job, f"its runner could not start: {error}")
 
+    def _folder(self, run_id: str) -> Path:
+        return (self.jobs_dir / run_id).resolve()
+
     def _launch(self, spec: JobSpec, job: _Job) -> None:
-        folder = (self.jobs_dir / spec.run_id).resolve()
+        folder = self._folder(spec.run_id)
         folder.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k != "NIMBUS_TOKEN"}  # the platform's own credentials stay here
         env.update(self._job_env)
@@ -223,6 +227,7 @@ class LocalWorker:
             self._signal_tree(job, signal.SIGKILL)  # leftovers of the group, while the unreaped leader pins its id
             if job.popen is not None:
                 job.popen.wait()
+        _kill_leftovers(self._folder(job.run_id))  # a runner that died unseen left its script's group behind
         (self.jobs_dir / job.run_id / JOB_FILE).unlink(missing_ok=True)
         reason = None  # canceled (the API said so) or timed out (already reported): nothing to add
         if job.stopping is None and job.popen is None:
@@ -283,6 +288,22 @@ def _has_exited(job: _Job) -> bool:
         return True
     except psutil.Error:
         return False
+
+
+def _kill_leftovers(folder: Path) -> int:
+    """SIGKILLs every process still carrying the job's folder in its environment (NIMBUS_JOB_DIR, which the
+    runner and its script inherit), wherever it is now: the script runs in a process group of its own, so a
+    runner killed outright leaves it running, a child of init. Returns how many were killed."""
+    killed = 0
+    for process in psutil.process_iter():
+        try:
+            if process.pid == os.getpid() or process.environ().get("NIMBUS_JOB_DIR") != str(folder):
+                continue
+            process.kill()
+            killed += 1
+        except psutil.Error:  # gone, a zombie, or another user's: not ours to end
+            continue
+    return killed
 
 
 def _live_process(pid: int, create_time: float) -> psutil.Process | None:
