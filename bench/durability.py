@@ -12,7 +12,7 @@ At the end every acknowledged write must be stored exactly once, every acknowled
 bytes (sha256) that were sent, and no temporary file may be left or be listed as a blob. The figures
 are the last line of stdout, one JSON object; the exit status is 1 on any loss or inconsistency.
 
-    .venv/bin/python bench/durability.py [--writers 4] [--kills 5] [--seconds 90] [--seed N]
+    .venv/bin/python bench/durability.py [--writers 4] [--kills 5] [--seconds 60] [--seed N]
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
@@ -44,6 +45,7 @@ from nimbus.exceptions import NimbusError, ServiceUnavailableError  # noqa: E402
 from nimbus.webservice import InferenceConfig, Webservice, deploy  # noqa: E402
 
 WRITER_ATTEMPTS = 10  # the SDK's retries of one call span ~40 s of back-off: longer than a restart
+VERIFY_THREADS = 6
 WRITE_PATIENCE_S = 120.0  # a writer retries one write this long before it gives it up (not acknowledged)
 RUN_SCRIPT = "import time\nwhile True:\n    time.sleep(0.2)\n"
 SCORE_SCRIPT = "import os\n\ndef init():\n    pass\n\ndef run(raw_data):\n    return {'pid': os.getpid()}\n"
@@ -152,7 +154,7 @@ def write(index: int, url: str, token: str, journal: Path, stop_file: Path, seed
                                   "writer": index})
                 except NimbusError:
                     pass  # given up by the sender: not acknowledged
-                data = rng.randbytes(rng.choice([0, 1, 4096, 65536, 1 << 20, 3 << 20]) + rng.randint(0, 999))
+                data = rng.randbytes(rng.choice([0, 1, 4096, 65536, 256 << 10, 1 << 20]) + rng.randint(0, 999))
                 name = f"outputs/c{cycle}.bin"
                 if patiently(lambda: run.upload_file(name, io.BytesIO(data), show_progress=False)) is not None:
                     acknowledged({"kind": "output", "run": run.id, "path": name, "size": len(data),
@@ -205,30 +207,33 @@ def verify(url: str, token: str, journals: list[Path], blobs_root: Path) -> dict
                 elif steps[step] > 1:
                     figures["duplicated"] += 1
                     problems.append(f"run {entry['run']}: point {step} stored {steps[step]} times")
-        elif kind == "output":
+    def check_file(entry: dict) -> tuple[str, str] | None:
+        """(figure, problem) when an acknowledged output or model file is missing or not its bytes."""
+        if entry["kind"] == "output":
             run = Run(workspace, entry["run"])
-            if entry["run"] not in outputs:
-                outputs[entry["run"]] = set(run.get_file_names())
             if entry["path"] not in outputs[entry["run"]]:
-                figures["lost"] += 1
-                problems.append(f"run {entry['run']}: output {entry['path']} lost")
-                continue
+                return "lost", f"run {entry['run']}: output {entry['path']} lost"
             with tempfile.TemporaryDirectory() as folder:
                 digest = hashlib.sha256(Path(run.download_file(entry["path"], folder)).read_bytes()).hexdigest()
-            if digest != entry["sha256"]:
-                figures["torn_blobs"] += 1
-                problems.append(f"run {entry['run']}: output {entry['path']} has other bytes")
-        elif kind == "model":
+            what = f"run {entry['run']}: output {entry['path']}"
+        else:
             model = Model(workspace, entry["name"], entry["version"])
             if model.tags.get("write_id") != entry["write_id"]:
-                figures["lost"] += 1
-                problems.append(f"model {entry['name']}:{entry['version']} is not write {entry['write_id']}")
-                continue
+                return "lost", f"model {entry['name']}:{entry['version']} is not write {entry['write_id']}"
             with tempfile.TemporaryDirectory() as folder:
-                digest = hashlib.sha256(Path(model.download(folder, exist_ok=True, show_progress=False)).read_bytes()).hexdigest()
-            if digest != entry["sha256"]:
-                figures["torn_blobs"] += 1
-                problems.append(f"model {entry['name']}:{entry['version']} has other bytes")
+                digest = hashlib.sha256(Path(model.download(folder, exist_ok=True, show_progress=False))
+                                        .read_bytes()).hexdigest()
+            what = f"model {entry['name']}:{entry['version']}"
+        return None if digest == entry["sha256"] else ("torn_blobs", f"{what} has other bytes")
+
+    files = [e for e in entries if e["kind"] in ("output", "model")]
+    for run_id in {e["run"] for e in files if e["kind"] == "output"}:
+        outputs[run_id] = set(Run(workspace, run_id).get_file_names())
+    with ThreadPoolExecutor(VERIFY_THREADS) as pool:
+        for found in pool.map(check_file, files):
+            if found is not None:
+                figures[found[0]] += 1
+                problems.append(found[1])
     # Each acknowledged registration is one version: a write_id seen twice is a duplicate.
     written = Counter()
     for name in sorted({e["name"] for e in entries if e["kind"] == "model"}):
@@ -243,7 +248,6 @@ def verify(url: str, token: str, journals: list[Path], blobs_root: Path) -> dict
     temporary = [p for p in blobs_root.rglob("*") if p.is_file() and ".tmp" in p.name]
     figures["temp_files_left"] = len(temporary)
     return {"figures": figures, "problems": problems}
-
 
 
 # --- what a kill leaves running -----------------------------------------------------------------------
@@ -483,7 +487,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--kills", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=90.0, help="how long the writers write")
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long the writers write")
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (kept anyway on a problem)")
     parser.add_argument("--writer", type=int, help=argparse.SUPPRESS)
