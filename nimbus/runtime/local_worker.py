@@ -57,11 +57,12 @@ class LocalWorker:
                  on_died: Callable[[str, str, str], None], run_status: Callable[[str, str], str], *,
                  concurrency: int = 2, python: str = sys.executable, poll_seconds: float = 0.5,
                  kill_grace_s: float = 5.0, command: Callable[[JobSpec], list[str]] | None = None,
-                 job_env: dict[str, str] | None = None):
+                 job_env: dict[str, str] | None = None, on_launched: Callable[[JobSpec], None] | None = None):
         """`mint_token(spec)` is called at launch and its token only passed in the environment; `on_died(run_id,
         workspace, reason)` marks the run Failed; `run_status(run_id, workspace)` tells whether the runner
         reached a final status before it exited. Callbacks run without the worker's lock held. `job_env` is added
-        to every runner's environment (e.g. NIMBUS_ENVS_DIR, where runs' environments are built)."""
+        to every runner's environment (e.g. NIMBUS_ENVS_DIR, where runs' environments are built). `on_launched(spec)`
+        is called once the job's process is recorded in its folder (from then on a restart adopts it)."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.jobs_dir = Path(jobs_dir)
@@ -70,6 +71,7 @@ class LocalWorker:
         self.poll_seconds = poll_seconds
         self.kill_grace_s = kill_grace_s
         self._mint_token, self._on_died, self._run_status = mint_token, on_died, run_status
+        self._on_launched = on_launched
         self._command = command or (lambda spec: runner_command(python))
         self._job_env = dict(job_env or {})
         self._lock = threading.Lock()
@@ -138,6 +140,14 @@ class LocalWorker:
                 self._report(job, DIED)
             path.unlink(missing_ok=True)
         self._wake.set()
+
+    def end_unrecorded(self, run_id: str) -> int:
+        """Kills what runs of a job this worker does not supervise: a runner started just before the platform
+        stopped, before its process was recorded. Returns how many processes were killed."""
+        with self._lock:
+            if run_id in self._running:
+                raise ValueError(f"run {run_id} is supervised here")
+        return _kill_leftovers(self._folder(run_id))
 
     def stop(self) -> None:
         """Stop supervising; the jobs keep running, and the next start's recover() adopts them."""
@@ -220,6 +230,11 @@ class LocalWorker:
             job.popen, job.process, job.pgid, job.started = popen, process, popen.pid, started
             if job.stopping == "canceled":  # canceled while launching
                 self._begin_kill(job)
+        if self._on_launched is not None:
+            try:
+                self._on_launched(spec)
+            except Exception:  # noqa: BLE001 - the job runs and is recorded: supervising it matters more
+                log.exception("local worker: on_launched failed for run %s", spec.run_id)
 
     def _finish(self, job: _Job) -> None:
         """The job leaves the running set only once it is fully dealt with, so active_jobs() never lies."""
