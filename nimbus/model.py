@@ -84,8 +84,9 @@ class Model:
         body = {"upload_id": reply["upload_id"], "tags": _strings(tags), "properties": _strings(properties),
                 "description": description, "framework": model_framework,
                 "framework_version": model_framework_version}
-        # Not retried: the upload is spent once registered, so a repeat would be refused anyway.
-        details = client.post(_path(workspace, model_name, "versions"), {k: v for k, v in body.items() if v is not None})
+        # Retried: the service registers an upload once and answers a repeat with the same version.
+        details = client.post(_path(workspace, model_name, "versions"), {k: v for k, v in body.items() if v is not None},
+                              retry=True)
         return cls(workspace, model_name, details=details)
 
     @classmethod

@@ -97,6 +97,11 @@ def model_versions_prefix(name: str) -> str:
     return f"MODELV#{name}#"
 
 
+def model_upload_registration(workspace_name: str, name: str, upload_id: str) -> Key:
+    """Which version an upload became: a repeated registration of the upload answers that version."""
+    return Key(f"WS#{workspace_name}", f"MODELUPLOAD#{name}#{upload_id}")
+
+
 def model_alias_move(workspace_name: str, name: str, sequence: int) -> Key:
     """`sequence` counts the model's alias moves (`alias_moves` on the model item): history in order."""
     return Key(f"WS#{workspace_name}", f"MODELALIAS#{name}#{sequence:010d}")

@@ -160,7 +160,9 @@ class LocalHosts(FunctionHost):
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Restart the hosts that were live at the last stop (in the background), then supervise."""
+        """End the hosts an earlier platform left running, restart the ones it recorded (in the background),
+        then supervise."""
+        _end_orphans(self.root)  # before this platform starts any host: every one found is an orphan
         self.monitor = threading.Thread(target=self._supervise, name="scoring-hosts", daemon=True)
         self.monitor.start()
         threading.Thread(target=self._restore, name="scoring-hosts-restore", daemon=True).start()
@@ -183,7 +185,6 @@ class LocalHosts(FunctionHost):
             keys_file = self.root / workspace / endpoint / "keys.json"
             if keys_file.exists():  # this start has a new forwarding key: put its digest in
                 self._write_keys(keys_file, json.loads(keys_file.read_text()).get("endpoint_hashes", []))
-            _end_orphan(folder)
             host = _Host(workspace, endpoint, deployment, int(item["revision"]), folder)
             error = self._start(host)
             with self.lock:
@@ -350,17 +351,29 @@ def _tail(path: Path, lines: int) -> str:
         return ""
 
 
-def _end_orphan(folder: Path) -> None:
-    """A host left running by a platform that was killed still holds its port: end it."""
-    try:
-        pid = json.loads((folder / "ready.json").read_text())["pid"]
-        process = psutil.Process(pid)
-        # A forked host carries its zygote's command line; its working directory is in its folder.
-        if "chalicelib.scoring" in " ".join(process.cmdline()) and Path(process.cwd()).is_relative_to(folder):
-            process.terminate()
-            process.wait(10)
-    except (FileNotFoundError, KeyError, ValueError, psutil.Error):
-        pass
+def _end_orphans(root: Path, grace_s: float = 5.0) -> int:
+    """Ends every host a platform that was killed left running: each works in its deployment's folder under
+    `root` (a forked host too), holding its port, recorded or not (it may have been starting). SIGTERM lets
+    it flush its telemetry; SIGKILL follows after `grace_s`. Returns how many were found."""
+    found, root = [], root.resolve()
+    for process in psutil.process_iter():
+        try:
+            # A forked host carries its zygote's command line; both name chalicelib.scoring (a shell
+            # that happens to be in the folder is not a host).
+            if process.pid != os.getpid() and Path(process.cwd()).is_relative_to(root) \
+                    and "chalicelib.scoring" in " ".join(process.cmdline()):
+                process.terminate()
+                found.append(process)
+        except psutil.Error:  # gone, or another user's: not ours to end
+            continue
+    _, alive = psutil.wait_procs(found, timeout=grace_s)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=grace_s)
+    return len(found)
 
 
 def _unavailable(message: str, deployment: str | None = None) -> ScoreResult:

@@ -50,6 +50,7 @@ def build(home: Path, host: str = "127.0.0.1", port: int = 8000):
     server = LocalServer(host, port)
     services = build_services(Settings(backend="local", home=home, public_url=server.url), local_workers=True)
     server.use(services)
+    services.ctx.blobs.remove_abandoned_temporaries()  # writes a kill interrupted: never published, never listed
     credentials = bootstrap(services, home, server.url)
     services.dispatcher.get("local").start()  # instance targets' agents, elsewhere, pull from their queues
     services.host.start()

@@ -23,7 +23,7 @@ from chalicelib.services.registry_input import (
 )
 from chalicelib.services.workspaces import Workspaces
 from chalicelib.store.table import (
-    Check, ConditionFailed, Delete, Operation, Put, Query, Update, all_of, attr_absent, attr_absent_or_eq, attr_eq,
+    Check, ConditionFailed, Delete, Key, Operation, Put, Query, Update, all_of, attr_absent, attr_absent_or_eq, attr_eq,
     item_absent, item_exists,
 )
 
@@ -56,6 +56,9 @@ class Registry:
             raise Invalid("path goes with run_id: the file or folder of the run to register", field="path")
         record, sources = Workspaces(self.ctx).record(workspace), ModelFileSources(self.ctx)
         if upload_id is not None:
+            repeated = self._registered_upload(workspace, name, upload_id)
+            if repeated is not None:  # a retry of a registration whose answer was lost
+                return repeated
             files, lineage = sources.from_upload(record, name, upload_id), {}
             folder = upload_id
         else:
@@ -66,13 +69,33 @@ class Registry:
                 "total_bytes": sum(f["size"] for f in files), "blob_prefix": files_prefix(record, folder),
                 **metadata, "tags": tags, "properties": properties, "lineage": lineage, "deployments": {},
                 "deployment_count": 0, "created": self.ctx.now(), "created_by": principal.user}
-        model, item = self._add_version(workspace, name, record, item)
+        claim = table_keys.model_upload_registration(workspace, name, upload_id) if upload_id is not None else None
+        added = self._add_version(workspace, name, record, item, claim)
+        if added is None:  # a concurrent repeat of this registration won the race
+            return self._registered_upload(workspace, name, upload_id)
+        model, item = added
         if upload_id is not None:  # the upload is spent: a second version cannot share (and later delete) its files
             sources.spend_upload(record, upload_id)
         return version_view(model, item)
 
-    def _add_version(self, workspace: str, name: str, record: dict, item: dict) -> tuple[dict, dict]:
-        """Optimistic numbering: the model's counter moves from n to n + 1 only if it still reads n."""
+    def _registered_upload(self, workspace: str, name: str, upload_id: str) -> dict | None:
+        """The version an upload was registered as (None if it was not); refused if that version is gone."""
+        claim = self.ctx.table.get_item(table_keys.model_upload_registration(workspace, name, upload_id))
+        if claim is None:
+            return None
+        model, item = self.ctx.table.get_item(table_keys.model(workspace, name)), self.ctx.table.get_item(
+            table_keys.model_version(workspace, name, int(claim["version"])))
+        if model is None or item is None:
+            raise Invalid(f"upload {upload_id} is unknown or already registered; ask for upload URLs first",
+                          field="upload_id")
+        return version_view(model, item)
+
+    def _add_version(self, workspace: str, name: str, record: dict, item: dict,
+                     claim: Key | None = None) -> tuple[dict, dict] | None:
+        """Optimistic numbering: the model's counter moves from n to n + 1 only if it still reads n.
+
+        `claim` (an upload's registration) is written in the same transaction, once: None is returned
+        when it already exists, i.e. the same upload was registered meanwhile."""
         model_key = table_keys.model(workspace, name)
         for attempt in range(REGISTER_ATTEMPTS):
             model = self.ctx.table.get_item(model_key)
@@ -84,13 +107,19 @@ class Registry:
                           set_if_absent={"entity": "model", "workspace": workspace, "name": name, "aliases": {},
                                          "created": item["created"], "created_by": item["created_by"]},
                           condition=attr_eq("latest_version", current) if current else attr_absent("latest_version"))
+            operations: list[Operation] = [bump, Put(new, item_absent()),
+                                           Check(table_keys.workspace(workspace), attr_eq("id", record["id"]))]
+            if claim is not None:
+                operations.append(Put({"pk": claim.pk, "sk": claim.sk, "entity": "model_upload_registration",
+                                       "version": version}, item_absent()))
             try:
                 # The check on the workspace's id keeps a version out of a workspace deleted meanwhile.
-                self.ctx.table.transact([bump, Put(new, item_absent()),
-                                         Check(table_keys.workspace(workspace), attr_eq("id", record["id"]))])
+                self.ctx.table.transact(operations)
             except ConditionFailed as failure:
                 if failure.index == 2:
                     raise NotFound(f"workspace {workspace!r} not found") from None
+                if failure.index == 3:
+                    return None
                 time.sleep(contention_pause(attempt))
                 continue
             return {**(model or {}), "aliases": (model or {}).get("aliases", {}), "latest_version": version}, new

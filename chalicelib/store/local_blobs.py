@@ -1,7 +1,8 @@
 """The Blobs port on a local folder: one file per key, presigned URLs signed with a local HMAC key.
 
 Every write goes to a temp file, is fsynced and then renamed over the target, so readers see either
-the old bytes or the new ones and a crash never leaves a torn blob behind.
+the old bytes or the new ones and a crash never leaves a torn blob behind. A temp file is named after
+the process writing it; one whose process is gone (killed mid-write) is removed when the platform starts.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from stat import S_ISREG
 from typing import BinaryIO, Iterator
 from urllib.parse import quote, urlencode
 
+import psutil
+
 from chalicelib.errors import Conflict, Forbidden, Invalid, NotFound
 from chalicelib.store.blobs import BlobInfo, BlobPage, Blobs, check_key
 
@@ -25,6 +28,7 @@ CHUNK = 1024 * 1024
 MAX_PAGE = 1000  # same ceiling as S3
 # check_key rejects backslashes, so this folder can never be (or hide) a user's key.
 TMP_DIR = ".tmp\\"
+TMP_PREFIX = ".tmp-"  # then the writing process's pid
 KEY_BYTES = 32
 
 
@@ -124,6 +128,19 @@ class LocalBlobs(Blobs):
         self._write(key, copy)
         return length
 
+    def remove_abandoned_temporaries(self) -> int:
+        """Deletes the temp files of writes whose process is gone (a kill mid-write); returns how many."""
+        removed = 0
+        try:
+            entries = list(os.scandir(self.root / TMP_DIR))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False) and not _writer_alive(entry):
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     # --- internals --------------------------------------------------------------------------------
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*check_key(key).split("/"))
@@ -132,7 +149,7 @@ class LocalBlobs(Blobs):
         target = self._path(key)
         tmp_dir = self.root / TMP_DIR
         tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=tmp_dir)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=tmp_dir)
         try:
             with os.fdopen(fd, "wb") as out:
                 fill(out)
@@ -234,6 +251,18 @@ def _load_or_create_key(path: Path) -> bytes:
     if len(key) != KEY_BYTES:
         raise RuntimeError(f"{path} does not hold a {KEY_BYTES}-byte signing key; delete it to start over")
     return key
+
+
+def _writer_alive(entry: os.DirEntry) -> bool:
+    """Whether the process named in a temp file's name may still be writing it."""
+    pid = entry.name[len(TMP_PREFIX):].split("-", 1)[0]
+    if not entry.name.startswith(TMP_PREFIX) or not pid.isdigit():
+        return False  # not one of ours: nothing writes it any more
+    try:
+        # A pid reused by a process started after the file was last written is not its writer.
+        return psutil.Process(int(pid)).create_time() <= entry.stat(follow_symlinks=False).st_mtime + 1
+    except psutil.Error:
+        return False
 
 
 def _fsync_dir(folder: Path) -> None:

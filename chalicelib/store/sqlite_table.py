@@ -3,6 +3,14 @@
 Items live as JSON in one table keyed by (pk, sk), with the GSI key columns copied out so an index
 Query is an indexed range read. Every write runs in BEGIN IMMEDIATE: the condition is evaluated and
 the item written while holding the write lock, so concurrent writers (threads or processes) serialise.
+
+Durability: WAL with synchronous=NORMAL. A transaction is in the WAL file (the operating system's page
+cache) when COMMIT returns, so it survives a kill of the process at any moment (the next open replays
+the WAL); a power loss may lose the last transactions, never corrupt the file. FULL would fsync each
+commit for power loss too, at a cost on every write.
+
+Schema: `PRAGMA user_version` is the layout's version (SCHEMA_VERSION). Opening an older file migrates
+it in one transaction: an index column added to schema.INDEXES since is added and filled from the items.
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ from chalicelib.store.table import (
     evaluate,
 )
 
+SCHEMA_VERSION = 1  # 0: a file from before versioning (481b1ea and earlier), same layout
 _TOP = chr(0x10FFFF)  # sorts after every continuation of a prefix (SQLite compares UTF-8 bytes)
 _INDEX_COLUMNS = [a for pair in schema.INDEXES.values() for a in pair]
 
@@ -41,17 +50,14 @@ class SqliteTable(Table):
         self._local = threading.local()
         self._writes_lock = threading.Lock()
         self.writes = 0
-        with self._connection() as db:
-            columns = ", ".join(f"{c} TEXT" for c in _INDEX_COLUMNS)
-            db.execute(
-                f"CREATE TABLE IF NOT EXISTS items (pk TEXT NOT NULL, sk TEXT NOT NULL, {columns}, "
-                "data TEXT NOT NULL, PRIMARY KEY (pk, sk)) WITHOUT ROWID"
-            )
-            for name, (hash_key, range_key) in schema.INDEXES.items():
-                db.execute(
-                    f"CREATE INDEX IF NOT EXISTS {name} ON items ({hash_key}, {range_key}, pk, sk) "
-                    f"WHERE {hash_key} IS NOT NULL AND {range_key} IS NOT NULL"
-                )
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")  # one process creates or migrates; the others wait, then find it done
+        try:
+            _create_or_migrate(db)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -159,6 +165,30 @@ class SqliteTable(Table):
             [key.pk, key.sk, *[new.get(c) for c in _INDEX_COLUMNS], dumps_stored(new)],
         )
         return new
+
+
+def _create_or_migrate(db: sqlite3.Connection) -> None:
+    columns = ", ".join(f"{c} TEXT" for c in _INDEX_COLUMNS)
+    db.execute(f"CREATE TABLE IF NOT EXISTS items (pk TEXT NOT NULL, sk TEXT NOT NULL, {columns}, "
+               "data TEXT NOT NULL, PRIMARY KEY (pk, sk)) WITHOUT ROWID")
+    present = {row[1] for row in db.execute("PRAGMA table_info(items)")}
+    for column in _INDEX_COLUMNS:
+        if column not in present:  # an index added since the file was written: copy its keys out of the items
+            db.execute(f"ALTER TABLE items ADD COLUMN {column} TEXT")
+            # Read in Python: stored JSON may hold NaN literals, which SQLite's JSON functions refuse.
+            for pk, sk, data in db.execute("SELECT pk, sk, data FROM items").fetchall():
+                value = loads(data).get(column)
+                if isinstance(value, str):
+                    db.execute(f"UPDATE items SET {column} = ? WHERE pk = ? AND sk = ?", (value, pk, sk))
+    for name, (hash_key, range_key) in schema.INDEXES.items():
+        db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON items ({hash_key}, {range_key}, pk, sk) "
+                   f"WHERE {hash_key} IS NOT NULL AND {range_key} IS NOT NULL")
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(f"the store was written by a newer release (schema {version} > {SCHEMA_VERSION}); "
+                           "upgrade Nimbus to open it")
+    if version < SCHEMA_VERSION:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _check_batch(operations: Sequence[Operation]) -> None:

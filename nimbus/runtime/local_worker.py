@@ -57,11 +57,12 @@ class LocalWorker:
                  on_died: Callable[[str, str, str], None], run_status: Callable[[str, str], str], *,
                  concurrency: int = 2, python: str = sys.executable, poll_seconds: float = 0.5,
                  kill_grace_s: float = 5.0, command: Callable[[JobSpec], list[str]] | None = None,
-                 job_env: dict[str, str] | None = None):
+                 job_env: dict[str, str] | None = None, on_launched: Callable[[JobSpec], None] | None = None):
         """`mint_token(spec)` is called at launch and its token only passed in the environment; `on_died(run_id,
         workspace, reason)` marks the run Failed; `run_status(run_id, workspace)` tells whether the runner
         reached a final status before it exited. Callbacks run without the worker's lock held. `job_env` is added
-        to every runner's environment (e.g. NIMBUS_ENVS_DIR, where runs' environments are built)."""
+        to every runner's environment (e.g. NIMBUS_ENVS_DIR, where runs' environments are built). `on_launched(spec)`
+        is called once the job's process is recorded in its folder (from then on a restart adopts it)."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.jobs_dir = Path(jobs_dir)
@@ -70,6 +71,7 @@ class LocalWorker:
         self.poll_seconds = poll_seconds
         self.kill_grace_s = kill_grace_s
         self._mint_token, self._on_died, self._run_status = mint_token, on_died, run_status
+        self._on_launched = on_launched
         self._command = command or (lambda spec: runner_command(python))
         self._job_env = dict(job_env or {})
         self._lock = threading.Lock()
@@ -133,10 +135,19 @@ class LocalWorker:
                     continue
             dead.append((job, path))
         for job, path in dead:
+            _kill_leftovers(self._folder(job.run_id))  # its script outlives a killed runner: it must not run on unseen
             if not self._is_terminal(job):
                 self._report(job, DIED)
             path.unlink(missing_ok=True)
         self._wake.set()
+
+    def end_unrecorded(self, run_id: str) -> int:
+        """Kills what runs of a job this worker does not supervise: a runner started just before the platform
+        stopped, before its process was recorded. Returns how many processes were killed."""
+        with self._lock:
+            if run_id in self._running:
+                raise ValueError(f"run {run_id} is supervised here")
+        return _kill_leftovers(self._folder(run_id))
 
     def stop(self) -> None:
         """Stop supervising; the jobs keep running, and the next start's recover() adopts them."""
@@ -193,8 +204,11 @@ class LocalWorker:
                 if job.stopping is None:
                     self._report(job, f"its runner could not start: {error}")
 
+    def _folder(self, run_id: str) -> Path:
+        return (self.jobs_dir / run_id).resolve()
+
     def _launch(self, spec: JobSpec, job: _Job) -> None:
-        folder = (self.jobs_dir / spec.run_id).resolve()
+        folder = self._folder(spec.run_id)
         folder.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k != "NIMBUS_TOKEN"}  # the platform's own credentials stay here
         env.update(self._job_env)
@@ -216,6 +230,11 @@ class LocalWorker:
             job.popen, job.process, job.pgid, job.started = popen, process, popen.pid, started
             if job.stopping == "canceled":  # canceled while launching
                 self._begin_kill(job)
+        if self._on_launched is not None:
+            try:
+                self._on_launched(spec)
+            except Exception:  # noqa: BLE001 - the job runs and is recorded: supervising it matters more
+                log.exception("local worker: on_launched failed for run %s", spec.run_id)
 
     def _finish(self, job: _Job) -> None:
         """The job leaves the running set only once it is fully dealt with, so active_jobs() never lies."""
@@ -223,6 +242,7 @@ class LocalWorker:
             self._signal_tree(job, signal.SIGKILL)  # leftovers of the group, while the unreaped leader pins its id
             if job.popen is not None:
                 job.popen.wait()
+        _kill_leftovers(self._folder(job.run_id))  # a runner that died unseen left its script's group behind
         (self.jobs_dir / job.run_id / JOB_FILE).unlink(missing_ok=True)
         reason = None  # canceled (the API said so) or timed out (already reported): nothing to add
         if job.stopping is None and job.popen is None:
@@ -283,6 +303,22 @@ def _has_exited(job: _Job) -> bool:
         return True
     except psutil.Error:
         return False
+
+
+def _kill_leftovers(folder: Path) -> int:
+    """SIGKILLs every process still carrying the job's folder in its environment (NIMBUS_JOB_DIR, which the
+    runner and its script inherit), wherever it is now: the script runs in a process group of its own, so a
+    runner killed outright leaves it running, a child of init. Returns how many were killed."""
+    killed = 0
+    for process in psutil.process_iter():
+        try:
+            if process.pid == os.getpid() or process.environ().get("NIMBUS_JOB_DIR") != str(folder):
+                continue
+            process.kill()
+            killed += 1
+        except psutil.Error:  # gone, a zombie, or another user's: not ours to end
+            continue
+    return killed
 
 
 def _live_process(pid: int, create_time: float) -> psutil.Process | None:

@@ -319,3 +319,33 @@ def test_callbacks_run_without_the_lock(harness):
     harness.on_died_hook = lambda: (worker.submit(JobSpec("late", "ws1", None)), worker.cancel("late"), calls.set())
     harness.submit(worker, "crash2", "import sys; sys.exit(2)")
     assert calls.wait(5)
+
+
+def test_recover_ends_what_a_dead_runner_left_running_outside_its_group(harness):
+    # Given a job whose runner started a child in a session of its own (as the runner starts the script),
+    # then the platform went away (no supervision) and the runner was killed outright
+    worker = harness.worker()
+    folder = harness.submit(worker, "orphaned", SPAWN_AND_SLEEP)
+    stay, leave = wait_for(lambda: (folder / "children.json").exists() and json.loads((folder / "children.json").read_text()))
+    worker.stop()
+    runner = json.loads((folder / JOB_FILE).read_text())["pid"]
+    os.killpg(runner, signal.SIGKILL)
+    wait_for(lambda: gone(runner))
+    assert not gone(leave)
+
+    # When the next start recovers
+    harness.worker().recover()
+
+    # Then the run is reported and nothing of the job runs unsupervised
+    assert harness.died == [("orphaned", "ws1", DIED)]
+    wait_for(lambda: gone(leave) and gone(stay))
+
+
+def test_a_supervised_runner_killed_outright_leaves_nothing_running(harness):
+    worker = harness.worker()
+    folder = harness.submit(worker, "outright", SPAWN_AND_SLEEP)
+    stay, leave = wait_for(lambda: (folder / "children.json").exists() and json.loads((folder / "children.json").read_text()))
+    os.kill(json.loads((folder / JOB_FILE).read_text())["pid"], signal.SIGKILL)  # the runner alone
+    wait_for(lambda: harness.died)
+    assert harness.died == [("outright", "ws1", "the runner was killed by signal SIGKILL")]
+    wait_for(lambda: gone(leave) and gone(stay))

@@ -8,7 +8,8 @@ import zipfile
 import pytest
 
 from nimbus import Experiment, Model
-from nimbus.exceptions import ConflictError, InvalidError, NotFoundError
+from nimbus import client as client_module
+from nimbus.exceptions import ConflictError, InvalidError, NotFoundError, ServiceUnavailableError
 
 
 @pytest.fixture
@@ -119,3 +120,25 @@ def test_get_model_path_and_deploy_delegate(workspace, tmp_path, monkeypatch):
     assert Model.deploy(workspace, "blue", ["m"], "inference", "config", wait=False) == "service"
     assert calls == [((workspace, "blue", ["m"], "inference", "config"), {"endpoint": "iris", "wait": True}),
                      ((workspace, "blue", ["m"], "inference", "config"), {"endpoint": None, "wait": False})]
+
+
+def test_a_registration_whose_answer_is_lost_is_retried_into_the_same_version(workspace, model_file, monkeypatch):
+    # Given a connection that fails just after the service stored the first registration
+    monkeypatch.setattr(client_module.time, "sleep", lambda seconds: None)
+    real_exchange, lost = workspace.client._exchange, []
+
+    def exchange(method, url, body, headers):
+        answer = real_exchange(method, url, body, headers)
+        if method == "POST" and url.endswith("/models/iris/versions") and not lost:
+            lost.append(answer)
+            raise ServiceUnavailableError("connection reset before the answer")
+        return answer
+
+    monkeypatch.setattr(workspace.client, "_exchange", exchange)
+
+    # When the model is registered
+    model = Model.register(workspace, "iris", model_file, show_progress=False)
+
+    # Then the retry answers the version the first attempt made, and there is only that one
+    assert lost and model.version == 1
+    assert [m.version for m in Model.list(workspace, name="iris", latest=False)] == [1]

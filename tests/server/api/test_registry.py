@@ -90,6 +90,27 @@ def test_a_file_registers_as_version_1_with_its_metadata(api, backend, services,
     assert api.ok("GET", f"{MODELS}/iris/versions/latest")["version"] == 2
 
 
+def test_a_repeated_registration_of_one_upload_answers_its_version_and_adds_none(api, backend, services, ws):
+    # Given an upload registered once, whose announced file list is still there, as when the platform
+    # stopped between storing the version and spending the upload (or the answer was lost on the way)
+    upload_id = upload(api, backend, services, "iris", {"model.pkl": b"weights"})
+    prefix = services.ctx.table.get_item(table_keys.workspace("ws"))["blob_prefix"]
+    manifest_key = f"{prefix}models/uploads/{upload_id}.json"
+    manifest = services.ctx.blobs.get_bytes(manifest_key)
+    first = api.ok("POST", f"{MODELS}/iris/versions", {"upload_id": upload_id, "tags": {"n": "1"}}, status=201)
+    services.ctx.blobs.put_bytes(manifest_key, manifest)
+
+    # When the client sends the same registration again, then once more after the upload is spent
+    again = api.ok("POST", f"{MODELS}/iris/versions", {"upload_id": upload_id, "tags": {"n": "1"}}, status=201)
+    services.ctx.blobs.delete(manifest_key)
+    third = api.ok("POST", f"{MODELS}/iris/versions", {"upload_id": upload_id, "tags": {"n": "1"}}, status=201)
+
+    # Then every answer is version 1 and no second version exists
+    assert first["version"] == again["version"] == third["version"] == 1
+    assert api.ok("GET", f"{MODELS}/iris")["latest_version"] == 1
+    assert [v["version"] for v in api.ok("GET", f"{MODELS}/iris/versions")["versions"]] == [1]
+
+
 def test_a_folder_registers_with_the_folder_as_asset_path(api, backend, services, ws):
     files = {"bert/config.json": b"{}", "bert/weights/part-0.bin": b"0" * 100, "bert/empty": b""}
     version = register(api, backend, services, "bert", files)

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -174,6 +178,32 @@ def test_temp_files_never_listed(blobs):
     blobs.write_stream("a/y", io.BytesIO(b"22"), 2)
     assert [b.key for b in blobs.list("").blobs] == ["a/x", "a/y"]
     assert [b.key for b in blobs.list(".").blobs] == []
+
+
+def test_the_temp_files_of_writers_that_are_gone_are_removed_and_a_live_writers_kept(blobs):
+    # Given temp files a kill left behind (a dead writer's, an old nameless one) and one a live writer holds
+    blobs.put_bytes("a/x", b"1")
+    temp = blobs.root / local_blobs_module.TMP_DIR
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    (temp / f".tmp-{finished.pid}-abcd1234").write_bytes(b"torn")
+    (temp / ".tmp-leftover").write_bytes(b"torn")
+    live = temp / f".tmp-{os.getpid()}-efgh5678"
+    live.write_bytes(b"being written")
+
+    # When the platform starts and sweeps
+    # Then only the live writer's file remains, and the blobs
+    assert blobs.remove_abandoned_temporaries() == 2
+    assert [p.name for p in temp.iterdir()] == [live.name]
+    assert blobs.get_bytes("a/x") == b"1" and [b.key for b in blobs.list("").blobs] == ["a/x"]
+
+
+def test_a_write_names_its_temp_file_after_its_process(blobs, monkeypatch):
+    seen = []
+    real_replace = os.replace
+    monkeypatch.setattr(local_blobs_module.os, "replace", lambda tmp, target: (seen.append(tmp), real_replace(tmp, target)))
+    blobs.put_bytes("a/x", b"1")
+    assert Path(seen[0]).name.startswith(f".tmp-{os.getpid()}-")
 
 
 def test_delete_prunes_empty_folders(blobs):
