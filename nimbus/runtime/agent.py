@@ -67,6 +67,7 @@ class Agent:
                                    concurrency=concurrency, python=self.settings.python)
         self._log(f"agent of compute target {self.settings.compute!r} (workspace {self.workspace.name!r}): "
                   f"up to {concurrency} run(s) at once, jobs in {jobs_dir}")
+        self._log(self._worker.isolation.notice)  # how runs are kept from this machine's Nimbus state
         self._worker.recover()  # jobs of an earlier agent on this folder: adopted, or reported dead
         try:
             self._loop(concurrency, once)
