@@ -81,7 +81,8 @@ class LocalWorker:
         self._job_env = dict(job_env or {})
         self._homes = list(dict.fromkeys(Path(p).absolute() for p in [nimbus_home(), *([home] if home else [])]))
         self._opened = [self.jobs_dir.absolute(), envs_dir({**os.environ, **self._job_env}).absolute()]
-        self.isolation = isolation or run_isolation.decide(python, [*self._homes, self.jobs_dir], self._opened)
+        self.isolation = isolation or run_isolation.decide(python, [*self._homes, self.jobs_dir], self._opened,
+                                                           shared=self._opened[1:])
         self._lock = threading.Lock()
         self._queue: collections.deque[JobSpec] = collections.deque()
         self._running: dict[str, _Job] = {}

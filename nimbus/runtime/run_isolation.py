@@ -83,8 +83,9 @@ class Isolation:
 
     mechanism: str  # "uid", "landlock" or "none"
     reason: str
-    protected: tuple[str, ...] = ()  # the platform's folders: nothing at or under them is granted (landlock)
+    protected: tuple[str, ...] = ()  # the platform's folders: nothing at or under them is granted (landlock)...
     landlock_abi: int = 0
+    shared: tuple[str, ...] = ()  # ...but what is under these (the environments), read-only
 
     @property
     def warning(self) -> str | None:
@@ -105,25 +106,28 @@ class Isolation:
         return f"runs are isolated: each run's script is confined by Landlock ({self.reason})"
 
 
-def decide(python: str, protected: Iterable[os.PathLike | str], opened: Iterable[os.PathLike | str], *,
-           euid: int | None = None, abi: int | None = None, search_path: Iterable[str] | None = None) -> Isolation:
+def decide(python: str, protected: Iterable[os.PathLike | str], opened: Iterable[os.PathLike | str],
+           shared: Iterable[os.PathLike | str] = (), *, euid: int | None = None, abi: int | None = None,
+           search_path: Iterable[str] | None = None) -> Isolation:
     """The mechanism for runs started with `python`. `protected`: the platform's folders (its home, the jobs
-    folder); `opened`: the folders the uid mechanism makes traversable (the jobs and environments folders).
-    The keyword arguments stand for the machine's facts (effective uid, Landlock ABI, the runner's sys.path)."""
+    folder); `opened`: the folders the uid mechanism makes traversable (the jobs and environments folders);
+    `shared`: those a run may read (the environments). The keyword arguments stand for the machine's facts
+    (effective uid, Landlock ABI, the runner's sys.path)."""
     euid = os.geteuid() if euid is None else euid
     abi = landlock_abi() if abi is None else abi
     protected = tuple(str(Path(p).absolute()) for p in protected)
+    shared = tuple(str(Path(p).absolute()) for p in shared)
     if euid == 0:
         blocked = _first_unreachable(python, list(sys.path if search_path is None else search_path),
                                      [Path(p).absolute() for p in opened], protected)
         if blocked is None:
-            return Isolation("uid", "the platform runs as root", protected, abi)
+            return Isolation("uid", "the platform runs as root", protected, abi, shared)
         why = f"root, but {blocked} is closed to other users, so a run's own uid could not reach its interpreter"
     else:
         why = "the platform does not run as root"
     if abi >= 1:
-        return Isolation("landlock", f"{why}; Landlock ABI {abi}", protected, abi)
-    return Isolation("none", f"{why}, and this kernel has no Landlock (Linux 5.13+)", protected, 0)
+        return Isolation("landlock", f"{why}; Landlock ABI {abi}", protected, abi, shared)
+    return Isolation("none", f"{why}, and this kernel has no Landlock (Linux 5.13+)", protected, 0, shared)
 
 
 def _first_unreachable(python: str, search_path: list[str], opened: list[Path], protected: tuple[str, ...]) -> str | None:
@@ -158,10 +162,11 @@ class Confinement:
     uid: int | None = None
     protected: tuple[str, ...] = ()
     drop_capabilities: bool = False
+    shared: tuple[str, ...] = ()
 
     def to_env(self) -> str:
         return json.dumps({"mechanism": self.mechanism, "uid": self.uid, "protected": list(self.protected),
-                           "drop_capabilities": self.drop_capabilities})
+                           "drop_capabilities": self.drop_capabilities, "shared": list(self.shared)})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Confinement | None":
@@ -171,7 +176,7 @@ class Confinement:
         try:
             data = json.loads(text)
             confinement = cls(str(data["mechanism"]), data.get("uid"), tuple(map(str, data.get("protected") or ())),
-                              bool(data.get("drop_capabilities")))
+                              bool(data.get("drop_capabilities")), tuple(map(str, data.get("shared") or ())))
         except (ValueError, KeyError, TypeError) as err:
             raise IsolationError(f"{ENV} is not a confinement: {err}") from None
         if confinement.mechanism not in ("uid", "landlock") or (
@@ -185,7 +190,8 @@ def confinement_for(isolation: Isolation, taken: Iterable[int] = ()) -> Confinem
     if isolation.mechanism == "uid":
         return Confinement("uid", allocate_uid(taken))
     if isolation.mechanism == "landlock":
-        return Confinement("landlock", protected=isolation.protected, drop_capabilities=os.geteuid() == 0)
+        return Confinement("landlock", protected=isolation.protected, drop_capabilities=os.geteuid() == 0,
+                           shared=isolation.shared)
     return None
 
 
@@ -273,7 +279,8 @@ def popen_options(confinement: Confinement | None, argv: list[str], env: Mapping
     elif confinement.mechanism == "uid":
         yield {"user": confinement.uid, "group": confinement.uid, "extra_groups": [], "umask": 0o077}
     else:
-        ruleset = _landlock_ruleset(_readable(argv, env), [*map(Path, SYSTEM_WRITE), *writable], confinement.protected)
+        ruleset = _landlock_ruleset(_readable(argv, env), [*map(Path, SYSTEM_WRITE), *writable], confinement.protected,
+                                    confinement.shared)
         try:
             yield {"preexec_fn": _Restrict(ruleset, confinement.drop_capabilities), "pass_fds": (ruleset,)}
         finally:
@@ -295,7 +302,8 @@ def _readable(argv: list[str], env: Mapping[str, str]) -> list[Path]:
     return paths
 
 
-def _landlock_ruleset(readable: list[Path], writable: list[Path], protected: Iterable[str]) -> int:
+def _landlock_ruleset(readable: list[Path], writable: list[Path], protected: Iterable[str],
+                      shared: Iterable[str] = ()) -> int:
     abi = landlock_abi()
     if abi < 1:
         raise IsolationError("this kernel has no Landlock, which this run's confinement needs")
@@ -308,8 +316,11 @@ def _landlock_ruleset(readable: list[Path], writable: list[Path], protected: Ite
     if fd < 0:
         raise IsolationError(ctypes.get_errno(), f"landlock_create_ruleset: {os.strerror(ctypes.get_errno())}")
     try:
-        fenced = [Path(p) for p in protected]
+        fenced, allowed = [Path(p) for p in protected], [Path(p) for p in shared]
         for path in dict.fromkeys(p.absolute() for p in readable):
+            if any(path == a or a in path.parents for a in allowed):
+                _add_rule(fd, path, read)  # the run's environment, say, though it lies in the platform's home
+                continue
             for granted in _outside(path, fenced):
                 _add_rule(fd, granted, read)
         for path in dict.fromkeys(p.absolute() for p in writable):
