@@ -198,8 +198,9 @@ def confinement_for(isolation: Isolation, taken: Iterable[int] = ()) -> Confinem
 def allocate_uid(taken: Iterable[int] = ()) -> int:
     """A uid of the reserved range that neither a live job of this worker nor any running process holds."""
     busy = set(taken) | _process_uids()
-    for _ in range(1000):
-        uid = UID_FIRST + random.randrange(UID_COUNT)
+    start = random.randrange(UID_COUNT)  # random: two workers on one machine rarely try the same one first
+    for step in range(UID_COUNT):
+        uid = UID_FIRST + (start + step) % UID_COUNT
         if uid not in busy:
             return uid
     raise IsolationError("no free uid is left in the reserved range")
