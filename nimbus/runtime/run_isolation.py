@@ -29,7 +29,7 @@ import os
 import random
 import stat
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
@@ -283,7 +283,7 @@ def popen_options(confinement: Confinement | None, argv: list[str], env: Mapping
         ruleset = _landlock_ruleset(_readable(argv, env), [*map(Path, SYSTEM_WRITE), *writable], confinement.protected,
                                     confinement.shared)
         try:
-            yield {"preexec_fn": _Restrict(ruleset, confinement.drop_capabilities), "pass_fds": (ruleset,)}
+            yield {"preexec_fn": _Restrict(ruleset, confinement.drop_capabilities)}
         finally:
             os.close(ruleset)
 
@@ -361,20 +361,19 @@ def _add_rule(ruleset: int, path: Path, access: int) -> None:
         os.close(target)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Restrict:
-    """Runs in the forked child before exec: no new privileges, no capabilities (as root), then the ruleset."""
+    """Runs in the forked child before exec: no new privileges, no capabilities (as root), then the ruleset
+    (its descriptor is close-on-exec: the script does not inherit it)."""
 
     ruleset: int
     drop_capabilities: bool
-    _prctl: object = field(default=_libc.prctl, repr=False)
-    _syscall: object = field(default=_libc.syscall, repr=False)
 
     def __call__(self) -> None:
-        if self._prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise IsolationError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
         if self.drop_capabilities:  # an empty bounding set: exec grants root no capability back
             for capability in range(_LAST_CAPABILITY + 1):
-                self._prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0)  # EINVAL past the kernel's last one
-        if self._syscall(_RESTRICT_SELF, ctypes.c_int(self.ruleset), ctypes.c_uint32(0)) != 0:
+                _libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0)  # EINVAL past the kernel's last one
+        if _libc.syscall(_RESTRICT_SELF, ctypes.c_int(self.ruleset), ctypes.c_uint32(0)) != 0:
             raise IsolationError(ctypes.get_errno(), "landlock_restrict_self")
