@@ -129,22 +129,29 @@ def platform_dirs():
     shutil.rmtree(base)
 
 
-def probe(confinement, home, jobs, python=SYSTEM_PYTHON):
+def probe(confinement, home, jobs, *more_paths, **popen):
+    """Runs PROBE as run-b's script: it tries the platform's files and run-a's, then does its own work."""
     job = jobs / "run-b"
     code = job / "code"
     env = {"PATH": "/usr/bin:/bin", **run_isolation.prepare_folders(confinement, job, code)}
-    argv = [python, "-c", PROBE, str(home / "signing.key"), str(home / "nimbus.db"),
-            str(jobs / "run-a" / "code" / "outputs" / "private.txt"), str(jobs / "run-a")]
+    argv = [SYSTEM_PYTHON, "-c", PROBE, str(home / "signing.key"), str(home / "nimbus.db"),
+            str(jobs / "run-a" / "code" / "outputs" / "private.txt"), str(jobs / "run-a"), *map(str, more_paths)]
     own = [code, job / "home", job / "tmp"]
     with run_isolation.popen_options(confinement, argv, env, own) as options:
-        done = subprocess.run(argv, cwd=code, env=env, capture_output=True, text=True, timeout=60, **options)
+        done = subprocess.run(argv, cwd=code, env=env, capture_output=True, text=True, timeout=60, check=False,
+                              **popen, **options)
     assert done.returncode == 0, done.stderr
     return done.stdout, code
 
 
+def refused(out: str, *names: str) -> bool:
+    lines = out.splitlines()
+    return all(any(line.endswith("PermissionError") and name in line for line in lines) for name in names)
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(SYSTEM_PYTHON), reason="needs root and a system python")
 def test_under_its_own_uid_a_script_reads_none_of_the_platform_nor_another_run(platform_dirs):
-    base, home, jobs, envs = platform_dirs
+    _, home, jobs, envs = platform_dirs
     isolation = run_isolation.decide(SYSTEM_PYTHON, [home, jobs], [jobs, envs], [envs], search_path=[])
     assert isolation.mechanism == "uid", isolation.reason
     run_isolation.open_for_runs([home], [jobs, envs])  # what the worker does at each launch
@@ -155,8 +162,7 @@ def test_under_its_own_uid_a_script_reads_none_of_the_platform_nor_another_run(p
     out, code = probe(confinement, home, jobs)
 
     assert f"uid {confinement.uid}" in out
-    for name in ("signing.key", "nimbus.db", "private.txt", "run-a"):
-        assert any(line.endswith("PermissionError") and name in line for line in out.splitlines()), out
+    assert refused(out, "signing.key", "nimbus.db", "private.txt", "run-a"), out
     assert (code / "outputs" / "own.txt").read_text() == "mine"
     assert (code / "outputs" / "own.txt").stat().st_uid == confinement.uid
     assert stat.S_IMODE((code / "outputs" / "own.txt").stat().st_mode) == 0o600  # umask 077: not for other runs
@@ -176,24 +182,18 @@ def test_in_a_landlock_sandbox_a_script_of_the_platforms_own_user_reads_none_of_
     assert isolation.mechanism == "landlock"
     confinement = run_isolation.Confinement("landlock", protected=isolation.protected, shared=isolation.shared)
     job = jobs / "run-b"
-    code = job / "code"
-    env = {"PATH": "/usr/bin:/bin", **run_isolation.prepare_folders(confinement, job, code)}
-    for folder in (job / "home", job / "tmp"):
-        os.lchown(folder, user, user)
-    argv = [SYSTEM_PYTHON, "-c", PROBE, str(home / "signing.key"), str(home / "nimbus.db"),
-            str(jobs / "run-a" / "code" / "outputs" / "private.txt"), str(jobs / "run-a"), str(job / JOB_FILE)]
+    for name in ("home", "tmp"):
+        (job / name).mkdir()
+        os.lchown(job / name, user, user)
     (job / JOB_FILE).write_text("{}")
     os.lchown(job / JOB_FILE, user, user)
 
     # When the script runs as that user, sandboxed
-    with run_isolation.popen_options(confinement, argv, env, [code, job / "home", job / "tmp"]) as options:
-        done = subprocess.run(argv, cwd=code, env=env, capture_output=True, text=True, timeout=60, user=user,
-                              group=user, extra_groups=[], **options)
+    out, code = probe(confinement, home, jobs, job / JOB_FILE, user=user, group=user, extra_groups=[])
 
     # Then file modes would let it read everything, yet the sandbox refused all but its own folders
-    assert done.returncode == 0, done.stderr
-    for name in ("signing.key", "nimbus.db", "private.txt", "run-a", JOB_FILE):
-        assert any(line.endswith("PermissionError") and name in line for line in done.stdout.splitlines()), done.stdout
+    assert f"uid {user}" in out
+    assert refused(out, "signing.key", "nimbus.db", "private.txt", "run-a", JOB_FILE), out
     assert (code / "outputs" / "own.txt").read_text() == "mine" and (job / "home" / "h").is_file()
 
 
