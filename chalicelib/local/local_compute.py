@@ -30,7 +30,8 @@ class LocalCompute(Dispatcher):
         # Runs' environments are built once per definition under the platform's home (environment_build.py);
         # the home itself is out of the runs' scripts' reach (run_isolation.py).
         self.worker = LocalWorker(jobs_dir, api_url, self._launching, self._died, self._status,
-                                  concurrency=concurrency, job_env={"NIMBUS_ENVS_DIR": str(envs_dir)}, home=home)
+                                  concurrency=concurrency, job_env={"NIMBUS_ENVS_DIR": str(envs_dir)},
+                                  protected=[home] if home else [])
 
     def submit(self, spec: JobSpec) -> None:
         self.worker.submit(spec)

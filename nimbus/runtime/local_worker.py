@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import psutil
 
@@ -61,14 +61,15 @@ class LocalWorker:
                  on_died: Callable[[str, str, str], None], run_status: Callable[[str, str], str], *,
                  concurrency: int = 2, python: str = sys.executable, poll_seconds: float = 0.5,
                  kill_grace_s: float = 5.0, command: Callable[[JobSpec], list[str]] | None = None,
-                 job_env: dict[str, str] | None = None, home: Path | None = None,
+                 job_env: dict[str, str] | None = None, protected: Iterable[Path] = (),
                  isolation: run_isolation.Isolation | None = None):
         """`mint_token(spec)` is called at launch and its token only passed in the environment; `on_died(run_id,
         workspace, reason)` marks the run Failed; `run_status(run_id, workspace)` tells whether the runner
         reached a final status before it exited. Callbacks run without the worker's lock held. `job_env` is added
-        to every runner's environment (e.g. NIMBUS_ENVS_DIR, where runs' environments are built). `home`: the
-        platform's state, which runs' scripts must not reach (besides $NIMBUS_HOME and `jobs_dir`); `isolation`:
-        how they are kept from it, decided here by default (nimbus/runtime/run_isolation.py)."""
+        to every runner's environment (e.g. NIMBUS_ENVS_DIR, where runs' environments are built). `protected`:
+        the folders of the platform's state (its home, the agent's profile) runs' scripts must not reach, besides
+        $NIMBUS_HOME and `jobs_dir`; `isolation`: how they are kept from them, decided here by default
+        (nimbus/runtime/run_isolation.py)."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.jobs_dir = Path(jobs_dir)
@@ -79,9 +80,9 @@ class LocalWorker:
         self._mint_token, self._on_died, self._run_status = mint_token, on_died, run_status
         self._command = command or (lambda spec: runner_command(python))
         self._job_env = dict(job_env or {})
-        self._homes = list(dict.fromkeys(Path(p).absolute() for p in [nimbus_home(), *([home] if home else [])]))
+        self._protected = list(dict.fromkeys(Path(p).absolute() for p in [nimbus_home(), *protected]))
         self._opened = [self.jobs_dir.absolute(), envs_dir({**os.environ, **self._job_env}).absolute()]
-        self.isolation = isolation or run_isolation.decide(python, [*self._homes, self.jobs_dir], self._opened,
+        self.isolation = isolation or run_isolation.decide(python, [*self._protected, self.jobs_dir], self._opened,
                                                            shared=self._opened[1:])
         self._lock = threading.Lock()
         self._queue: collections.deque[JobSpec] = collections.deque()
@@ -224,7 +225,7 @@ class LocalWorker:
             env[run_isolation.ENV] = confinement.to_env()  # the runner confines the script (run_isolation.py)
             job.uid = confinement.uid
         if job.uid is not None:
-            run_isolation.open_for_runs(self._homes, self._opened)
+            run_isolation.open_for_runs(self._protected, self._opened)
             os.chmod(folder, 0o711)  # the run's uid passes through to its own folders only
         runner_log_fd = os.open(folder / RUNNER_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with open(runner_log_fd, "ab") as runner_log:
