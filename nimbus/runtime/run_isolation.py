@@ -271,16 +271,17 @@ def _chown_tree(root: Path, uid: int) -> None:
 
 
 @contextlib.contextmanager
-def popen_options(confinement: Confinement | None, argv: list[str], env: Mapping[str, str],
-                  writable: Iterable[Path]) -> Iterator[dict]:
+def popen_options(confinement: Confinement | None, python: str, writable: Iterable[Path]) -> Iterator[dict]:
     """What subprocess.Popen needs to start the script confined, valid while the block runs (a Landlock
-    ruleset is an open descriptor the child inherits and applies to itself before exec)."""
+    ruleset is an open descriptor the child applies to itself before exec). `python`: the interpreter the
+    runner prepared (its own, or the environment's), whose installation the script may read; never taken
+    from the run's command or variables, which the run's author chose."""
     if confinement is None:
         yield {}
     elif confinement.mechanism == "uid":
         yield {"user": confinement.uid, "group": confinement.uid, "extra_groups": [], "umask": 0o077}
     else:
-        ruleset = _landlock_ruleset(_readable(argv, env), [*map(Path, SYSTEM_WRITE), *writable], confinement.protected,
+        ruleset = _landlock_ruleset(_readable(python), [*map(Path, SYSTEM_WRITE), *writable], confinement.protected,
                                     confinement.shared)
         try:
             yield {"preexec_fn": _Restrict(ruleset, confinement.drop_capabilities)}
@@ -288,9 +289,8 @@ def popen_options(confinement: Confinement | None, argv: list[str], env: Mapping
             os.close(ruleset)
 
 
-def _readable(argv: list[str], env: Mapping[str, str]) -> list[Path]:
-    """The system folders, the interpreter's installation and everything it imports from."""
-    python = argv[0]
+def _readable(python: str) -> list[Path]:
+    """The system folders, the interpreter's installation and everything the runner imports from."""
     paths = [*map(Path, SYSTEM_READ), *_python_prefixes(python), Path(os.path.realpath(python))]
     venv_config = Path(python).absolute().parent.parent / "pyvenv.cfg"
     with contextlib.suppress(OSError):
@@ -298,9 +298,8 @@ def _readable(argv: list[str], env: Mapping[str, str]) -> list[Path]:
             key, _, value = line.partition("=")
             if key.strip() == "home" and value.strip():  # the base interpreter of an environment's venv
                 paths.append(Path(value.strip()).parent)
-    paths += [Path(sys.prefix), Path(sys.base_prefix), *(Path(p) for p in sys.path if p)]
-    paths += [Path(p) for p in (env.get("PYTHONPATH") or "").split(os.pathsep) if p]
-    return paths
+    # The runner's own paths (its PYTHONPATH included): an environment's venv adds them through its .pth
+    return [*paths, Path(sys.prefix), Path(sys.base_prefix), *(Path(p) for p in sys.path if p)]
 
 
 def _landlock_ruleset(readable: list[Path], writable: list[Path], protected: Iterable[str],

@@ -215,7 +215,7 @@ class Runner:
         if not placement.main:
             return self._execute_child(argv, code_dir, config, handle, placement)
         self._report("Running")
-        outcome = self._run_script(argv, code_dir, self._script_env(config, handle), placement)
+        outcome = self._run_script(argv, code_dir, self._script_env(config, handle), placement, handle.python)
         if self._stopping.is_set():
             return EXIT_STOPPED
         self._report("Finalizing")
@@ -231,7 +231,7 @@ class Runner:
                        placement: ranks.Placement) -> int:
         """A child node of a Batch multi-node job runs its ranks and reports only their failure: the main
         node reports the run's lifecycle, its standard metrics and its ./outputs."""
-        outcome = self._run_script(argv, code_dir, self._script_env(config, handle), placement)
+        outcome = self._run_script(argv, code_dir, self._script_env(config, handle), placement, handle.python)
         if self._stopping.is_set():
             return EXIT_STOPPED
         if outcome.exit_code == 0:
@@ -243,14 +243,15 @@ class Runner:
         return outcome.exit_code if outcome.exit_code > 0 else 128 - outcome.exit_code
 
     # --- the script -------------------------------------------------------------------------------
-    def _run_script(self, argv: list[str], code_dir: Path, env: dict[str, str], placement: ranks.Placement) -> Outcome:
+    def _run_script(self, argv: list[str], code_dir: Path, env: dict[str, str], placement: ranks.Placement,
+                    python: str) -> Outcome:
         (code_dir / "outputs").mkdir(exist_ok=True)
         job_dir = self.settings.job_dir
         try:
             # Out of the platform's reach: its own uid, or a Landlock sandbox (nimbus/runtime/run_isolation.py)
             env = {**env, **run_isolation.prepare_folders(self._confinement, job_dir, code_dir)}
             own = [code_dir, *(job_dir / name for name in run_isolation.RUN_FOLDERS)]
-            with run_isolation.popen_options(self._confinement, argv, env, own) as options:
+            with run_isolation.popen_options(self._confinement, python, own) as options:
                 # One process, or node_count × process_count_per_node ranks supervised as one (nimbus/runtime/ranks.py)
                 self._script = ranks.start_script(argv, code_dir, env, self._log_sender, placement, echo=self._echo,
                                                   popen_options=options)

@@ -129,15 +129,15 @@ def platform_dirs():
     shutil.rmtree(base)
 
 
-def probe(confinement, home, jobs, *more_paths, **popen):
+def probe(confinement, home, jobs, *more_paths, env=None, **popen):
     """Runs PROBE as run-b's script: it tries the platform's files and run-a's, then does its own work."""
     job = jobs / "run-b"
     code = job / "code"
-    env = {"PATH": "/usr/bin:/bin", **run_isolation.prepare_folders(confinement, job, code)}
+    env = {"PATH": "/usr/bin:/bin", **(env or {}), **run_isolation.prepare_folders(confinement, job, code)}
     argv = [SYSTEM_PYTHON, "-c", PROBE, str(home / "signing.key"), str(home / "nimbus.db"),
             str(jobs / "run-a" / "code" / "outputs" / "private.txt"), str(jobs / "run-a"), *map(str, more_paths)]
     own = [code, job / "home", job / "tmp"]
-    with run_isolation.popen_options(confinement, argv, env, own) as options:
+    with run_isolation.popen_options(confinement, SYSTEM_PYTHON, own) as options:
         done = subprocess.run(argv, cwd=code, env=env, capture_output=True, text=True, timeout=60, check=False,
                               **popen, **options)
     assert done.returncode == 0, done.stderr
@@ -186,14 +186,17 @@ def test_in_a_landlock_sandbox_a_script_of_the_platforms_own_user_reads_none_of_
         (job / name).mkdir()
         os.lchown(job / name, user, user)
     (job / JOB_FILE).write_text("{}")
-    os.lchown(job / JOB_FILE, user, user)
+    (base / "elsewhere.txt").write_text("another secret of the machine, beside the platform's home")
+    for path in (job / JOB_FILE, base / "elsewhere.txt"):
+        os.lchown(path, user, user)
 
-    # When the script runs as that user, sandboxed
-    out, code = probe(confinement, home, jobs, job / JOB_FILE, user=user, group=user, extra_groups=[])
+    # When the script runs as that user, sandboxed, with a PYTHONPATH of its author's choosing
+    out, code = probe(confinement, home, jobs, job / JOB_FILE, base / "elsewhere.txt", env={"PYTHONPATH": str(base)},
+                      user=user, group=user, extra_groups=[])
 
     # Then file modes would let it read everything, yet the sandbox refused all but its own folders
     assert f"uid {user}" in out
-    assert refused(out, "signing.key", "nimbus.db", "private.txt", "run-a", JOB_FILE), out
+    assert refused(out, "signing.key", "nimbus.db", "private.txt", "run-a", JOB_FILE, "elsewhere.txt"), out
     assert (code / "outputs" / "own.txt").read_text() == "mine" and (job / "home" / "h").is_file()
 
 
