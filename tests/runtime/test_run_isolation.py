@@ -84,12 +84,16 @@ def test_root_without_a_reachable_interpreter_nor_landlock_warns_too(tmp_path):
     assert isolation.mechanism == "none" and "closed to other users" in isolation.warning
 
 
-def test_the_agent_and_nimbus_up_print_the_notice_of_their_workers_decision(tmp_path, capsys):
-    none = run_isolation.Isolation("none", "no root, no Landlock")
+def test_a_worker_keeps_its_runs_from_its_home_the_jobs_folder_and_nimbus_home_but_shares_the_environments(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("NIMBUS_HOME", str(tmp_path / "nimbus-home"))
     worker = LocalWorker(tmp_path / "jobs", "http://127.0.0.1:9", lambda spec: "t", lambda *a: None,
-                         lambda *a: "Completed", isolation=none)
+                         lambda *a: "Completed", protected=[tmp_path / "platform"],
+                         job_env={"NIMBUS_ENVS_DIR": str(tmp_path / "platform" / "envs")})
     try:
-        assert worker.isolation.notice.startswith("WARNING") and "no root, no Landlock" in worker.isolation.notice
+        isolation = worker.isolation
+        assert set(isolation.protected) == {str(tmp_path / name) for name in ("nimbus-home", "platform", "jobs")}
+        assert isolation.shared == (str(tmp_path / "platform" / "envs"),)
     finally:
         worker.stop()
 
