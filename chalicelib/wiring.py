@@ -42,7 +42,7 @@ def build_services(settings: Settings, *, ctx: Context | None = None, local_work
     elif local_workers:
         home = settings.home
         local = LocalCompute(callbacks, ctx.table, home / "jobs", settings.public_url,
-                             envs_dir({"NIMBUS_HOME": str(home)}))
+                             envs_dir({"NIMBUS_HOME": str(home)}), home=home)
         services.dispatcher = TargetDispatcher({"local": local, "instance": services.instance_queue})
         services.host = LocalHosts(home, ctx.blobs, ctx.table,
                                    on_state=lambda *report: services.deployments.record_state(*report))

@@ -30,12 +30,13 @@ def _queue_entry(spec: JobSpec) -> Put:
 
 class LocalCompute(Dispatcher):
     def __init__(self, runs: RunCallbacks, table: Table, jobs_dir: Path, api_url: str, envs_dir: Path,
-                 concurrency: int = 2):
+                 concurrency: int = 2, home: Path | None = None):
         self.runs, self.table = runs, table
-        # Runs' environments are built once per definition under the platform's home (environment_build.py).
+        # Runs' environments are built once per definition under the platform's home (environment_build.py);
+        # the home itself is out of the runs' scripts' reach (run_isolation.py).
         self.worker = LocalWorker(jobs_dir, api_url, self._launching, self._died, self._status,
                                   concurrency=concurrency, job_env={"NIMBUS_ENVS_DIR": str(envs_dir)},
-                                  on_launched=self._launched)
+                                  on_launched=self._launched, protected=[home] if home else [])
 
     def submit(self, spec: JobSpec) -> None:
         self.worker.submit(spec)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 
 from chalicelib.errors import Conflict
@@ -74,6 +75,8 @@ def serve(home: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     print(f"Nimbus is running at {server.url}  (workspace 'default'; admin token in {Path(home) / CREDENTIALS})",
           flush=True)
+    # How runs are kept from this home (nimbus/runtime/run_isolation.py): a warning when they are not
+    print(server.services.dispatcher.get("local").worker.isolation.notice, file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

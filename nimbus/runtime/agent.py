@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from nimbus.client import ApiClient, api_path
+from nimbus.config import profile_path
 from nimbus.exceptions import AuthenticationError, ConflictError, InvalidError, NimbusError, NotFoundError
 from nimbus.home import nimbus_home
 from nimbus.runtime.job_spec import JobSpec
@@ -63,10 +64,13 @@ class Agent:
         concurrency = self.settings.concurrency or self._target()["settings"].get("max_concurrent_runs", 1)
         jobs_dir = self.settings.jobs_dir or default_jobs_dir(self.workspace.name, self.settings.compute)
         jobs_dir.mkdir(parents=True, exist_ok=True)
+        # The agent's own token may live in its profile: as out of the runs' reach as $NIMBUS_HOME
         self._worker = LocalWorker(jobs_dir, self.workspace.url, self._token_for_launch, self._died, self._status,
-                                   concurrency=concurrency, python=self.settings.python)
+                                   concurrency=concurrency, python=self.settings.python,
+                                   protected=[profile_path().parent])
         self._log(f"agent of compute target {self.settings.compute!r} (workspace {self.workspace.name!r}): "
                   f"up to {concurrency} run(s) at once, jobs in {jobs_dir}")
+        self._log(self._worker.isolation.notice)  # how runs are kept from this machine's Nimbus state
         self._worker.recover()  # jobs of an earlier agent on this folder: adopted, or reported dead
         try:
             self._loop(concurrency, once)

@@ -20,10 +20,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import psutil
 
+from nimbus.home import nimbus_home
+from nimbus.runtime import run_isolation
+from nimbus.runtime.environment_build import envs_dir
 from nimbus.runtime.job_spec import JobSpec, runner_command
 from nimbus.runtime.private_files import write_private
 from nimbus.runtime.run_states import TERMINAL
@@ -47,6 +50,7 @@ class _Job:
     process: psutil.Process | None = None  # None while the job is being launched
     popen: subprocess.Popen | None = None  # None for a job adopted after a restart: no exit code then
     pgid: int = 0
+    uid: int | None = None  # the run's own uid (run_isolation's uid mechanism)
     stopping: str | None = None  # "canceled" or "timed out": its tree is being killed, nothing more to report
     kill_at: float | None = None  # when SIGKILL follows the SIGTERM
     doomed: dict[int, psutil.Process] = field(default_factory=dict)  # members seen when the kill began
@@ -57,12 +61,16 @@ class LocalWorker:
                  on_died: Callable[[str, str, str], None], run_status: Callable[[str, str], str], *,
                  concurrency: int = 2, python: str = sys.executable, poll_seconds: float = 0.5,
                  kill_grace_s: float = 5.0, command: Callable[[JobSpec], list[str]] | None = None,
-                 job_env: dict[str, str] | None = None, on_launched: Callable[[JobSpec], None] | None = None):
+                 job_env: dict[str, str] | None = None, on_launched: Callable[[JobSpec], None] | None = None,
+                 protected: Iterable[Path] = (), isolation: run_isolation.Isolation | None = None):
         """`mint_token(spec)` is called at launch and its token only passed in the environment; `on_died(run_id,
         workspace, reason)` marks the run Failed; `run_status(run_id, workspace)` tells whether the runner
         reached a final status before it exited. Callbacks run without the worker's lock held. `job_env` is added
         to every runner's environment (e.g. NIMBUS_ENVS_DIR, where runs' environments are built). `on_launched(spec)`
-        is called once the job's process is recorded in its folder (from then on a restart adopts it)."""
+        is called once the job's process is recorded in its folder (from then on a restart adopts it).
+        `protected`: the folders of the platform's state (its home, the agent's profile) runs' scripts must not
+        reach, besides $NIMBUS_HOME and `jobs_dir`; `isolation`: how they are kept from them, decided here by
+        default (nimbus/runtime/run_isolation.py)."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.jobs_dir = Path(jobs_dir)
@@ -74,6 +82,10 @@ class LocalWorker:
         self._on_launched = on_launched
         self._command = command or (lambda spec: runner_command(python))
         self._job_env = dict(job_env or {})
+        self._protected = list(dict.fromkeys(Path(p).absolute() for p in [nimbus_home(), *protected]))
+        self._opened = [self.jobs_dir.absolute(), envs_dir({**os.environ, **self._job_env}).absolute()]
+        self.isolation = isolation or run_isolation.decide(python, [*self._protected, self.jobs_dir], self._opened,
+                                                           shared=self._opened[1:])
         self._lock = threading.Lock()
         self._queue: collections.deque[JobSpec] = collections.deque()
         self._running: dict[str, _Job] = {}
@@ -119,7 +131,7 @@ class LocalWorker:
             try:
                 record = json.loads(path.read_text())
                 job = _Job(record["run_id"], record["workspace"], record.get("max_duration_s"),
-                           started=float(record["started"]), pgid=int(record["pgid"]))
+                           started=float(record["started"]), pgid=int(record["pgid"]), uid=record.get("uid"))
                 pid, create_time = int(record["pid"]), float(record["create_time"])
                 if job.run_id != path.parent.name:
                     raise ValueError(f"it names run {job.run_id!r}")
@@ -139,6 +151,12 @@ class LocalWorker:
             if not self._is_terminal(job):
                 self._report(job, DIED)
             path.unlink(missing_ok=True)
+        if self.isolation.mechanism == "uid":  # folders of ended runs, older ones included, are the platform's only
+            with self._lock:
+                live = set(self._running)
+            for folder in self.jobs_dir.iterdir() if self.jobs_dir.is_dir() else ():
+                if folder.is_dir() and folder.name not in live:
+                    run_isolation.close_job_folder(folder)
         self._wake.set()
 
     def end_unrecorded(self, run_id: str) -> int:
@@ -214,14 +232,25 @@ class LocalWorker:
         env.update(self._job_env)
         env.update(NIMBUS_URL=self.api_url, NIMBUS_RUN_TOKEN=self._mint_token(spec), NIMBUS_WORKSPACE=spec.workspace,
                    NIMBUS_RUN_ID=spec.run_id, NIMBUS_JOB_DIR=str(folder))
-        with open(folder / RUNNER_LOG, "ab") as runner_log:
+        with self._lock:
+            taken = [other.uid for other in self._running.values() if other.uid is not None]
+        confinement = run_isolation.confinement_for(self.isolation, taken)
+        if confinement is not None:
+            env[run_isolation.ENV] = confinement.to_env()  # the runner confines the script (run_isolation.py)
+            job.uid = confinement.uid
+        if job.uid is not None:
+            run_isolation.open_for_runs(self._protected, self._opened)
+            os.chmod(folder, 0o711)  # the run's uid passes through to its own folders only
+        runner_log_fd = os.open(folder / RUNNER_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with open(runner_log_fd, "ab") as runner_log:
             popen = subprocess.Popen(self._command(spec), cwd=folder, env=env, stdin=subprocess.DEVNULL,
                                      stdout=runner_log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             process, started = psutil.Process(popen.pid), time.time()
             write_private(folder / JOB_FILE, {
                 "run_id": spec.run_id, "workspace": spec.workspace, "max_duration_s": spec.max_duration_s,
-                "pid": popen.pid, "pgid": popen.pid, "started": started, "create_time": process.create_time()})
+                "pid": popen.pid, "pgid": popen.pid, "started": started, "create_time": process.create_time(),
+                "uid": job.uid})
         except BaseException:  # an unrecorded job could never be supervised again: do not leave it running
             os.killpg(popen.pid, signal.SIGKILL)
             popen.wait()
@@ -244,6 +273,8 @@ class LocalWorker:
                 job.popen.wait()
         _kill_leftovers(self._folder(job.run_id))  # a runner that died unseen left its script's group behind
         (self.jobs_dir / job.run_id / JOB_FILE).unlink(missing_ok=True)
+        if job.uid is not None:
+            run_isolation.close_job_folder(self.jobs_dir / job.run_id)
         reason = None  # canceled (the API said so) or timed out (already reported): nothing to add
         if job.stopping is None and job.popen is None:
             reason = ENDED_UNSEEN

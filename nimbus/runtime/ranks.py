@@ -14,6 +14,7 @@ import queue
 import resource
 import signal
 import socket
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -139,11 +140,12 @@ def stream_of(rank: int, stream: str) -> str:
 
 
 def start_script(argv: list[str], cwd: Path, env: dict[str, str], sender: Sender, placement: Placement,
-                 *, echo: bool = True) -> "ScriptProcess | RankGroup":
-    """What the runner supervises: the script itself for one process, else the group of its ranks."""
+                 *, echo: bool = True, popen_options: dict | None = None) -> "ScriptProcess | RankGroup":
+    """What the runner supervises: the script itself for one process, else the group of its ranks (every
+    rank confined alike by `popen_options`: one run, one uid)."""
     if placement.world_size == 1:
-        return ScriptProcess(argv, cwd, env, sender, echo=echo)
-    return RankGroup(argv, cwd, env, sender, placement, echo=echo)
+        return ScriptProcess(argv, cwd, env, sender, echo=echo, popen_options=popen_options)
+    return RankGroup(argv, cwd, env, sender, placement, echo=echo, popen_options=popen_options)
 
 
 class RankGroup:
@@ -155,8 +157,10 @@ class RankGroup:
     """
 
     def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], sender: Sender, placement: Placement,
-                 *, echo: bool = True, failure_grace: float | None = None, kill_grace: float = KILL_GRACE):
+                 *, echo: bool = True, failure_grace: float | None = None, kill_grace: float = KILL_GRACE,
+                 popen_options: dict | None = None):
         self._argv, self._cwd, self._env, self._sender, self._echo = argv, cwd, env, sender, echo
+        self._popen_options = popen_options
         self.placement = placement
         self._failure_grace = FAILURE_GRACE if failure_grace is None else failure_grace
         self._kill_grace = kill_grace
@@ -166,15 +170,15 @@ class RankGroup:
         self._done: queue.Queue[tuple[int, Outcome]] = queue.Queue()
 
     def start(self) -> None:
-        """Raises OSError when a rank cannot be started (the ones already started are killed)."""
+        """Raises OSError (or SubprocessError) when a rank cannot be started (the ones already started are killed)."""
         self._before = resource.getrusage(resource.RUSAGE_CHILDREN)
         self._started = time.monotonic()
         for rank in self.placement.ranks:
             process = ScriptProcess(self._argv, self._cwd, {**self._env, **self.placement.env(rank)},
-                                    self._rank_sender(rank), echo=self._echo)
+                                    self._rank_sender(rank), echo=self._echo, popen_options=self._popen_options)
             try:
                 process.start()
-            except OSError:
+            except (OSError, subprocess.SubprocessError):
                 self.kill()
                 raise
             self._ranks[rank] = process

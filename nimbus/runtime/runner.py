@@ -23,6 +23,7 @@ import functools
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import threading
 import uuid
@@ -36,7 +37,7 @@ from nimbus.exceptions import (
     AuthenticationError, ConfigurationError, ConflictError, NimbusError, ServiceUnavailableError,
 )
 from nimbus.experiment import Run
-from nimbus.runtime import environment_build, ranks, sealed_token
+from nimbus.runtime import environment_build, ranks, run_isolation, sealed_token
 from nimbus.runtime.environment_build import EnvironmentHandle
 from nimbus.runtime.heartbeat import Heartbeat
 from nimbus.runtime.run_states import TERMINAL
@@ -157,6 +158,7 @@ class Runner:
         self._main = True  # reports the run's lifecycle (not a child node of a Batch multi-node job)
         self._holds = False  # the service accepted this runner's Preparing
         self._lost: RunEnded | None = None  # the run ended, or went to another runner, as a heartbeat learnt
+        self._confinement = run_isolation.Confinement.from_env(os.environ)  # None: as started (AWS Batch)
 
     def stop(self) -> bool:
         """SIGTERM: passed on to the script's process group. False when no script was started yet."""
@@ -213,7 +215,7 @@ class Runner:
         if not placement.main:
             return self._execute_child(argv, code_dir, config, handle, placement)
         self._report("Running")
-        outcome = self._run_script(argv, code_dir, self._script_env(config, handle), placement)
+        outcome = self._run_script(argv, code_dir, self._script_env(config, handle), placement, handle.python)
         if self._stopping.is_set():
             return EXIT_STOPPED
         self._report("Finalizing")
@@ -229,7 +231,7 @@ class Runner:
                        placement: ranks.Placement) -> int:
         """A child node of a Batch multi-node job runs its ranks and reports only their failure: the main
         node reports the run's lifecycle, its standard metrics and its ./outputs."""
-        outcome = self._run_script(argv, code_dir, self._script_env(config, handle), placement)
+        outcome = self._run_script(argv, code_dir, self._script_env(config, handle), placement, handle.python)
         if self._stopping.is_set():
             return EXIT_STOPPED
         if outcome.exit_code == 0:
@@ -241,14 +243,21 @@ class Runner:
         return outcome.exit_code if outcome.exit_code > 0 else 128 - outcome.exit_code
 
     # --- the script -------------------------------------------------------------------------------
-    def _run_script(self, argv: list[str], code_dir: Path, env: dict[str, str], placement: ranks.Placement) -> Outcome:
+    def _run_script(self, argv: list[str], code_dir: Path, env: dict[str, str], placement: ranks.Placement,
+                    python: str) -> Outcome:
         (code_dir / "outputs").mkdir(exist_ok=True)
-        # One process, or node_count × process_count_per_node ranks supervised as one (nimbus/runtime/ranks.py)
-        self._script = ranks.start_script(argv, code_dir, env, self._log_sender, placement, echo=self._echo)
+        job_dir = self.settings.job_dir
         try:
-            self._script.start()
-        except OSError as err:  # 127, as a shell reports a command it cannot run
-            return Outcome(127, 0.0, 0.0, 0.0, f"cannot start {argv[0]}: {err.strerror or err}")
+            # Out of the platform's reach: its own uid, or a Landlock sandbox (nimbus/runtime/run_isolation.py)
+            env = {**env, **run_isolation.prepare_folders(self._confinement, job_dir, code_dir)}
+            own = [code_dir, *(job_dir / name for name in run_isolation.RUN_FOLDERS)]
+            with run_isolation.popen_options(self._confinement, python, own) as options:
+                # One process, or node_count × process_count_per_node ranks supervised as one (nimbus/runtime/ranks.py)
+                self._script = ranks.start_script(argv, code_dir, env, self._log_sender, placement, echo=self._echo,
+                                                  popen_options=options)
+                self._script.start()
+        except (OSError, subprocess.SubprocessError) as err:  # 127, as a shell reports a command it cannot run
+            return Outcome(127, 0.0, 0.0, 0.0, f"cannot start {argv[0]}: {getattr(err, 'strerror', None) or err}")
         if self._stopping.is_set():
             self._script.signal(signal.SIGTERM)
         if self._lost is not None:  # lost while the script was starting
@@ -264,6 +273,7 @@ class Runner:
         env.update({str(k): str(v) for k, v in (config.get("environment_variables") or {}).items()})
         env.update(handle.env)
         env.update(self.settings.script_env())  # last: the script must find its own run
+        env.pop(run_isolation.ENV, None)  # the runner's business
         env["PYTHONUNBUFFERED"] = "1"  # output reaches the log as it is printed
         return env
 
@@ -408,7 +418,12 @@ def main() -> int:
         note(str(err))
         return EXIT_USAGE
     client = ApiClient(settings.url, settings.token, attempts=RUNNER_ATTEMPTS)
-    runner = Runner(settings, client)
+    try:
+        runner = Runner(settings, client)
+    except run_isolation.IsolationError as err:
+        note(str(err))
+        client.close()
+        return EXIT_USAGE
 
     def on_signal(signum: int, frame: Any) -> None:
         if not runner.stop():

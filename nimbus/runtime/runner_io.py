@@ -229,8 +229,11 @@ class ScriptProcess:
     """
 
     def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], sender: Callable[[str], Callable[[str], None]],
-                 *, echo: bool = True, poll_seconds: float = 0.25):
+                 *, echo: bool = True, poll_seconds: float = 0.25, popen_options: dict | None = None):
+        """`popen_options`: more of subprocess.Popen's arguments, which confine the script
+        (nimbus/runtime/run_isolation.py)."""
         self._argv, self._cwd, self._env, self._sender, self._echo = argv, cwd, env, sender, echo
+        self._popen_options = dict(popen_options or {})
         self._poll_seconds = poll_seconds
         self._peak_rss = 0
         self._waited = threading.Event()
@@ -238,11 +241,12 @@ class ScriptProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        """Raises OSError when the program cannot be started."""
+        """Raises OSError when the program cannot be started (SubprocessError when its confinement fails)."""
         self._before = resource.getrusage(resource.RUSAGE_CHILDREN)
         self._started = time.monotonic()
         self.process = subprocess.Popen(self._argv, cwd=self._cwd, env=self._env, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0)
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0,
+                                        **self._popen_options)
         self._pumps = [LogPump(self.process.stdout, self._sender("stdout"), echo=sys.stdout if self._echo else None),
                        LogPump(self.process.stderr, self._sender("stderr"), echo=sys.stderr if self._echo else None)]
         for pump in self._pumps:

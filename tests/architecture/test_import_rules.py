@@ -10,7 +10,7 @@ from tests.architecture.import_graph import Import, ImportGraph, load
 SHARED_WITH_THE_SERVER = {
     "nimbus", "nimbus.error_codes", "nimbus.exceptions", "nimbus.home", "nimbus.naming", "nimbus.version", "nimbus.runtime", "nimbus.runtime.environment_build",
     "nimbus.runtime.job_spec", "nimbus.runtime.local_worker", "nimbus.runtime.private_files",
-    "nimbus.runtime.run_states", "nimbus.runtime.sealed_token",
+    "nimbus.runtime.run_isolation", "nimbus.runtime.run_states", "nimbus.runtime.sealed_token",
 }
 ADAPTERS = ("chalicelib.store", "chalicelib.compute", "chalicelib.hosting", "chalicelib.scoring",
             "chalicelib.local.local_compute")

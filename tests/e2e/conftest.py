@@ -22,13 +22,14 @@ def free_port() -> int:
 
 
 class Platform:
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, python: str = sys.executable, env: dict[str, str] | None = None):
         self.home, self.port, self.process = home, free_port(), None
+        self.python, self.env = python, env
 
     def start(self) -> "Platform":
-        self.process = subprocess.Popen([sys.executable, "-m", "chalicelib.local", "--home", str(self.home),
+        self.process = subprocess.Popen([self.python, "-m", "chalicelib.local", "--home", str(self.home),
                                          "--port", str(self.port)], cwd=ROOT, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT, env=self.env)
         deadline = time.time() + 30
         while time.time() < deadline:
             try:

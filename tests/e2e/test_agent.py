@@ -1,6 +1,7 @@
 """`nimbus agent` as a real process, serving an instance target of the live local platform."""
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import subprocess
@@ -59,6 +60,7 @@ def test_an_agent_runs_the_queued_runs_of_its_target_then_exits(workspace, box, 
     # Then both ran to completion, each in its own folder, and the target has no active run left
     assert process.returncode == 0, output
     assert "agent stopped after 2 run(s)" in output
+    assert re.search(r"runs are (isolated: each run's script|NOT isolated)", output), output  # docs/execution.md
     for number, run in enumerate(runs):
         details = run.get_details()
         assert details["status"] == "Completed", (details.get("error"), output)

@@ -61,23 +61,24 @@ def test_four_ranks_all_reduce_a_tensor_and_log_to_one_run(workspace, tmp_path):
     assert "outputs/result.txt" in run.get_file_names()
 
 
-def test_cancel_ends_every_rank(workspace, tmp_path):
+def test_cancel_ends_every_rank(workspace, platform, tmp_path):
     import time
 
     import psutil
 
-    # Given four ranks that record their process ids and sleep
-    source, pids = tmp_path / "src", tmp_path / "pids"
+    # Given four ranks that record their process ids (in the run's own folder, all a run may write) and sleep
+    source = tmp_path / "src"
     source.mkdir()
-    pids.mkdir()
     (source / "sleep.py").write_text(
         "import os, pathlib, time\n"
-        f"pathlib.Path({str(pids)!r}, os.environ['RANK']).write_text(str(os.getpid()))\n"
+        "pathlib.Path('pids').mkdir(exist_ok=True)\n"
+        "pathlib.Path('pids', os.environ['RANK']).write_text(str(os.getpid()))\n"
         "time.sleep(120)\n")
     config = ScriptRunConfig(source_directory=source, script="sleep.py", node_count=2, process_count_per_node=2)
     run = Experiment(workspace, "distributed").submit(config)
+    pids = platform.home / "jobs" / run.id / "code" / "pids"
     deadline = time.time() + 60
-    while len(list(pids.iterdir())) < 4 and time.time() < deadline:
+    while not (pids.is_dir() and len(list(pids.iterdir())) >= 4) and time.time() < deadline:
         time.sleep(0.1)
     ranks = [psutil.Process(int(path.read_text())) for path in sorted(pids.iterdir())]
     assert len(ranks) == 4

@@ -104,14 +104,14 @@ def test_a_script_past_its_max_duration_is_stopped(workspace, folder):
     assert details["status"] == "Failed" and "max run duration" in details["error"]["message"]
 
 
-def test_cancel_stops_a_running_script(workspace, folder):
-    marker = folder / "still-running"
-    (folder / "loop.py").write_text(
+def test_cancel_stops_a_running_script(workspace, platform, folder):
+    (folder / "loop.py").write_text(  # its marker in its own folder: all a run may write
         "import time, pathlib, sys\n"
         "while True:\n"
-        f"    pathlib.Path({str(marker)!r}).write_text(str(time.time()))\n"
+        "    pathlib.Path('still-running').write_text(str(time.time()))\n"
         "    time.sleep(0.1)\n")
     run = Experiment(workspace, "failures").submit(ScriptRunConfig(source_directory=folder, script="loop.py"))
+    marker = platform.home / "jobs" / run.id / "code" / "still-running"
     deadline = time.time() + 60
     while not marker.exists() and time.time() < deadline:
         time.sleep(0.1)
