@@ -15,7 +15,7 @@ import nimbus
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_PACKAGES = ("chalice", "chalicelib", "boto3", "botocore", "pydantic", "aws_lambda_powertools", "cryptography",
-                   "moto")
+                   "moto", "waitress")
 
 # Run in a fresh interpreter: a finder refuses the server's packages as if they were not installed.
 BLOCKED_IMPORTS = """
@@ -79,6 +79,6 @@ def test_the_server_packages_are_an_extra(wheel):
     requires = metadata.get_all("Requires-Dist") or []
     base = [line for line in requires if "extra ==" not in line]
     server = [line for line in requires if 'extra == "server"' in line]
-    for package in ("chalice", "boto3", "pydantic", "aws-lambda-powertools", "cryptography"):
+    for package in ("chalice", "boto3", "pydantic", "aws-lambda-powertools", "cryptography", "waitress"):
         assert not any(line.lower().startswith(package) for line in base), base
         assert any(line.lower().startswith(package) for line in server), server
