@@ -18,22 +18,26 @@ from chalicelib.services.container import Services
 from chalicelib.store.blob_server import upload_refusal
 
 WORKERS = 8  # requests handled at once; more wait in line (SQLite takes one writer at a time anyway)
-CONNECTIONS = 200  # open connections; beyond them new ones wait in the listen backlog
+CONNECTIONS = 200  # open client connections; beyond them new ones wait in the listen backlog
 IDLE_SECONDS = 60  # a connection silent this long (between requests, or mid-request) is closed
-EDGE = dict(
-    threads=WORKERS,
-    connection_limit=CONNECTIONS,
-    channel_timeout=IDLE_SECONDS,
-    cleanup_interval=5,  # how often idle connections are looked for
-    max_request_header_size=64 * 1024,  # request line and headers: beyond it, 431
-    recv_bytes=256 * 1024,  # large reads: uploads are not read 8 KiB at a time
-    inbuf_overflow=1024 * 1024,  # a body over 1 MiB waits for its worker in a temporary file, not in memory
-    backlog=1024,
-    ident="nimbus",  # the Server header
-    expose_tracebacks=False,
-    asyncore_use_poll=True,  # no select() limit on descriptors
-)
+CLEANUP_SECONDS = 5  # how often idle connections are looked for
 
+
+def edge_settings() -> dict:
+    """waitress's adjustments for the limits above."""
+    return dict(
+        threads=WORKERS,
+        connection_limit=CONNECTIONS + 2,  # waitress counts its listening socket and its wake-up pipe too
+        channel_timeout=IDLE_SECONDS,
+        cleanup_interval=CLEANUP_SECONDS,
+        max_request_header_size=64 * 1024,  # request line and headers: beyond it, 431
+        recv_bytes=256 * 1024,  # large reads: uploads are not read 8 KiB at a time
+        inbuf_overflow=1024 * 1024,  # a body over 1 MiB waits for its worker in a temporary file, not in memory
+        backlog=1024,
+        ident="nimbus",  # the Server header
+        expose_tracebacks=False,
+        asyncore_use_poll=True,  # no select() limit on descriptors
+    )  # waitress's default socket options keep TCP_NODELAY: headers and body never wait for a delayed ACK
 
 class LocalServer:
     """Binds at once (port 0 becomes a real port); serves once `use` has given it the services."""
@@ -42,7 +46,7 @@ class LocalServer:
         self.services: Services | None = None
         self._map: dict = {}
         self._server = create_server(PlatformApp(lambda: self.services.ctx.blobs), map=self._map,
-                                     host=host, port=port, **EDGE)
+                                     host=host, port=port, **edge_settings())
         self._server.channel_class = channel_class(self._upload_refusal)
         self._stop = threading.Event()
         self._serving = threading.Lock()
