@@ -12,19 +12,24 @@ two values), a bad chunk, an unknown Transfer-Encoding, over-long headers. On to
   in front could frame the body by the other one, which is how requests are smuggled;
 - the headers must arrive within HEADER_SECONDS of the request's first byte: a client dripping a
   byte at a time never goes idle long enough for the idle timeout;
-- every error the edge answers has the API's JSON shape (`{"code", "message", "field"?}`).
+- every error the edge answers has the API's JSON shape (`{"code", "message", "field"?}`);
+- a body too big to wait in memory waits in a temporary file in the platform's own spool folder, not
+  the system's temporary folder (often a RAM disk, too small for a model upload).
 """
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from functools import partial
 from http import HTTPStatus
 from typing import Callable
 from urllib.parse import parse_qsl, urlsplit
 
+from waitress.buffers import OverflowableBuffer, TempfileBasedBuffer
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser, ParsingError
+from waitress.receiver import ChunkedReceiver, FixedStreamReceiver
 from waitress.task import ErrorTask
 from waitress.utilities import Error, RequestEntityTooLarge
 
@@ -70,9 +75,9 @@ class EdgeError(Error):
 class EdgeParser(HTTPRequestParser):
     """One request's parser: waitress's, with the body limit chosen per request and the checks above."""
 
-    def __init__(self, adj, upload_refusal: UploadRefusal):
+    def __init__(self, adj, upload_refusal: UploadRefusal, spool: str):
         super().__init__(adj)
-        self._upload_refusal = upload_refusal
+        self._upload_refusal, self._spool = upload_refusal, spool
         self._started = time.monotonic()  # made when the request's first bytes arrive
         self._refusal: EdgeError | None = None
         self.body_limit: int | None = None
@@ -102,6 +107,9 @@ class EdgeParser(HTTPRequestParser):
         self.body_limit = self._limit()
         # waitress refuses a Content-Length (or chunked bytes received) >= its limit: exactly the limit passes.
         self.adj = _WithBodyLimit(self.adj, self.body_limit + 1)
+        if self.body_rcv is not None:  # nothing is buffered yet: the same receiver, spilling into the spool
+            buffer = _SpooledBuffer(self.adj.inbuf_overflow, self._spool)
+            self.body_rcv = ChunkedReceiver(buffer) if self.chunked else FixedStreamReceiver(self.content_length, buffer)
 
     def _limit(self) -> int:
         if self.command == "PUT" and self.path.startswith(BLOB_PREFIX):
@@ -126,16 +134,39 @@ class _WithBodyLimit:
         return getattr(self._adj, name)
 
 
+class _SpooledBuffer(OverflowableBuffer):
+    """waitress's body buffer: in memory up to its overflow, then in an unnamed file in `folder`."""
+
+    def __init__(self, overflow: int, folder: str):
+        super().__init__(overflow)
+        self._folder = folder
+
+    def _set_large_buffer(self):
+        old, self.buf = self.buf, _TempfileIn(self._folder, self.buf)
+        if hasattr(old, "close"):
+            old.close()
+        self.overflowed = True
+
+
+class _TempfileIn(TempfileBasedBuffer):
+    def __init__(self, folder: str, from_buffer=None):
+        self._folder = folder
+        super().__init__(from_buffer)
+
+    def newfile(self):
+        return tempfile.TemporaryFile("w+b", dir=self._folder)  # unlinked at once: nothing outlives a crash
+
+
 class _JsonErrorTask(ErrorTask):
     def execute(self):
         self.request.error = EdgeError.of(self.request.error)  # waitress makes some errors after parsing
         super().execute()
 
 
-def channel_class(upload_refusal: UploadRefusal) -> type[HTTPChannel]:
-    """The connection class of a server whose uploads `upload_refusal` vets."""
+def channel_class(upload_refusal: UploadRefusal, spool: str) -> type[HTTPChannel]:
+    """The connection class of a server whose uploads `upload_refusal` vets, spooling large bodies in `spool`."""
     return type("EdgeChannel", (HTTPChannel,), {
-        "parser_class": staticmethod(partial(EdgeParser, upload_refusal=upload_refusal)),
+        "parser_class": staticmethod(partial(EdgeParser, upload_refusal=upload_refusal, spool=spool)),
         "error_task_class": _JsonErrorTask,
     })
 

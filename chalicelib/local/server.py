@@ -6,7 +6,10 @@ of worker threads. The limits below are what a client meets at the edge (docs/op
 """
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
+from pathlib import Path
 
 from waitress import wasyncore
 from waitress.server import create_server
@@ -39,15 +42,19 @@ def edge_settings() -> dict:
         asyncore_use_poll=True,  # no select() limit on descriptors
     )  # waitress's default socket options keep TCP_NODELAY: headers and body never wait for a delayed ACK
 
-class LocalServer:
-    """Binds at once (port 0 becomes a real port); serves once `use` has given it the services."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8000):
+class LocalServer:
+    """Binds at once (port 0 becomes a real port); serves once `use` has given it the services. Bodies
+    too large to wait in memory wait in `spool` (default: the system's temporary folder)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8000, spool: Path | None = None):
+        if spool is not None:
+            Path(spool).mkdir(mode=0o700, parents=True, exist_ok=True)
         self.services: Services | None = None
         self._map: dict = {}
         self._server = create_server(PlatformApp(lambda: self.services.ctx.blobs), map=self._map,
                                      host=host, port=port, **edge_settings())
-        self._server.channel_class = channel_class(self._upload_refusal)
+        self._server.channel_class = channel_class(self._upload_refusal, os.fspath(spool or tempfile.gettempdir()))
         self._stop = threading.Event()
         self._serving = threading.Lock()
 

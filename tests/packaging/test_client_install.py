@@ -53,6 +53,14 @@ def test_every_client_module_imports_without_the_server_packages(tmp_path):
     assert done.stdout.strip().endswith("ok")
 
 
+def test_up_without_the_http_server_package_says_which_extra_to_install(tmp_path):
+    """The HTTP server's package loads only once the platform starts: its absence is still the extra's message."""
+    done = subprocess.run([sys.executable, "-c", BLOCKED_IMPORTS, "waitress", "nimbus.cli.main", str(tmp_path / "home")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("ok")
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
     # Built from a copy of what the project ships: setuptools writes build/ beside the sources.

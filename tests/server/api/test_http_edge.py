@@ -21,8 +21,8 @@ from chalicelib.local.platform import build, stop
 
 
 class Served:
-    def __init__(self, server, credentials):
-        self.server, self.token = server, credentials["token"]
+    def __init__(self, server, credentials, home):
+        self.server, self.token, self.home = server, credentials["token"], home
         self.port = server.server_address[1]
 
     def connect(self) -> "Connection":
@@ -81,7 +81,7 @@ class Connection:
 def _serve(home):
     server, credentials = build(home, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    return Served(server, credentials)
+    return Served(server, credentials, home)
 
 
 def _stop(served: Served) -> None:
@@ -366,3 +366,29 @@ def test_connections_beyond_the_limit_wait_until_one_closes(limited_edge):
     finally:
         for connection in held + [waiting]:
             connection.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads the process's open files from /proc")
+def test_a_large_body_waits_in_the_platforms_spool_folder_not_the_systems(edge):
+    spool = os.path.realpath(edge.home / "spool")
+    connection = edge.connect()
+    try:
+        data = os.urandom(3 * 1024 * 1024)
+        connection.send(edge.request_bytes("PUT", edge.presigned("put", "edge/spooled.bin"), data)[:-1024 * 1024])
+        deadline, spooled = time.time() + 5, []
+        while not spooled and time.time() < deadline:  # the server runs in this process: its files are ours
+            time.sleep(0.05)
+            spooled = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                       if _link(f"/proc/self/fd/{fd}").startswith(spool + "/")]
+        assert spooled and all(link.endswith("(deleted)") for link in spooled)  # unnamed: nothing outlives a crash
+        connection.send(data[-1024 * 1024:])
+        assert connection.answer()[0] == 200
+    finally:
+        connection.close()
+
+
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:  # closed meanwhile
+        return ""
