@@ -40,6 +40,7 @@ from nimbus import error_codes as codes
 
 MAX_UPLOAD = 5 * 1024 ** 3  # one presigned PUT, as S3 allows
 HEADER_SECONDS = 30.0
+SEND_BYTES = 1024 * 1024  # the most one send() is offered
 
 UploadRefusal = Callable[[str, dict], "NimbusError | None"]  # (raw path, query) -> why an upload is refused
 
@@ -93,6 +94,7 @@ class EdgeParser(HTTPRequestParser):
         consumed = super().received(data)
         if self.error is not None:
             self.error = self._refusal or EdgeError.of(self.error, self.body_limit)
+            self.expect_continue = False  # a refused body must not be asked for with "100 Continue"
         return consumed
 
     def parse_header(self, header_plus):
@@ -163,11 +165,20 @@ class _JsonErrorTask(ErrorTask):
         super().execute()
 
 
+class _EdgeChannel(HTTPChannel):
+    error_task_class = _JsonErrorTask
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # waitress offers `send` at most the socket's send buffer as it was on accepting (16 KiB before
+        # TCP grows it): a download would go out 16 KiB per turn of the loop. The kernel takes what fits.
+        self.sendbuf_len = max(self.sendbuf_len, SEND_BYTES)
+
+
 def channel_class(upload_refusal: UploadRefusal, spool: str) -> type[HTTPChannel]:
     """The connection class of a server whose uploads `upload_refusal` vets, spooling large bodies in `spool`."""
-    return type("EdgeChannel", (HTTPChannel,), {
+    return type("EdgeChannel", (_EdgeChannel,), {
         "parser_class": staticmethod(partial(EdgeParser, upload_refusal=upload_refusal, spool=spool)),
-        "error_task_class": _JsonErrorTask,
     })
 
 

@@ -280,6 +280,25 @@ def test_an_upload_without_a_valid_signature_is_refused_before_its_body(edge):
     assert status == 403 and "does not allow PUT" in _error(body)["message"]
 
 
+@pytest.mark.parametrize("length, status", [(str(MAX_UPLOAD + 1), 413), ("12", 403)])
+def test_a_refused_body_is_not_asked_for_with_100_continue(edge, length, status):
+    target = edge.presigned("put", "edge/expect.bin")
+    if status == 403:
+        target = target.replace("signature=", "signature=0")
+    request = edge.request_bytes("PUT", target, headers={"Content-Length": length, "Expect": "100-continue"})
+    assert _ask(edge, request)[0] == status  # the first answer is the refusal, not "100 Continue"
+    connection = edge.connect()
+    try:  # and an upload that is valid is asked for
+        connection.send(edge.request_bytes("PUT", edge.presigned("put", "edge/expect.bin"),
+                                           headers={"Content-Length": "12", "Expect": "100-continue"}))
+        assert connection.file.readline().startswith(b"HTTP/1.1 100 ")
+        assert connection.file.readline() == b"\r\n"
+        connection.send(b"twelve bytes")
+        assert connection.answer()[0] == 200
+    finally:
+        connection.close()
+
+
 def test_an_upload_over_the_upload_limit_is_413_before_its_body(edge):
     status, _, body = _ask(edge, edge.request_bytes("PUT", edge.presigned("put", "edge/huge.bin"),
                                                     headers={"Content-Length": str(MAX_UPLOAD + 1)}))
@@ -318,6 +337,20 @@ def test_one_connection_serves_many_requests(edge):
         connection.send(edge.request_bytes("GET", "/v1/no-such-route"))
         status, _, body = connection.answer()
         assert status == 404 and _error(body)["code"] == "NotFound"
+    finally:
+        connection.close()
+
+
+def test_answers_are_not_held_back_by_nagle(edge):
+    connection = edge.connect()
+    try:
+        connection.send(edge.request_bytes("GET", "/v1/whoami"))
+        assert connection.answer()[0] == 200
+        mine = connection.sock.getsockname()
+        accepted = [channel.socket for channel in list(edge.server._map.values())
+                    if getattr(channel, "addr", None) == mine]
+        assert len(accepted) == 1
+        assert accepted[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     finally:
         connection.close()
 
