@@ -39,9 +39,11 @@ LENGTH_REQUIRED = ErrorCode("LengthRequired", 411, "a body sent without Content-
                                                    "presigned URL, a chunked request to a local scoring host)")
 UNSUPPORTED_MEDIA_TYPE = ErrorCode("UnsupportedMediaType", 415, "the route does not take this Content-Type; "
                                                                 "`field` is `Content-Type`")
-BAD_REQUEST = ErrorCode("BadRequest", 400, "a local scoring host could not parse the HTTP request itself "
-                                           "(sent with 414 or 431 for an over-long request line or too many "
-                                           "headers)")
+BAD_REQUEST = ErrorCode("BadRequest", 400, "the local platform or a local scoring host could not frame the HTTP "
+                                           "request itself: a malformed Content-Length, Transfer-Encoding or "
+                                           "chunk (sent with 408 for headers that came too slowly, 414 or 431 for "
+                                           "an over-long request line or headers, 501 for an unknown "
+                                           "Transfer-Encoding)")
 
 # --- scoring: what POST …/endpoints/{ep}/score passes on from the deployment that took the request -------
 SCORING_ERROR = ErrorCode("ScoringError", 500, "the entry script's run() raised, or returned a value that is "

@@ -17,6 +17,7 @@ from chalicelib.wiring import build_services
 from nimbus.runtime.private_files import write_private
 
 CREDENTIALS = "credentials"
+SPOOL = "spool"  # request bodies on their way in (unnamed files: the folder looks empty)
 
 
 def bootstrap(services, home: Path, url: str) -> dict:
@@ -48,7 +49,7 @@ def build(home: Path, host: str = "127.0.0.1", port: int = 8000):
     home = Path(home).expanduser()
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
-    server = LocalServer(host, port)
+    server = LocalServer(host, port, spool=home / SPOOL)
     services = build_services(Settings(backend="local", home=home, public_url=server.url), local_workers=True)
     server.use(services)
     services.ctx.blobs.remove_abandoned_temporaries()  # writes a kill interrupted: never published, never listed

@@ -1,96 +1,62 @@
-"""A threaded HTTP/1.1 server for the local platform.
+"""The local platform's HTTP/1.1 server: waitress, framing requests as http_framing.py describes, in
+front of the platform's WSGI application (platform_app.py).
 
-API requests go through chalice's LocalGateway (the same event shape API Gateway sends, so the app
-runs unchanged); `/blobs/…` requests are the local blob store's presigned URLs, streamed to and from
-disk without passing through the app.
+waitress reads requests and writes answers on one I/O thread and runs the application on a fixed pool
+of worker threads. The limits below are what a client meets at the edge (docs/operations.md lists them).
 """
 from __future__ import annotations
 
-import json
-import shutil
+import os
+import tempfile
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, urlsplit
+from pathlib import Path
 
-from chalice.config import Config
-from chalice.local import LocalGateway, LocalGatewayException
+from waitress import wasyncore
+from waitress.server import create_server
 
 from chalicelib.api import service_locator
-from chalicelib.api.app import app
+from chalicelib.local.http_framing import channel_class
+from chalicelib.local.platform_app import PlatformApp
 from chalicelib.services.container import Services
-from chalicelib.errors import NotFound
-from chalicelib.store.blob_server import serve_blob
+from chalicelib.store.blob_server import upload_refusal
 
-MAX_REQUEST = 6 * 1024 * 1024 + 1  # the app answers 413 beyond its limit; we stop reading here
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: SDK clients reuse one connection
-    disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms ACK stalls
-    server: "LocalServer"
-
-    def log_message(self, format, *args):  # noqa: A002 - the access log stays quiet
-        return
-
-    def _dispatch(self) -> None:
-        split = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        if split.path.startswith("/blobs/"):
-            query = dict(parse_qsl(split.query))
-            status, headers, body = serve_blob(self.server.services.ctx.blobs, self.command, split.path, query,
-                                               dict(self.headers), self.rfile, length if "Content-Length" in self.headers else None)
-            self._reply(status, headers, body)
-            return
-        body = self.rfile.read(min(length, MAX_REQUEST)) if length else None
-        if length > MAX_REQUEST:
-            self.close_connection = True
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        try:
-            response = self.server.gateway.handle_request(self.command, self.path, headers, body)
-        except LocalGatewayException:  # chalice reports an unknown route as API Gateway would (403)
-            missing = NotFound(f"no route {self.command} {split.path}")
-            self._reply(missing.status, {"Content-Type": "application/json"}, json.dumps(missing.to_dict()).encode())
-            return
-        payload = response.get("body") or b""
-        if isinstance(payload, str):
-            payload = payload.encode()
-        self._reply(response["statusCode"], {**response.get("headers", {}), **{
-            k: ", ".join(v) for k, v in (response.get("multiValueHeaders") or {}).items()}}, payload)
-
-    def _reply(self, status: int, headers: dict, body) -> None:
-        """`body` is bytes, an iterable of bytes or a file; non-bytes bodies carry their Content-Length."""
-        self.send_response(status)
-        for name, value in headers.items():
-            if name.lower() != "connection" and not (isinstance(body, bytes) and name.lower() == "content-length"):
-                self.send_header(name, value)
-        if isinstance(body, bytes):
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command == "HEAD":
-            return
-        try:
-            if isinstance(body, bytes):
-                self.wfile.write(body)
-            elif hasattr(body, "read"):
-                shutil.copyfileobj(body, self.wfile, 1 << 20)
-            else:
-                for chunk in body:
-                    self.wfile.write(chunk)
-        finally:
-            if hasattr(body, "close"):
-                body.close()
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
+WORKERS = 8  # requests handled at once; more wait in line (SQLite takes one writer at a time anyway)
+CONNECTIONS = 200  # open client connections; beyond them new ones wait in the listen backlog
+IDLE_SECONDS = 60  # a connection silent this long (between requests, or mid-request) is closed
+CLEANUP_SECONDS = 5  # how often idle connections are looked for
 
 
-class LocalServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
+def edge_settings() -> dict:
+    """waitress's adjustments for the limits above."""
+    return dict(
+        threads=WORKERS,
+        connection_limit=CONNECTIONS + 2,  # waitress counts its listening socket and its wake-up pipe too
+        channel_timeout=IDLE_SECONDS,
+        cleanup_interval=CLEANUP_SECONDS,
+        max_request_header_size=64 * 1024,  # request line and headers: beyond it, 431
+        recv_bytes=256 * 1024,  # large reads: uploads are not read 8 KiB at a time
+        inbuf_overflow=1024 * 1024,  # a body over 1 MiB waits for its worker in a temporary file, not in memory
+        backlog=1024,
+        ident="nimbus",  # the Server header
+        expose_tracebacks=False,
+        asyncore_use_poll=True,  # no select() limit on descriptors
+    )  # waitress's default socket options keep TCP_NODELAY: headers and body never wait for a delayed ACK
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8000):
-        super().__init__((host, port), _Handler)  # binds now: port 0 becomes a real port
-        self.gateway = LocalGateway(app, Config.create())
+
+class LocalServer:
+    """Binds at once (port 0 becomes a real port); serves once `use` has given it the services. Bodies
+    too large to wait in memory wait in `spool` (default: the system's temporary folder)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8000, spool: Path | None = None):
+        if spool is not None:
+            Path(spool).mkdir(mode=0o700, parents=True, exist_ok=True)
         self.services: Services | None = None
+        self._map: dict = {}
+        self._server = create_server(PlatformApp(lambda: self.services.ctx.blobs), map=self._map,
+                                     host=host, port=port, **edge_settings())
+        self._server.channel_class = channel_class(self._upload_refusal, os.fspath(spool or tempfile.gettempdir()))
+        self._stop = threading.Event()
+        self._serving = threading.Lock()
 
     def use(self, services: Services) -> None:
         """Serve these services (built once the URL, which presigned URLs embed, is known)."""
@@ -98,11 +64,36 @@ class LocalServer(ThreadingHTTPServer):
         service_locator.use(services)
 
     @property
+    def server_address(self) -> tuple[str, int]:
+        return self._server.effective_host, self._server.effective_port
+
+    @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
+        host, port = self.server_address
         return f"http://{host}:{port}"
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serves until shutdown() (from another thread) or an exception in this one (Ctrl-C, SIGTERM)."""
+        with self._serving:
+            while not self._stop.is_set():
+                wasyncore.loop(timeout=poll_interval, map=self._map, use_poll=True, count=1)
+
+    def shutdown(self) -> None:
+        """Stops serve_forever and waits until it has returned."""
+        self._stop.set()
+        self._server.pull_trigger()  # wakes the loop at once
+        with self._serving:
+            pass
+
+    def server_close(self) -> None:
+        """Closes every connection and the listening socket, and stops the worker threads."""
+        self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+        wasyncore.close_all(self._map)
 
     def start_in_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="nimbus-http", daemon=True)
         thread.start()
         return thread
+
+    def _upload_refusal(self, path: str, query: dict):
+        return upload_refusal(self.services.ctx.blobs, path, query)

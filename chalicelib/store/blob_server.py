@@ -1,7 +1,8 @@
 """The local platform's endpoint behind LocalBlobs' presigned URLs, independent of any web framework.
 
 `serve_blob` takes the raw (still percent-encoded) URL path and never raises: every failure becomes
-a JSON error response, so the hosting server can pass its result straight through.
+a JSON error response, so the hosting server can pass its result straight through. `upload_refusal`
+lets the server refuse an upload it may not take before it reads the body.
 """
 from __future__ import annotations
 
@@ -34,18 +35,18 @@ def serve_blob(blobs: LocalBlobs, method: str, path: str, query: dict[str, str],
         return _json(internal.status, internal.to_dict())
 
 
+def upload_refusal(blobs: LocalBlobs, path: str, query: dict[str, str]) -> NimbusError | None:
+    """Why a PUT to this URL would be refused, or None if it is a valid upload URL (checked again on serving)."""
+    try:
+        _authorize(blobs, "PUT", path, query)
+    except NimbusError as err:
+        return err
+    return None
+
+
 def _serve(blobs: LocalBlobs, method: str, path: str, query: dict[str, str], body_stream: BinaryIO,
            content_length: int | None) -> Response:
-    if not path.startswith(PREFIX):
-        raise NotFound("no such endpoint")
-    if method not in OPS:
-        raise MethodNotAllowed(f"{method} is not supported")
-    key = check_key(unquote(path[len(PREFIX):]))
-    # A URL signed for downloads must not accept uploads, and vice versa.
-    if query.get("op") != OPS[method]:
-        raise Forbidden(f"this URL does not allow {method}")
-    blobs.verify(OPS[method], key, query.get("expires", ""), query.get("signature", ""))
-
+    key = _authorize(blobs, method, path, query)
     if method == "PUT":
         if content_length is None:
             raise LengthRequired("Content-Length is required")
@@ -58,6 +59,20 @@ def _serve(blobs: LocalBlobs, method: str, path: str, query: dict[str, str], bod
         "Content-Type": "application/octet-stream",
         "Content-Disposition": _attachment(posixpath.basename(key)),
     }, file
+
+
+def _authorize(blobs: LocalBlobs, method: str, path: str, query: dict[str, str]) -> str:
+    """The key this presigned URL grants `method` on; raises unless the URL is valid for it."""
+    if not path.startswith(PREFIX):
+        raise NotFound("no such endpoint")
+    if method not in OPS:
+        raise MethodNotAllowed(f"{method} is not supported")
+    key = check_key(unquote(path[len(PREFIX):]))
+    # A URL signed for downloads must not accept uploads, and vice versa.
+    if query.get("op") != OPS[method]:
+        raise Forbidden(f"this URL does not allow {method}")
+    blobs.verify(OPS[method], key, query.get("expires", ""), query.get("signature", ""))
+    return key
 
 
 def _attachment(name: str) -> str:

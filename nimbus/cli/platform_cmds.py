@@ -22,13 +22,19 @@ def up(port: int, host: str, home: Path | None) -> None:
     try:  # here, not at the top: the server is an optional install (nimbus-ml[server]) the SDK runs without
         from chalicelib.local.platform import serve
     except ImportError as missing:
-        raise CommandError(f"the local platform is not installed here ({missing.name} is missing); "
-                           "install nimbus-ml[server]") from None
+        raise _not_installed(missing) from None
     home = home or nimbus_home()
     try:
         serve(home, host=host, port=port)
+    except ImportError as missing:  # the HTTP server's own packages load only once the platform starts
+        raise _not_installed(missing) from None
     except OSError as err:
         raise CommandError(f"cannot serve on {host}:{port}: {err.strerror or err}") from None
+
+
+def _not_installed(missing: ImportError) -> CommandError:
+    return CommandError(f"the local platform is not installed here ({missing.name} is missing); "
+                        "install nimbus-ml[server]")
 
 
 @click.command()

@@ -15,7 +15,7 @@ import nimbus
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_PACKAGES = ("chalice", "chalicelib", "boto3", "botocore", "pydantic", "aws_lambda_powertools", "cryptography",
-                   "moto")
+                   "moto", "waitress")
 
 # Run in a fresh interpreter: a finder refuses the server's packages as if they were not installed.
 BLOCKED_IMPORTS = """
@@ -53,6 +53,14 @@ def test_every_client_module_imports_without_the_server_packages(tmp_path):
     assert done.stdout.strip().endswith("ok")
 
 
+def test_up_without_the_http_server_package_says_which_extra_to_install(tmp_path):
+    """The HTTP server's package loads only once the platform starts: its absence is still the extra's message."""
+    done = subprocess.run([sys.executable, "-c", BLOCKED_IMPORTS, "waitress", "nimbus.cli.main", str(tmp_path / "home")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("ok")
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
     # Built from a copy of what the project ships: setuptools writes build/ beside the sources.
@@ -79,6 +87,6 @@ def test_the_server_packages_are_an_extra(wheel):
     requires = metadata.get_all("Requires-Dist") or []
     base = [line for line in requires if "extra ==" not in line]
     server = [line for line in requires if 'extra == "server"' in line]
-    for package in ("chalice", "boto3", "pydantic", "aws-lambda-powertools", "cryptography"):
+    for package in ("chalice", "boto3", "pydantic", "aws-lambda-powertools", "cryptography", "waitress"):
         assert not any(line.lower().startswith(package) for line in base), base
         assert any(line.lower().startswith(package) for line in server), server
