@@ -127,6 +127,12 @@ class LogMetrics(Body):
     metrics: list[MetricEntry] = Field(min_length=1, max_length=1000)
 
 
+class SetSecret(Body):
+    """A workspace secret's value: at most 64 KiB of UTF-8, checked by the Secrets port."""
+
+    value: str = Field(min_length=1, max_length=65536)
+
+
 class AppendLog(Body):
     text: str = Field(min_length=1)
 
