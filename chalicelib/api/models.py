@@ -7,6 +7,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from chalicelib.services.workspace_secrets import SECRET_NAME
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
@@ -42,6 +44,9 @@ class RunConfig(Body):
     compute: str = Field(default="local", pattern=r"^[a-z][a-z0-9-]{1,31}$")
     environment: str | None = Field(default=None, max_length=255)
     environment_variables: dict[str, str] = Field(default_factory=dict, max_length=200)
+    # Variables whose values come from the workspace's secrets: {"DB_PASSWORD": "db-password"}. The runner
+    # reads each with the run's token when the run starts; environment_variables are stored in clear.
+    secret_variables: dict[str, str] = Field(default_factory=dict, max_length=50)
     max_run_duration_s: int | None = Field(default=None, gt=0, le=30 * 24 * 3600)
     node_count: int = Field(default=1, ge=1, le=64)
     process_count_per_node: int = Field(default=1, ge=1, le=64)
@@ -51,9 +56,14 @@ class RunConfig(Body):
     def one_entry_point(self) -> "RunConfig":
         if (self.script is None) == (self.command is None):
             raise ValueError("give exactly one of script and command")
-        for name in self.environment_variables:
+        for name in [*self.environment_variables, *self.secret_variables]:
             if not _ENV_NAME.fullmatch(name):
                 raise ValueError(f"environment variable name {name!r} is invalid")
+        for name, secret in self.secret_variables.items():
+            if name in self.environment_variables:
+                raise ValueError(f"{name!r} is both a plain and a secret variable")
+            if not SECRET_NAME.fullmatch(secret):
+                raise ValueError(f"secret_variables.{name}: secret name {secret!r} is invalid")
         return self
 
 

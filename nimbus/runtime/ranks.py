@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from nimbus.runtime.runner_io import KILL_GRACE, Outcome, ScriptProcess
+from nimbus.runtime.secret_mask import SecretMask
 
 LOCAL_ADDR = "127.0.0.1"
 DEFAULT_MASTER_PORT = 29500  # torch's own default: Batch nodes cannot agree on a port picked at random
@@ -139,11 +140,11 @@ def stream_of(rank: int, stream: str) -> str:
 
 
 def start_script(argv: list[str], cwd: Path, env: dict[str, str], sender: Sender, placement: Placement,
-                 *, echo: bool = True) -> "ScriptProcess | RankGroup":
+                 *, echo: bool = True, mask: SecretMask | None = None) -> "ScriptProcess | RankGroup":
     """What the runner supervises: the script itself for one process, else the group of its ranks."""
     if placement.world_size == 1:
-        return ScriptProcess(argv, cwd, env, sender, echo=echo)
-    return RankGroup(argv, cwd, env, sender, placement, echo=echo)
+        return ScriptProcess(argv, cwd, env, sender, echo=echo, mask=mask)
+    return RankGroup(argv, cwd, env, sender, placement, echo=echo, mask=mask)
 
 
 class RankGroup:
@@ -155,8 +156,10 @@ class RankGroup:
     """
 
     def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], sender: Sender, placement: Placement,
-                 *, echo: bool = True, failure_grace: float | None = None, kill_grace: float = KILL_GRACE):
+                 *, echo: bool = True, failure_grace: float | None = None, kill_grace: float = KILL_GRACE,
+                 mask: SecretMask | None = None):
         self._argv, self._cwd, self._env, self._sender, self._echo = argv, cwd, env, sender, echo
+        self._mask = mask
         self.placement = placement
         self._failure_grace = FAILURE_GRACE if failure_grace is None else failure_grace
         self._kill_grace = kill_grace
@@ -171,7 +174,7 @@ class RankGroup:
         self._started = time.monotonic()
         for rank in self.placement.ranks:
             process = ScriptProcess(self._argv, self._cwd, {**self._env, **self.placement.env(rank)},
-                                    self._rank_sender(rank), echo=self._echo)
+                                    self._rank_sender(rank), echo=self._echo, mask=self._mask)
             try:
                 process.start()
             except OSError:

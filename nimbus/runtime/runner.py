@@ -41,6 +41,7 @@ from nimbus.runtime.environment_build import EnvironmentHandle
 from nimbus.runtime.heartbeat import Heartbeat
 from nimbus.runtime.run_states import TERMINAL
 from nimbus.runtime.runner_io import Outcome, RunEnded, ScriptProcess, note
+from nimbus.runtime.secret_mask import SOCKET_ENV, MaskServer, SecretMask
 from nimbus.workspace import Workspace
 
 EXIT_REPORTED, EXIT_UNREPORTED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 128 + signal.SIGTERM
@@ -157,6 +158,8 @@ class Runner:
         self._main = True  # reports the run's lifecycle (not a child node of a Batch multi-node job)
         self._holds = False  # the service accepted this runner's Preparing
         self._lost: RunEnded | None = None  # the run ended, or went to another runner, as a heartbeat learnt
+        self.mask = SecretMask()  # every secret value the run read: *** in its logs
+        self._secret_env: dict[str, str] = {}
 
     def stop(self) -> bool:
         """SIGTERM: passed on to the script's process group. False when no script was started yet."""
@@ -200,6 +203,7 @@ class Runner:
             if not isinstance(config, Mapping):
                 raise PreparationError("the run has no run_config: it was not submitted to run a script")
             code_dir = self._fetch_snapshot(details.get("snapshot_id"))
+            self._secret_env = self._read_secret_variables(config)
             handle = self._prepare(config)
             argv = build_command(config, handle.python)
             placement = ranks.plan(config, os.environ)
@@ -243,17 +247,24 @@ class Runner:
     # --- the script -------------------------------------------------------------------------------
     def _run_script(self, argv: list[str], code_dir: Path, env: dict[str, str], placement: ranks.Placement) -> Outcome:
         (code_dir / "outputs").mkdir(exist_ok=True)
-        # One process, or node_count × process_count_per_node ranks supervised as one (nimbus/runtime/ranks.py)
-        self._script = ranks.start_script(argv, code_dir, env, self._log_sender, placement, echo=self._echo)
+        # The script's own secret reads (Run.get_secret) are masked from the moment they return.
+        mask_server = MaskServer(self.mask).start()
+        env = {**env, SOCKET_ENV: mask_server.path}
         try:
-            self._script.start()
-        except OSError as err:  # 127, as a shell reports a command it cannot run
-            return Outcome(127, 0.0, 0.0, 0.0, f"cannot start {argv[0]}: {err.strerror or err}")
-        if self._stopping.is_set():
-            self._script.signal(signal.SIGTERM)
-        if self._lost is not None:  # lost while the script was starting
-            self._script.end()
-        outcome = self._script.wait()
+            # One process, or node_count × process_count_per_node ranks supervised as one (nimbus/runtime/ranks.py)
+            self._script = ranks.start_script(argv, code_dir, env, self._log_sender, placement, echo=self._echo,
+                                              mask=self.mask)
+            try:
+                self._script.start()
+            except OSError as err:  # 127, as a shell reports a command it cannot run
+                return Outcome(127, 0.0, 0.0, 0.0, f"cannot start {argv[0]}: {err.strerror or err}")
+            if self._stopping.is_set():
+                self._script.signal(signal.SIGTERM)
+            if self._lost is not None:  # lost while the script was starting
+                self._script.end()
+            outcome = self._script.wait()
+        finally:
+            mask_server.close()
         self._check_held()
         if outcome.run_ended:
             raise RunEnded()
@@ -263,9 +274,20 @@ class Runner:
         env = dict(os.environ)
         env.update({str(k): str(v) for k, v in (config.get("environment_variables") or {}).items()})
         env.update(handle.env)
+        env.update(self._secret_env)
         env.update(self.settings.script_env())  # last: the script must find its own run
         env["PYTHONUNBUFFERED"] = "1"  # output reaches the log as it is printed
         return env
+
+    def _read_secret_variables(self, config: Mapping[str, Any]) -> dict[str, str]:
+        """run_config["secret_variables"] ({variable: secret name}) read with the run's token, each value
+        masked in the run's logs before the script starts."""
+        values = {}
+        for variable, name in (config.get("secret_variables") or {}).items():
+            reply = self.client.get(self._path("secrets", str(name)))
+            self.mask.add(reply["value"])
+            values[str(variable)] = reply["value"]
+        return values
 
     # --- talking to the service -------------------------------------------------------------------
     def _identity(self) -> dict:
