@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chalicelib.services.workspace_secrets import SECRET_NAME
 
@@ -56,15 +56,23 @@ class RunConfig(Body):
     def one_entry_point(self) -> "RunConfig":
         if (self.script is None) == (self.command is None):
             raise ValueError("give exactly one of script and command")
-        for name in [*self.environment_variables, *self.secret_variables]:
+        for name in self.environment_variables:
             if not _ENV_NAME.fullmatch(name):
                 raise ValueError(f"environment variable name {name!r} is invalid")
-        for name, secret in self.secret_variables.items():
+        for name in self.secret_variables:
             if name in self.environment_variables:
-                raise ValueError(f"{name!r} is both a plain and a secret variable")
-            if not SECRET_NAME.fullmatch(secret):
-                raise ValueError(f"secret_variables.{name}: secret name {secret!r} is invalid")
+                raise ValueError(f"{name!r} is both in environment_variables and in secret_variables")
         return self
+
+    @field_validator("secret_variables")
+    @classmethod
+    def secret_names(cls, variables: dict[str, str]) -> dict[str, str]:
+        for name, secret in variables.items():
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"environment variable name {name!r} is invalid")
+            if not SECRET_NAME.fullmatch(secret):
+                raise ValueError(f"{name}: secret name {secret!r} is invalid (letters, digits and '-')")
+        return variables
 
 
 class Resources(Body):

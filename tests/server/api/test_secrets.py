@@ -151,3 +151,18 @@ def test_secret_routes_are_declared_with_their_roles():
     assert declared[("/v1/workspaces/{workspace}/secrets/{name}", ("DELETE",))].role == "contributor"
     read = declared[("/v1/workspaces/{workspace}/runs/{run_id}/secrets/{name}", ("GET",))]
     assert read.role is None and read.run_token and read.response is not None
+
+
+@pytest.mark.parametrize("run_config, field", [
+    ({"script": "a.py", "secret_variables": {"X": "bad.name"}}, "run_config.secret_variables"),
+    ({"script": "a.py", "secret_variables": {"1X": "ok"}}, "run_config.secret_variables"),
+    ({"script": "a.py", "environment_variables": {"X": "1"}, "secret_variables": {"X": "ok"}}, "run_config"),
+    ({"script": "a.py", "secret_variables": {"X": "absent"}}, "run_config.secret_variables.X"),
+])
+def test_a_submission_naming_bad_or_missing_secrets_is_refused(api, services, team, run_config, field):
+    services.dispatcher = object()  # never reached: the submission is refused first
+    snapshot = "a" * 64
+    services.ctx.table.put({"pk": "WS#ws", "sk": f"SNAPSHOT#{snapshot}", "entity": "snapshot"})
+    code, error = api.call("POST", f"{WS}/runs", {"experiment": "e", "snapshot_id": snapshot, "run_config": run_config},
+                           token=team["carol"])
+    assert code == 400 and error["field"] == field, error
