@@ -70,13 +70,15 @@ class MaskedStream:
             self._held = ""
             return buffer
         out, position = [], 0
+        hold = _open_prefix(buffer, values, 0)
         while True:
-            hold = position + _open_prefix(buffer[position:], values)
             match = pattern.search(buffer, position)
             if match is None or match.start() >= hold:  # a match from `hold` on may grow with more text
                 break
             out += [buffer[position:match.start()], MASK]
             position = match.end()
+            if position > hold:  # the match ran into what looked like a beginning: look again after it
+                hold = _open_prefix(buffer, values, position)
         out.append(buffer[position:hold])
         self._held = buffer[hold:]
         return "".join(out)
@@ -87,12 +89,12 @@ class MaskedStream:
         return held if pattern is None else pattern.sub(MASK, held)
 
 
-def _open_prefix(text: str, values: tuple[str, ...]) -> int:
-    """Where the longest end of `text` that is the beginning (not the whole) of some value starts;
-    len(text) when no end is."""
+def _open_prefix(text: str, values: tuple[str, ...], begin: int) -> int:
+    """Where the longest end of `text` (from `begin` on) that is the beginning, not the whole, of some value
+    starts; len(text) when no end is."""
     earliest = len(text)
     for value in values:
-        start = max(0, len(text) - len(value) + 1)
+        start = max(begin, len(text) - len(value) + 1)
         while (start := text.find(value[0], start, earliest)) != -1:
             if value.startswith(text[start:]):
                 earliest = start

@@ -7,6 +7,7 @@ from chalicelib.errors import Invalid, NotFound
 from chalicelib.services.identity import Principal
 from chalicelib.services.workspace_secrets import store_name
 from chalicelib.wiring import build_services
+from tests.server.api.helpers import all_at_once
 
 VALUE = "p@ss-wörd-" + "x" * 30
 ALICE, BOB = Principal(user="alice", is_admin=False, token_id="t1"), Principal(user="bob", is_admin=False, token_id="t2")
@@ -127,3 +128,12 @@ def test_delete_all_removes_every_value(services):
         with pytest.raises(NotFound):
             services.secrets.get(store_name("ws", name))
     assert services.workspace_secrets.read("other", "a") == "kept"
+
+
+def test_concurrent_sets_count_every_version(services):
+    values = [f"value-{n}" for n in range(6)]
+    errors = all_at_once(lambda n: services.workspace_secrets.set(ALICE, "ws", "raced", values[n]), len(values))
+    assert errors == []
+    listed = services.workspace_secrets.list("ws")["secrets"]
+    assert [(s["name"], s["version"]) for s in listed] == [("raced", 6)]
+    assert services.workspace_secrets.read("ws", "raced") in values
