@@ -32,8 +32,10 @@ def secret() -> None:
 @output_option
 def set_secret(name: str, value_file: Path | None, value_option: str | None, workspace_name: str | None,
                output: str) -> None:
-    """Create secret NAME or replace its value, read from --value-file, else standard input (a prompt that
-    does not echo on a terminal)."""
+    """Create secret NAME or replace its value.
+
+    The value is read from --value-file, else from standard input (on a terminal, a prompt that does not
+    echo it)."""
     if value_file is not None and value_option is not None:
         raise click.UsageError("give the value once: --value-file or --value")
     if value_option is not None:

@@ -6,6 +6,7 @@ import logging
 import pytest
 
 from chalicelib.api.request_telemetry import logger as request_log
+from chalicelib.errors import NotFound
 
 WS = "/v1/workspaces/ws"
 SECRETS = f"{WS}/secrets"
@@ -138,7 +139,7 @@ def test_a_workspace_with_secrets_is_deleted_only_with_force_and_takes_their_val
     api.ok("PUT", f"{SECRETS}/db-password", {"value": VALUE}, token=team["carol"])
     assert api.call("DELETE", WS)[0] == 409
     api.ok("DELETE", f"{WS}?force=true")
-    with pytest.raises(Exception):
+    with pytest.raises(NotFound):
         services.secrets.get("workspace-secrets/ws/db-password")
 
 
