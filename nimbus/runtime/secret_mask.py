@@ -22,6 +22,7 @@ from pathlib import Path
 MASK = "***"
 SOCKET_ENV = "NIMBUS_SECRET_MASK_SOCKET"
 MAX_VALUE_CHARS = 65536  # the service's ceiling for a secret
+MIN_LINE = 4  # shorter lines of a multi-line value are left alone: they would mask common text
 _ACK = b"ok"
 
 
@@ -36,13 +37,15 @@ class SecretMask:
             self.add(value)
 
     def add(self, value: str) -> None:
-        if not value:
-            return
+        """Masks `value`, and each line of a value of several lines (a key printed line by line) of at least
+        MIN_LINE characters."""
+        lines = [line.strip("\r") for line in value.split("\n")] if "\n" in value else []
+        new = {value, *(line for line in lines if len(line) >= MIN_LINE)} - {""}
         with self._lock:
-            if value in self._values:
+            if new <= set(self._values):
                 return
             # Longest first: where two values start at one place, the longer is masked whole.
-            self._values = tuple(sorted((*self._values, value), key=len, reverse=True))
+            self._values = tuple(sorted(set(self._values) | new, key=len, reverse=True))
             self._pattern = re.compile("|".join(re.escape(v) for v in self._values))
 
     def snapshot(self) -> tuple[tuple[str, ...], re.Pattern | None]:

@@ -101,3 +101,12 @@ def test_the_sdk_hands_values_to_the_runner_before_it_uses_them():
         server.close()
     with pytest.raises(OSError):
         register_with_runner("another", server.path, timeout=1)
+
+
+def test_each_line_of_a_value_of_several_lines_is_masked_too():
+    key = "-----BEGIN KEY-----\r\nMIIEvQIBADANBgkq\r\nhkiG9w0BAQEFAASC\r\n-----END KEY-----\r\n"
+    mask = SecretMask([key])
+    printed = "".join(f"line: {line}\n" for line in key.split("\r\n"))  # a script printing it line by line
+    assert "MIIE" not in masked_in_chunks(mask, printed, [30, 31, 60])
+    assert masked_in_chunks(mask, f"<{key}>", []) == f"<{MASK}>"
+    assert masked_in_chunks(SecretMask(["ab\ncd\nefghij"]), "cd ab efghij", []) == f"cd ab {MASK}"  # short lines stay
