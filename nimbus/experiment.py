@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from nimbus import metrics_buffer, snapshot
 from nimbus.client import ApiClient, api_path
 from nimbus.exceptions import ConfigurationError, NimbusError, NotFoundError
+from nimbus.keyvault import check_secret_name
 from nimbus.model import Model
 from nimbus.offline_run import OfflineRun
 from nimbus.progress import ProgressBar, wanted
@@ -21,6 +22,7 @@ from nimbus.run_logs import RunLogs
 from nimbus.run_metrics import RunMetrics
 from nimbus.run_outputs import RunOutputs, download_snapshot
 from nimbus.runconfig import ScriptRunConfig
+from nimbus.runtime.secret_mask import SOCKET_ENV, register_with_runner
 from nimbus.source_info import ci_info, git_info
 from nimbus.workspace import Workspace
 
@@ -301,6 +303,23 @@ class Run(RunMetrics, RunOutputs, RunLogs):
             self.cancel() if isinstance(error, KeyboardInterrupt) else self.fail(error)
         except NimbusError as problem:  # the user's own exception matters more: report and let it through
             print(f"nimbus: could not record the end of run {self.id}: {problem}", file=sys.stderr)
+
+    # --- secrets ------------------------------------------------------------------------------------
+    def get_secret(self, name: str) -> str:
+        """The value of the workspace's secret `name`, for a submitted script (its run token reads it; no
+        person's token may). The runner masks the value as *** in the run's logs from then on."""
+        value = self.workspace.client.get(self._path("secrets", check_secret_name(name)))["value"]
+        mask_socket = os.environ.get(SOCKET_ENV)
+        if mask_socket:
+            try:
+                register_with_runner(value, mask_socket)
+            except OSError as err:  # unmasked, the value could reach the log: better not to hand it out
+                raise NimbusError(f"secret {name!r} could not be masked in the run's logs ({err}); "
+                                  "it is not handed out") from None
+        return value
+
+    def get_secrets(self, secrets: Iterable[str]) -> dict[str, str]:
+        return {name: self.get_secret(name) for name in secrets}
 
     def download_snapshot(self, output_directory: str = ".", as_zip: bool = False) -> "list[str] | str":
         """The code this run executed (submitted runs only): files under output_directory, or one zip."""

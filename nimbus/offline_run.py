@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Mapping
 
-from nimbus.exceptions import InvalidError
+from nimbus.exceptions import ConfigurationError, InvalidError
 from nimbus.metric_values import check_name, plain, scalar, shaped
 from nimbus.run_metrics import IMAGE_EXTENSIONS, _plain_list
 
@@ -169,6 +169,15 @@ class OfflineRun:
 
     def append_log(self, text: str, stream: str = "stdout") -> None:
         (sys.stderr if stream == "stderr" else sys.stdout).write(text)
+
+    # --- secrets ------------------------------------------------------------------------------------
+    def get_secret(self, name: str) -> str:
+        """Secrets are given to submitted runs only: started by hand, a script has no run to read them."""
+        raise ConfigurationError(f"secret {name!r}: secrets are read by submitted runs only (this script was "
+                                 "started by hand, outside a run)")
+
+    def get_secrets(self, secrets: Iterable[str]) -> dict[str, str]:
+        return {name: self.get_secret(name) for name in secrets}
 
     # --- children -----------------------------------------------------------------------------------
     def child_run(self, name: str | None = None, tags: Mapping[str, Any] | None = None,

@@ -12,6 +12,7 @@ import yaml
 
 from nimbus.environment import reference
 from nimbus.exceptions import InvalidError
+from nimbus.keyvault import SECRET_NAME, SECRET_RULE
 
 COMPUTE_NAME = re.compile(r"[a-z][a-z0-9-]{1,31}")  # `local`, or a target registered in the workspace
 MAX_NODES = MAX_PROCESSES_PER_NODE = 64
@@ -41,6 +42,9 @@ class ScriptRunConfig:
     node_count: int = 1
     process_count_per_node: int = 1
     resources: Mapping[str, Any] | None = None  # {"vcpus", "memory_mb", "gpus"} for one node
+    # {"DB_PASSWORD": "db-password"}: variables set from the workspace's secrets when the run starts, masked
+    # as *** in its logs. environment_variables are stored and shown in clear: never put a secret there.
+    secret_variables: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -71,6 +75,7 @@ class ScriptRunConfig:
                                              <= 255):
             raise _invalid("environment", "must be a registered Environment, 'name[:version]' (1-255 characters) or None")
         self.environment_variables = _environment_variables(self.environment_variables)
+        self.secret_variables = _secret_variables(self.secret_variables, self.environment_variables)
         duration = self.max_run_duration_seconds
         if duration is not None and (isinstance(duration, bool) or not isinstance(duration, int)
                                      or not 0 < duration <= MAX_RUN_DURATION_SECONDS):
@@ -90,13 +95,17 @@ class ScriptRunConfig:
                 raise _invalid("script", f"{self.script!r} is not a file in {self.source_directory!r}")
 
     def to_dict(self) -> dict:
-        """The `run_config` of a submission, as the service takes it."""
+        """The `run_config` of a submission, as the service takes it (secret_variables only when some are
+        named, so a configuration without them reaches a service that predates them)."""
         self.validate()
-        return {"script": self.script, "command": self.command, "arguments": list(self.arguments),
+        wire = {"script": self.script, "command": self.command, "arguments": list(self.arguments),
                 "compute": self.compute_target, "environment": self.environment,
                 "environment_variables": dict(self.environment_variables),
                 "max_run_duration_s": self.max_run_duration_seconds, "node_count": self.node_count,
                 "process_count_per_node": self.process_count_per_node, "resources": self.resources}
+        if self.secret_variables:
+            wire["secret_variables"] = dict(self.secret_variables)
+        return wire
 
     # --- files -----------------------------------------------------------------------------------------
     def save(self, name: str) -> Path:
@@ -106,6 +115,7 @@ class ScriptRunConfig:
         self.validate()
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "source_directory"}
         data["arguments"], data["environment_variables"] = list(self.arguments), dict(self.environment_variables)
+        data["secret_variables"] = dict(self.secret_variables)
         target = Path(self.source_directory) / CONFIG_FOLDER / f"{name}{CONFIG_SUFFIX}"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -133,7 +143,7 @@ class ScriptRunConfig:
         if not isinstance(source, str):
             raise _invalid("source_directory", "must be a folder path")
         data["source_directory"] = os.path.normpath(base / source)
-        for key in ("arguments", "environment_variables"):
+        for key in ("arguments", "environment_variables", "secret_variables"):
             if data.get(key) is None:
                 data.pop(key, None)
         return cls(**data)
@@ -192,6 +202,22 @@ def _environment_variables(variables: Any) -> dict[str, str]:
                                                     f"([A-Za-z_][A-Za-z0-9_]*, at most 128 characters)")
         if not isinstance(value, str):
             raise _invalid(f"environment_variables.{name}", f"must be a string, not {type(value).__name__}")
+    return dict(variables)
+
+
+def _secret_variables(variables: Any, plain: Mapping[str, str]) -> dict[str, str]:
+    if variables is None:
+        return {}
+    if not isinstance(variables, Mapping):
+        raise _invalid("secret_variables", "must be a mapping of variable names to secret names")
+    for name, secret in variables.items():
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise _invalid("secret_variables", f"{name!r} is not a valid variable name "
+                                               f"([A-Za-z_][A-Za-z0-9_]*, at most 128 characters)")
+        if name in plain:
+            raise _invalid(f"secret_variables.{name}", "is also in environment_variables: give it once")
+        if not isinstance(secret, str) or not SECRET_NAME.fullmatch(secret):
+            raise _invalid(f"secret_variables.{name}", f"{secret!r} is not a secret name: {SECRET_RULE}")
     return dict(variables)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from nimbus.client import ApiClient, api_path
 from nimbus.config import resolve
 from nimbus.exceptions import ConflictError
+from nimbus.keyvault import Keyvault
 
 
 class Workspace:
@@ -71,6 +72,10 @@ class Workspace:
 
     def remove_member(self, user: str) -> None:
         self.client.request("DELETE", api_path("workspaces", self.name, "members", user))
+
+    def get_default_keyvault(self) -> Keyvault:
+        """The workspace's secrets (nimbus/keyvault.py): set, list and delete them."""
+        return Keyvault(self)
 
     def whoami(self) -> dict:
         return self.client.get("/v1/whoami")

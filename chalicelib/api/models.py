@@ -5,7 +5,9 @@ from typing import Any, Literal
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from chalicelib.services.workspace_secrets import SECRET_NAME
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
@@ -42,6 +44,9 @@ class RunConfig(Body):
     compute: str = Field(default="local", pattern=r"^[a-z][a-z0-9-]{1,31}$")
     environment: str | None = Field(default=None, max_length=255)
     environment_variables: dict[str, str] = Field(default_factory=dict, max_length=200)
+    # Variables whose values come from the workspace's secrets: {"DB_PASSWORD": "db-password"}. The runner
+    # reads each with the run's token when the run starts; environment_variables are stored in clear.
+    secret_variables: dict[str, str] = Field(default_factory=dict, max_length=50)
     max_run_duration_s: int | None = Field(default=None, gt=0, le=30 * 24 * 3600)
     node_count: int = Field(default=1, ge=1, le=64)
     process_count_per_node: int = Field(default=1, ge=1, le=64)
@@ -54,7 +59,20 @@ class RunConfig(Body):
         for name in self.environment_variables:
             if not _ENV_NAME.fullmatch(name):
                 raise ValueError(f"environment variable name {name!r} is invalid")
+        for name in self.secret_variables:
+            if name in self.environment_variables:
+                raise ValueError(f"{name!r} is both in environment_variables and in secret_variables")
         return self
+
+    @field_validator("secret_variables")
+    @classmethod
+    def secret_names(cls, variables: dict[str, str]) -> dict[str, str]:
+        for name, secret in variables.items():
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"environment variable name {name!r} is invalid")
+            if not SECRET_NAME.fullmatch(secret):
+                raise ValueError(f"{name}: secret name {secret!r} is invalid (letters, digits and '-')")
+        return variables
 
 
 class Resources(Body):
@@ -125,6 +143,12 @@ class MetricEntry(BaseModel):
 class LogMetrics(Body):
     batch_id: str | None = Field(default=None, max_length=40)
     metrics: list[MetricEntry] = Field(min_length=1, max_length=1000)
+
+
+class SetSecret(Body):
+    """A workspace secret's value: at most 64 KiB of UTF-8, checked by the Secrets port."""
+
+    value: str = Field(min_length=1, max_length=65536)
 
 
 class AppendLog(Body):

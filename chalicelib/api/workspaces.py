@@ -30,6 +30,7 @@ def delete_workspace(principal, request, workspace):
         services().workspaces.authorize(principal, workspace, "owner")
         for item in services().deployments.list_endpoints(workspace)["endpoints"]:
             services().deployments.delete_endpoint(workspace, item["name"])
+        services().workspace_secrets.delete_all(workspace)  # their values live outside the table
     # Compute targets go with it: their runs are canceled (their jobs stopped) and the Batch resources Nimbus
     # made are deleted through the provisioner (docs/compute.md).
     return services().workspaces.delete(principal, workspace, force=force, targets=services().compute_targets,

@@ -149,6 +149,15 @@ def instance_queue_entry(workspace_name: str, target: str, run_id: str) -> Key:
     return Key(instance_queue_pk(workspace_name, target), run_id)
 
 
+# --- workspace secrets (docs/execution.md, "Secrets") ---------------------------------------------
+SECRET_PREFIX = "SECRET#"
+
+
+def workspace_secret(workspace_name: str, name: str) -> Key:
+    """What is known of a secret (who set it, when), never its value: that lives in the Secrets port."""
+    return Key(f"WS#{workspace_name}", f"SECRET#{name}")
+
+
 # --- environments (docs/compute.md, "Environments") -------------------------------------------------
 def environment(workspace_name: str, name: str) -> Key:
     return Key(f"WS#{workspace_name}", f"ENVNAME#{name}")

@@ -19,6 +19,7 @@ from chalicelib.services.outputs import Outputs
 from chalicelib.services.registry import Registry
 from chalicelib.services.runs import Runs
 from chalicelib.services.submissions import Submissions
+from chalicelib.services.workspace_secrets import WorkspaceSecrets
 from chalicelib.services.workspaces import Workspaces
 from chalicelib.store.secrets import Secrets
 
@@ -26,7 +27,7 @@ from chalicelib.store.secrets import Secrets
 @dataclass
 class Services:
     """Everything a request may use. `dispatcher` runs submitted jobs and `host` runs scoring functions
-    (None where they are not set up); `secrets` keeps endpoint keys; `provisioner` makes the AWS
+    (None where they are not set up); `secrets` keeps endpoint keys and workspace secrets; `provisioner` makes the AWS
     resources of batch compute targets (None: batch targets cannot be created here); `instance_queue`
     hands runs to the agents of instance targets."""
 
@@ -66,6 +67,10 @@ class Services:
     @property
     def deployments(self) -> Deployments:
         return Deployments(self.ctx, self.host, self.secrets)
+
+    @property
+    def workspace_secrets(self) -> WorkspaceSecrets:
+        return WorkspaceSecrets(self.ctx, self.secrets)
 
     @property
     def telemetry(self) -> EndpointTelemetry:

@@ -47,6 +47,7 @@ class Submissions:
         if self.ctx.table.get(table_keys.workspace_pk(workspace), f"SNAPSHOT#{snapshot_id}") is None:
             raise Invalid(f"snapshot {snapshot_id} not found in workspace {workspace!r}; upload it first",
                           field="snapshot_id")
+        self._check_secrets(workspace, run_config.get("secret_variables") or {})
         run_id, extra = new_id(self.ctx.clock), []
         if client_token:  # recorded in the run's own transaction: a repeat finds it or loses the race
             key = submission_key(workspace, client_token)
@@ -86,6 +87,14 @@ class Submissions:
         if compute != LOCAL and target is None:
             return False  # its target is gone: so is the job
         return self.dispatcher.cancel_job(JobSpec(run["id"], workspace, None, compute=compute, target=target))
+
+    def _check_secrets(self, workspace: str, secret_variables: dict) -> None:
+        """Each secret the run names exists now (the runner reads its value when the run starts)."""
+        for variable, name in secret_variables.items():
+            if self.ctx.table.get_item(table_keys.workspace_secret(workspace, name)) is None:
+                raise Invalid(f"run_config.secret_variables.{variable}: workspace {workspace!r} has no secret "
+                              f"{name!r}; set it first (nimbus secret set {name})",
+                              field=f"run_config.secret_variables.{variable}")
 
     def _earlier(self, workspace: str, client_token: str) -> dict | None:
         record = self.ctx.table.get_item(submission_key(workspace, client_token))

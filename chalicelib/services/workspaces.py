@@ -17,7 +17,7 @@ from chalicelib.store.table import (
 
 ROLES = ("reader", "contributor", "owner")
 # Partitions a workspace holds besides its members; any of them blocks a plain delete.
-_CONTENT_PREFIXES = ("EXP#", "SNAPSHOT#", "MODEL#", "ENDPOINT#", "COMPUTE#", "ENVNAME#")
+_CONTENT_PREFIXES = ("EXP#", "SNAPSHOT#", "MODEL#", "ENDPOINT#", "COMPUTE#", "ENVNAME#", "SECRET#")
 
 
 def rank(role: str) -> int:

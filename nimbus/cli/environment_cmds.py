@@ -25,8 +25,9 @@ def environment() -> None:
               help="requirements.txt, or env.yml (python, pip, variables, base_image; or conda-style dependencies).")
 @click.option("--python", "python_version", metavar="MAJOR.MINOR", help="e.g. 3.11 (default: the file's, else the "
                                                                          "service's).")
-@click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="A variable of the script's environment "
-                                                                             "(repeatable).")
+@click.option("--var", "variables", multiple=True, metavar="KEY=VALUE",
+              help="A variable of the script's environment (repeatable). Stored and shown in clear: for a "
+                   "secret, use `nimbus secret set` and `nimbus run submit --secret-var`.")
 @click.option("--base-image", help="The image built on AWS (default python:<python>-slim).")
 @workspace_option
 @output_option

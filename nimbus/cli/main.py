@@ -11,6 +11,7 @@ from nimbus.cli.environment_cmds import environment
 from nimbus.cli.model_cmds import model
 from nimbus.cli.platform_cmds import login, up, whoami
 from nimbus.cli.run_cmds import run
+from nimbus.cli.secret_cmds import secret
 from nimbus.cli.workspace_cmds import experiment, workspace
 from nimbus.version import __version__
 
@@ -26,5 +27,5 @@ def cli() -> None:
 
 
 for command in (up, login, whoami, workspace, experiment, run, user, token, deploy, endpoint, model,
-                environment, compute, agent):
+                environment, compute, agent, secret):
     cli.add_command(command)

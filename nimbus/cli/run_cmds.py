@@ -60,17 +60,23 @@ def list_runs(experiment_name: str, status: tuple[str, ...], tag: tuple[str, ...
 @click.option("--environment", default=None, metavar="NAME[:VERSION]",
               help="A registered environment to run in (default: the runner's own interpreter).")
 @click.option("--tag", multiple=True, metavar="KEY=VALUE", help="A tag for the run (repeatable).")
+@click.option("--secret-var", "secret_vars", multiple=True, metavar="VARIABLE=SECRET",
+              help="Set VARIABLE from the workspace's secret SECRET when the run starts, masked in its logs "
+                   "(repeatable; see `nimbus secret set`).")
 @click.option("--wait", is_flag=True, help="Print the run's output until it ends; exit 0 only if it Completed.")
 @workspace_option
 @output_option
 def submit(script: str | None, args: tuple[str, ...], source_dir: str | None, run_config_file: str | None,
-           experiment_name: str, compute: str | None, environment: str | None, tag: tuple[str, ...], wait: bool,
-           workspace_name: str | None, output: str) -> None:
+           experiment_name: str, compute: str | None, environment: str | None, tag: tuple[str, ...],
+           secret_vars: tuple[str, ...], wait: bool, workspace_name: str | None, output: str) -> None:
     """Snapshot a folder and run SCRIPT [ARGS]... from it.
 
     Options go before SCRIPT: everything after it is passed to the script as it is.
     """
     config = _submit_config(script, args, source_dir, run_config_file, compute, environment)
+    if secret_vars:
+        config.secret_variables = {**config.secret_variables, **key_values(secret_vars, "--secret-var")}
+        config.validate()
     submitted = Experiment(connect(workspace_name), experiment_name).submit(config, tags=key_values(tag, "--tag"))
     report_submitted(submitted, wait, output)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from nimbus.runtime.runner_io import KILL_GRACE, Outcome, ScriptProcess
+from nimbus.runtime.secret_mask import SecretMask
 
 LOCAL_ADDR = "127.0.0.1"
 DEFAULT_MASTER_PORT = 29500  # torch's own default: Batch nodes cannot agree on a port picked at random
@@ -140,12 +141,13 @@ def stream_of(rank: int, stream: str) -> str:
 
 
 def start_script(argv: list[str], cwd: Path, env: dict[str, str], sender: Sender, placement: Placement,
-                 *, echo: bool = True, popen_options: dict | None = None) -> "ScriptProcess | RankGroup":
+                 *, echo: bool = True, popen_options: dict | None = None,
+                 mask: SecretMask | None = None) -> "ScriptProcess | RankGroup":
     """What the runner supervises: the script itself for one process, else the group of its ranks (every
     rank confined alike by `popen_options`: one run, one uid)."""
     if placement.world_size == 1:
-        return ScriptProcess(argv, cwd, env, sender, echo=echo, popen_options=popen_options)
-    return RankGroup(argv, cwd, env, sender, placement, echo=echo, popen_options=popen_options)
+        return ScriptProcess(argv, cwd, env, sender, echo=echo, popen_options=popen_options, mask=mask)
+    return RankGroup(argv, cwd, env, sender, placement, echo=echo, popen_options=popen_options, mask=mask)
 
 
 class RankGroup:
@@ -158,9 +160,9 @@ class RankGroup:
 
     def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], sender: Sender, placement: Placement,
                  *, echo: bool = True, failure_grace: float | None = None, kill_grace: float = KILL_GRACE,
-                 popen_options: dict | None = None):
+                 popen_options: dict | None = None, mask: SecretMask | None = None):
         self._argv, self._cwd, self._env, self._sender, self._echo = argv, cwd, env, sender, echo
-        self._popen_options = popen_options
+        self._popen_options, self._mask = popen_options, mask
         self.placement = placement
         self._failure_grace = FAILURE_GRACE if failure_grace is None else failure_grace
         self._kill_grace = kill_grace
@@ -175,7 +177,8 @@ class RankGroup:
         self._started = time.monotonic()
         for rank in self.placement.ranks:
             process = ScriptProcess(self._argv, self._cwd, {**self._env, **self.placement.env(rank)},
-                                    self._rank_sender(rank), echo=self._echo, popen_options=self._popen_options)
+                                    self._rank_sender(rank), echo=self._echo, popen_options=self._popen_options,
+                                    mask=self._mask)
             try:
                 process.start()
             except (OSError, subprocess.SubprocessError):

@@ -42,6 +42,7 @@ from nimbus.runtime.environment_build import EnvironmentHandle
 from nimbus.runtime.heartbeat import Heartbeat
 from nimbus.runtime.run_states import TERMINAL
 from nimbus.runtime.runner_io import Outcome, RunEnded, ScriptProcess, note
+from nimbus.runtime.secret_mask import SOCKET_ENV, MaskServer, SecretMask
 from nimbus.workspace import Workspace
 
 EXIT_REPORTED, EXIT_UNREPORTED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 128 + signal.SIGTERM
@@ -159,6 +160,8 @@ class Runner:
         self._holds = False  # the service accepted this runner's Preparing
         self._lost: RunEnded | None = None  # the run ended, or went to another runner, as a heartbeat learnt
         self._confinement = run_isolation.Confinement.from_env(os.environ)  # None: as started (AWS Batch)
+        self.mask = SecretMask()  # every secret value the run read: *** in its logs
+        self._secret_env: dict[str, str] = {}
 
     def stop(self) -> bool:
         """SIGTERM: passed on to the script's process group. False when no script was started yet."""
@@ -202,6 +205,7 @@ class Runner:
             if not isinstance(config, Mapping):
                 raise PreparationError("the run has no run_config: it was not submitted to run a script")
             code_dir = self._fetch_snapshot(details.get("snapshot_id"))
+            self._secret_env = self._read_secret_variables(config)
             handle = self._prepare(config)
             argv = build_command(config, handle.python)
             placement = ranks.plan(config, os.environ)
@@ -247,6 +251,10 @@ class Runner:
                     python: str) -> Outcome:
         (code_dir / "outputs").mkdir(exist_ok=True)
         job_dir = self.settings.job_dir
+        # The script's own secret reads (Run.get_secret) are masked from the moment they return.
+        script_uid = self._confinement.uid if self._confinement is not None else None
+        mask_server = MaskServer(self.mask, owner=script_uid).start()
+        env = {**env, SOCKET_ENV: mask_server.path}
         try:
             # Out of the platform's reach: its own uid, or a Landlock sandbox (nimbus/runtime/run_isolation.py)
             env = {**env, **run_isolation.prepare_folders(self._confinement, job_dir, code_dir)}
@@ -254,15 +262,19 @@ class Runner:
             with run_isolation.popen_options(self._confinement, python, own) as options:
                 # One process, or node_count × process_count_per_node ranks supervised as one (nimbus/runtime/ranks.py)
                 self._script = ranks.start_script(argv, code_dir, env, self._log_sender, placement, echo=self._echo,
-                                                  popen_options=options)
+                                                  popen_options=options, mask=self.mask)
                 self._script.start()
         except (OSError, subprocess.SubprocessError) as err:  # 127, as a shell reports a command it cannot run
+            mask_server.close()
             return Outcome(127, 0.0, 0.0, 0.0, f"cannot start {argv[0]}: {getattr(err, 'strerror', None) or err}")
-        if self._stopping.is_set():
-            self._script.signal(signal.SIGTERM)
-        if self._lost is not None:  # lost while the script was starting
-            self._script.end()
-        outcome = self._script.wait()
+        try:
+            if self._stopping.is_set():
+                self._script.signal(signal.SIGTERM)
+            if self._lost is not None:  # lost while the script was starting
+                self._script.end()
+            outcome = self._script.wait()
+        finally:
+            mask_server.close()
         self._check_held()
         if outcome.run_ended:
             raise RunEnded()
@@ -272,10 +284,21 @@ class Runner:
         env = dict(os.environ)
         env.update({str(k): str(v) for k, v in (config.get("environment_variables") or {}).items()})
         env.update(handle.env)
+        env.update(self._secret_env)
         env.update(self.settings.script_env())  # last: the script must find its own run
         env.pop(run_isolation.ENV, None)  # the runner's business
         env["PYTHONUNBUFFERED"] = "1"  # output reaches the log as it is printed
         return env
+
+    def _read_secret_variables(self, config: Mapping[str, Any]) -> dict[str, str]:
+        """run_config["secret_variables"] ({variable: secret name}) read with the run's token, each value
+        masked in the run's logs before the script starts."""
+        values = {}
+        for variable, name in (config.get("secret_variables") or {}).items():
+            reply = self.client.get(self._path("secrets", str(name)))
+            self.mask.add(reply["value"])
+            values[str(variable)] = reply["value"]
+        return values
 
     # --- talking to the service -------------------------------------------------------------------
     def _identity(self) -> dict:

@@ -20,6 +20,7 @@ from typing import IO, Callable, TextIO
 import psutil
 
 from nimbus.exceptions import NimbusError, ServiceUnavailableError
+from nimbus.runtime.secret_mask import SecretMask
 
 FLUSH_CHARS = 64 * 1024  # send as soon as this much text waits...
 FLUSH_SECONDS = 0.5  # ...or once the oldest waiting text is this old
@@ -43,12 +44,15 @@ class LogPump:
     when it is full the reader stops reading, so the script waits on its own writes rather than the
     runner's memory growing. Only while the service is unreachable is the oldest text dropped instead,
     so a network outage cannot stall the script; the local copy (`echo`) keeps everything.
+    The secret values in `mask` are replaced by *** as text is read, before it is echoed, kept or sent.
     """
 
     def __init__(self, pipe: IO[bytes], send: Callable[[str], None], *, echo: TextIO | None = None,
                  flush_chars: int = FLUSH_CHARS, flush_seconds: float = FLUSH_SECONDS,
-                 max_append: int = MAX_APPEND, max_pending: int = MAX_PENDING, retry_pause: float = RETRY_PAUSE):
+                 max_append: int = MAX_APPEND, max_pending: int = MAX_PENDING, retry_pause: float = RETRY_PAUSE,
+                 mask: SecretMask | None = None):
         self._pipe, self._send, self._echo = pipe, send, echo
+        self._masked = mask.stream() if mask is not None else None
         self._flush_chars, self._flush_seconds = flush_chars, flush_seconds
         self._max_append, self._max_pending, self._retry_pause = max_append, max(max_pending, max_append), retry_pause
         self._lock = threading.Condition()
@@ -101,12 +105,15 @@ class LogPump:
                 data = os.read(fd, READ_SIZE)
                 if not data:
                     break
-                self._add(decoder.decode(data))
-            self._add(decoder.decode(b"", final=True))
+                self._add(self._mask(decoder.decode(data)))
+            self._add(self._mask(decoder.decode(b"", final=True)) + (self._masked.end() if self._masked else ""))
         finally:
             with self._lock:
                 self._closed = True
                 self._lock.notify_all()
+
+    def _mask(self, text: str) -> str:
+        return self._masked.feed(text) if self._masked is not None else text
 
     def _add(self, text: str) -> None:
         if not text:
@@ -229,11 +236,13 @@ class ScriptProcess:
     """
 
     def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], sender: Callable[[str], Callable[[str], None]],
-                 *, echo: bool = True, poll_seconds: float = 0.25, popen_options: dict | None = None):
+                 *, echo: bool = True, poll_seconds: float = 0.25, popen_options: dict | None = None,
+                 mask: SecretMask | None = None):
         """`popen_options`: more of subprocess.Popen's arguments, which confine the script
-        (nimbus/runtime/run_isolation.py)."""
+        (nimbus/runtime/run_isolation.py); `mask` turns the secret values the run read into ***."""
         self._argv, self._cwd, self._env, self._sender, self._echo = argv, cwd, env, sender, echo
         self._popen_options = dict(popen_options or {})
+        self._mask = mask
         self._poll_seconds = poll_seconds
         self._peak_rss = 0
         self._waited = threading.Event()
@@ -247,8 +256,10 @@ class ScriptProcess:
         self.process = subprocess.Popen(self._argv, cwd=self._cwd, env=self._env, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0,
                                         **self._popen_options)
-        self._pumps = [LogPump(self.process.stdout, self._sender("stdout"), echo=sys.stdout if self._echo else None),
-                       LogPump(self.process.stderr, self._sender("stderr"), echo=sys.stderr if self._echo else None)]
+        self._pumps = [LogPump(self.process.stdout, self._sender("stdout"), echo=sys.stdout if self._echo else None,
+                               mask=self._mask),
+                       LogPump(self.process.stderr, self._sender("stderr"), echo=sys.stderr if self._echo else None,
+                               mask=self._mask)]
         for pump in self._pumps:
             pump.start()
         threading.Thread(target=self._poll_memory, name="nimbus-meter", daemon=True).start()
