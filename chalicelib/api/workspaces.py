@@ -13,7 +13,7 @@ def create_workspace(principal, request, body):
     return services().workspaces.create(principal, body.name, body.description)
 
 
-@api_route(bp, "/v1/workspaces")
+@api_route(bp, "/v1/workspaces", scoped_token=True)
 def list_workspaces(principal, request):
     return {"workspaces": services().workspaces.list(principal)}
 
