@@ -29,7 +29,7 @@ def delete_workspace(principal, request, workspace):
     if force:  # endpoints own running functions: stop them before their records go
         services().workspaces.authorize(principal, workspace, "owner")
         for item in services().deployments.list_endpoints(workspace)["endpoints"]:
-            services().deployments.delete_endpoint(workspace, item["name"])
+            services().deployments.delete_endpoint(workspace, item["name"], by=principal)
     # Compute targets go with it: their runs are canceled (their jobs stopped) and the Batch resources Nimbus
     # made are deleted through the provisioner (docs/compute.md).
     return services().workspaces.delete(principal, workspace, force=force, targets=services().compute_targets,

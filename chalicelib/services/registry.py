@@ -15,6 +15,7 @@ from chalicelib.domain.context import Context
 from chalicelib.domain.contention import contention_pause
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.validation import check_page_size, decode_page_token, encode_page_token, start_key
+from chalicelib.services.audit import Audit
 from chalicelib.services.identity import Principal
 from chalicelib.services.model_uploads import ModelFileSources, files_prefix
 from chalicelib.services.registry_input import (
@@ -66,12 +67,13 @@ class Registry:
                 "total_bytes": sum(f["size"] for f in files), "blob_prefix": files_prefix(record, folder),
                 **metadata, "tags": tags, "properties": properties, "lineage": lineage, "deployments": {},
                 "deployment_count": 0, "created": self.ctx.now(), "created_by": principal.user}
-        model, item = self._add_version(workspace, name, record, item)
+        model, item = self._add_version(principal, workspace, name, record, item)
         if upload_id is not None:  # the upload is spent: a second version cannot share (and later delete) its files
             sources.spend_upload(record, upload_id)
         return version_view(model, item)
 
-    def _add_version(self, workspace: str, name: str, record: dict, item: dict) -> tuple[dict, dict]:
+    def _add_version(self, principal: Principal, workspace: str, name: str, record: dict,
+                     item: dict) -> tuple[dict, dict]:
         """Optimistic numbering: the model's counter moves from n to n + 1 only if it still reads n."""
         model_key = table_keys.model(workspace, name)
         for attempt in range(REGISTER_ATTEMPTS):
@@ -87,7 +89,10 @@ class Registry:
             try:
                 # The check on the workspace's id keeps a version out of a workspace deleted meanwhile.
                 self.ctx.table.transact([bump, Put(new, item_absent()),
-                                         Check(table_keys.workspace(workspace), attr_eq("id", record["id"]))])
+                                         Check(table_keys.workspace(workspace), attr_eq("id", record["id"])),
+                                         Audit(self.ctx).entry(principal, workspace, "model_version.registered",
+                                                               f"{name}:{version}", {"total_bytes": new["total_bytes"]},
+                                                               workspace_id=record["id"])])
             except ConditionFailed as failure:
                 if failure.index == 2:
                     raise NotFound(f"workspace {workspace!r} not found") from None
@@ -249,6 +254,8 @@ class Registry:
                                                           *(attr_eq(("aliases", a), number) for a in pointing))))
                 operations += [self._history(workspace, name, moves + 1 + i, a, number, None, principal.user)
                                for i, a in enumerate(pointing)]
+            operations.append(Audit(self.ctx).entry(principal, workspace, "model_version.deleted", f"{name}:{number}",
+                                                    {"aliases": pointing}))
             try:
                 self.ctx.table.transact(operations)
                 break

@@ -95,7 +95,7 @@ class Workspaces:
                 self._end_runs(name, run_ids, stop_run)
 
             end_runs([i["sk"] for i in self.ctx.table.query_all(Query(table_keys.active_runs_pk(name, LOCAL)))])
-            removed_targets = (targets or ComputeTargets(self.ctx)).delete_all(name, end_runs)
+            removed_targets = (targets or ComputeTargets(self.ctx)).delete_all(name, end_runs, principal)
         record = self.record(name)
         # The META item goes first, conditionally: a concurrent delete or re-create cannot interleave. The
         # audit log is kept: it is keyed by the workspace's id, out of the partitions deleted below.
