@@ -3,7 +3,7 @@
 Append-only. An entry is written in the same transaction as the change it records wherever the change
 is a table write (`entry` gives the Put to add to it); a change made outside the table (an endpoint key
 kept in the secret store) is recorded right after it succeeds (`record`). Nothing updates or deletes an
-entry: no route can, and deleting a workspace leaves its log in place (docs/security.md).
+entry: no route can, and deleting a workspace leaves its log in place (docs/api.md, "Audit log").
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A token may expire (`expires_in`) and may be scoped to one workspace with a ceiling on its user's role
 there; a scoped token carries none of its user's admin rights and reaches no user-level route
-(docs/security.md, "Who can do what").
+(docs/api.md, "Tokens").
 """
 from __future__ import annotations
 
