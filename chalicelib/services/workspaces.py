@@ -153,7 +153,9 @@ class Workspaces:
 
     def remove_member(self, principal: Principal, workspace: str, user: str) -> None:
         check_scope(principal, workspace)
-        if principal.user != user:  # anyone may leave; only owners remove others
+        # Anyone may leave; only owners remove others. A token capped below owner changes no membership,
+        # its own user's included: leaving is its user's decision, not a CI job's.
+        if principal.user != user or principal.max_role not in (None, "owner"):
             self.authorize(principal, workspace, "owner")
         member = self.ctx.table.get_item(table_keys.member(workspace, user))
         if member is None:

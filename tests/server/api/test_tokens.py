@@ -79,6 +79,9 @@ def test_a_contributor_scoped_token_submits_and_reads_in_its_workspace_only(api,
         status, answer = api.call(method, path, body, token=token)
         assert status == 403 and "capped at contributor" in answer["message"], (path, answer)
 
+    # nor may it make carol leave the workspace
+    assert api.call("DELETE", "/v1/workspaces/ws/members/carol", token=token)[0] == 403
+
     # and nothing at all in `other`, which carol owns
     for method, path, body in [("GET", "/v1/workspaces/other", None),
                                ("POST", "/v1/workspaces/other/runs", {"experiment": "x"}),
