@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from chalicelib.api.routing import ROUTES
 from chalicelib.domain import table_keys
 from chalicelib.store.table import Query
