@@ -3,8 +3,8 @@
 The repository's app.py hands this app to Chalice; the local platform serves the same object.
 """
 from chalicelib.api import (
-    admin, audit, batch_events, compute, endpoints, environments, experiments, identity, registry, runs, snapshots, tracking,
-    workspaces,
+    admin, audit, batch_events, compute, endpoints, environments, experiments, identity, registry, runs, snapshots,
+    tracking, workspaces,
 )
 from chalicelib.api.application import NimbusChalice
 from chalicelib.api.routing import framework_errors_middleware

@@ -59,9 +59,10 @@ def api_route(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, 
     `role` names the minimum workspace role; the route's `workspace` path parameter is checked.
     `run_token` lets a run token in: its workspace must be the route's, and a `run_id` path parameter
     must be its run (routes without one check the rest themselves, e.g. a child run's parent).
-    A token scoped to one workspace (docs/api.md, "Tokens") may call a route with a `workspace` path parameter
-    naming its workspace, with its role capped; elsewhere 403, save routes declared `scoped_token` (whoami,
-    the caller's workspaces). `admins` lets an admin (never a scoped token) through `role` unasked.
+    A token scoped to one workspace (docs/api.md, "Tokens") may call a route whose `workspace` path
+    parameter names its workspace, with its role capped; elsewhere 403, save routes declared
+    `scoped_token` (whoami, the caller's workspaces). `admins` lets an admin (never a scoped token) pass
+    `role` without being a member.
     A view may return a chalice Response to answer with its own body and status.
     `response` describes the JSON a successful call answers with; every route is listed in ROUTES.
     """
