@@ -22,9 +22,9 @@ class ErrorCode:
 
 # --- the API's own errors (chalicelib/errors.py) -------------------------------------------------------
 INVALID = ErrorCode("Invalid", 400, "the request, or a value in it, is invalid; `field` names which")
-UNAUTHORIZED = ErrorCode("Unauthorized", 401, "no valid token (missing, unknown, revoked, or a run token "
-                                              "whose run has ended); for scoring, no valid endpoint key")
-FORBIDDEN = ErrorCode("Forbidden", 403, "the caller's role, or its run token, does not allow this")
+UNAUTHORIZED = ErrorCode("Unauthorized", 401, "no valid token (missing, unknown, revoked, expired, or a run "
+                                              "token whose run has ended); for scoring, no valid endpoint key")
+FORBIDDEN = ErrorCode("Forbidden", 403, "the caller's role, or its run token or scoped token, does not allow this")
 NOT_FOUND = ErrorCode("NotFound", 404, "no such resource or route, or a workspace the caller is not a member of")
 CONFLICT = ErrorCode("Conflict", 409, "the request conflicts with the current state: a name taken, a run "
                                       "that has ended, a write that lost a race")

@@ -5,6 +5,7 @@ from nimbus.client import ApiClient, api_path
 from nimbus.config import resolve
 from nimbus.exceptions import ConflictError
 from nimbus.keyvault import Keyvault
+from nimbus.tokens import create_token
 
 
 class Workspace:
@@ -79,6 +80,27 @@ class Workspace:
 
     def whoami(self) -> dict:
         return self.client.get("/v1/whoami")
+
+    # --- tokens and the audit log -----------------------------------------------------------------
+    def create_token(self, name: str = "default", *, role: str | None = None,
+                     expires_in: int | str | None = None, user: str | None = None) -> dict:
+        """A token scoped to this workspace: `role` caps what it may do here (a CI token that submits runs
+        and reads: role="contributor"), `expires_in` is seconds or a duration such as "30d"; it works on
+        no other workspace and on no user-level route. The answer's `token` is its secret, shown once.
+        `user`: whose token (default: yours; another user's needs an admin)."""
+        owner = user or self.whoami()["user"]
+        return create_token(self.client, owner, name, expires_in=expires_in, workspace=self.name, role=role)
+
+    def audit_log(self, action: str | None = None, limit: int | None = None) -> list[dict]:
+        """The workspace's audit log, newest first (owners and admins): who changed what, when, and through
+        which token. `action` keeps one kind (e.g. "member.added"); `limit` stops after that many."""
+        params = {"action": action} if action else {}
+        found: list[dict] = []
+        for entry in self.client.paged(api_path("workspaces", self.name, "audit"), "entries", params):
+            found.append(entry)
+            if limit is not None and len(found) >= limit:
+                break
+        return found
 
     def __repr__(self) -> str:
         return f"Workspace(name={self.name!r}, url={self.url!r})"

@@ -33,7 +33,7 @@ def show_compute(principal, request, workspace, name):
 def delete_compute(principal, request, workspace, name):
     """200 once the target is gone; 202 while Batch is still taking down the cluster Nimbus made (the target
     shows `Deleting` until then, and disappears by itself)."""
-    if services().compute_targets.delete(workspace, name):
+    if services().compute_targets.delete(workspace, name, by=principal):
         return {"name": name, "deleted": True}
     return json_response({"name": name, "deleted": False, "state": "Deleting"}, 202)
 

@@ -39,7 +39,7 @@ def show_endpoint(principal, request, workspace, endpoint):
 
 @api_route(bp, BASE + "/{endpoint}", ("DELETE",), role="contributor")
 def delete_endpoint(principal, request, workspace, endpoint):
-    return services().deployments.delete_endpoint(workspace, endpoint)
+    return services().deployments.delete_endpoint(workspace, endpoint, by=principal)
 
 
 @api_route(bp, BASE + "/{endpoint}/deployments/{deployment}", role="reader")
@@ -49,7 +49,7 @@ def show_deployment(principal, request, workspace, endpoint, deployment):
 
 @api_route(bp, BASE + "/{endpoint}/deployments/{deployment}", ("DELETE",), role="contributor")
 def delete_deployment(principal, request, workspace, endpoint, deployment):
-    return services().deployments.delete_deployment(workspace, endpoint, deployment)
+    return services().deployments.delete_deployment(workspace, endpoint, deployment, by=principal)
 
 
 @api_route(bp, BASE + "/{endpoint}/deployments/{deployment}/logs", role="reader")
@@ -59,7 +59,7 @@ def deployment_logs(principal, request, workspace, endpoint, deployment):
 
 @api_route(bp, BASE + "/{endpoint}/traffic", ("PUT",), body=SetTraffic, role="contributor")
 def set_traffic(principal, request, workspace, endpoint, body: SetTraffic):
-    return services().deployments.set_traffic(workspace, endpoint, body.traffic)
+    return services().deployments.set_traffic(workspace, endpoint, body.traffic, by=principal)
 
 
 @api_route(bp, BASE + "/{endpoint}/keys", role="contributor")
@@ -69,7 +69,7 @@ def get_keys(principal, request, workspace, endpoint):
 
 @api_route(bp, BASE + "/{endpoint}/keys/regenerate", ("POST",), body=RegenerateKey, role="contributor")
 def regenerate_key(principal, request, workspace, endpoint, body: RegenerateKey):
-    return services().deployments.regenerate_key(workspace, endpoint, body.key)
+    return services().deployments.regenerate_key(workspace, endpoint, body.key, by=principal)
 
 
 @api_route(bp, BASE + "/{endpoint}/telemetry", role="reader")

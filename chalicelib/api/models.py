@@ -23,6 +23,9 @@ class CreateUser(Body):
 
 class CreateToken(Body):
     name: str = Field(default="default", max_length=128)
+    expires_in: int | None = None  # seconds; the service says which range (field expires_in)
+    workspace: str | None = Field(default=None, max_length=64)  # scope the token to this workspace
+    role: Literal["reader", "contributor", "owner"] | None = None  # the highest role it acts with there
 
 
 class CreateWorkspace(Body):

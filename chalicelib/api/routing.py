@@ -39,6 +39,8 @@ class RouteSpec:
     status: int
     content_types: tuple[str, ...]
     view: Callable
+    scoped_token: bool = False  # a token scoped to a workspace may call it (always so with a {workspace})
+    admins: bool = False  # an admin passes `role` without being a member
 
 
 ROUTES: list[RouteSpec] = []
@@ -47,7 +49,8 @@ ROUTES: list[RouteSpec] = []
 def api_route(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, auth: bool = True,
              body: type[BaseModel] | None = None, role: str | None = None, status: int = 200,
              run_token: bool = False, content_types: tuple[str, ...] = ("application/json",),
-             endpoint_key: bool = False, response: Any = None) -> Callable:
+             endpoint_key: bool = False, response: Any = None, scoped_token: bool = False,
+             admins: bool = False) -> Callable:
     """Register `fn(principal, request, **path_params[, body])` as a JSON route.
 
     `auth=False` leaves authentication to the view: `endpoint_key` says its callers present an endpoint
@@ -57,6 +60,10 @@ def api_route(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, 
     `run_token` lets a run token in: its workspace must be the route's, a `run_id` path parameter
     must be its run (routes without one check the rest themselves, e.g. a child run's parent), and its
     submitter must still hold `role` there.
+    A token scoped to one workspace (docs/api.md, "Tokens") may call a route whose `workspace` path
+    parameter names its workspace, with its role capped; elsewhere 403, save routes declared
+    `scoped_token` (whoami, the caller's workspaces). `admins` lets an admin (never a scoped token) pass
+    `role` without being a member.
     A view may return a chalice Response to answer with its own body and status.
     `response` describes the JSON a successful call answers with; every route is listed in ROUTES.
     """
@@ -69,8 +76,11 @@ def api_route(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, 
                 principal = services().identity.authenticate(request.headers.get("authorization")) if auth else None
                 if principal is not None and principal.run_id is not None:
                     check_run_scope(principal, params, run_token, role)
-                elif role is not None:
-                    services().workspaces.authorize(principal, params["workspace"], role)
+                else:
+                    if principal is not None and principal.scoped:
+                        check_token_scope(principal, params, scoped_token)
+                    if role is not None and not (admins and principal is not None and principal.is_admin):
+                        services().workspaces.authorize(principal, params["workspace"], role)
                 kwargs: dict[str, Any] = {"principal": principal, "request": request, **params}
                 if body is not None:
                     kwargs["body"] = parse_body(request.raw_body, body)
@@ -87,7 +97,7 @@ def api_route(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, 
         callers = TOKEN if auth else ENDPOINT_KEY if endpoint_key else ANYONE
         _CALLERS[path] = callers
         ROUTES.append(RouteSpec(path, tuple(methods), callers, role, run_token, body, response, status,
-                                tuple(content_types), fn))
+                                tuple(content_types), fn, scoped_token, admins))
         return fn
 
     return register
@@ -114,6 +124,15 @@ def check_submitter_role(principal, workspace: str, role: str) -> None:
     except Forbidden:
         raise Forbidden(f"run {principal.run_id} was submitted by {principal.user!r}, who no longer has the {role} "
                         f"role on workspace {workspace!r}") from None
+
+
+def check_token_scope(principal, params: dict, allowed: bool) -> None:
+    """A scoped token reaches its own workspace's routes and those declared for it, nothing user-level."""
+    if "workspace" in params:
+        if params["workspace"] != principal.workspace:
+            raise Forbidden(f"this token is scoped to workspace {principal.workspace!r}")
+    elif not allowed:
+        raise Forbidden(f"a token scoped to workspace {principal.workspace!r} cannot call this route")
 
 
 def parse_body(raw: bytes | None, model: type[BaseModel]) -> BaseModel:

@@ -13,7 +13,7 @@ def create_workspace(principal, request, body):
     return services().workspaces.create(principal, body.name, body.description)
 
 
-@api_route(bp, "/v1/workspaces")
+@api_route(bp, "/v1/workspaces", scoped_token=True)
 def list_workspaces(principal, request):
     return {"workspaces": services().workspaces.list(principal)}
 
@@ -29,7 +29,7 @@ def delete_workspace(principal, request, workspace):
     if force:  # endpoints own running functions: stop them before their records go
         services().workspaces.authorize(principal, workspace, "owner")
         for item in services().deployments.list_endpoints(workspace)["endpoints"]:
-            services().deployments.delete_endpoint(workspace, item["name"])
+            services().deployments.delete_endpoint(workspace, item["name"], by=principal)
         services().workspace_secrets.delete_all(workspace)  # their values live outside the table
     # Compute targets go with it: their runs are canceled (their jobs stopped) and the Batch resources Nimbus
     # made are deleted through the provisioner (docs/compute.md).

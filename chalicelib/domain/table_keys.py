@@ -185,3 +185,14 @@ def environment_build(definition_hash: str, kind: str) -> Key:
 
 def environment_builds_pk(definition_hash: str) -> str:
     return f"BUILD#{definition_hash}"
+
+
+# --- audit log (docs/data-model.md, "Audit log") ----------------------------------------------------
+def audit_log_pk(workspace_name: str, workspace_id: str) -> str:
+    """A workspace's log, keyed by its id too: a workspace re-created under the same name starts afresh,
+    and the log of a deleted one stays where it was."""
+    return f"AUDIT#{workspace_name}#{workspace_id}"
+
+
+def audit_entry(workspace_name: str, workspace_id: str, entry_id: str) -> Key:
+    return Key(audit_log_pk(workspace_name, workspace_id), entry_id)

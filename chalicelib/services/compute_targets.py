@@ -21,6 +21,7 @@ from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
 from chalicelib.domain.timestamps import parse_iso
 from chalicelib.domain.validation import check_name
+from chalicelib.services.audit import Audit
 from chalicelib.services.cluster_lifecycle import (
     START_GRACE_S, ClusterLifecycle, Provisioner, pending_key, same_attempt,
 )
@@ -77,6 +78,7 @@ class ComputeTargets:
             pending = pending_key(workspace, name)
             operations.append(Put({"pk": pending.pk, "sk": pending.sk, "entity": "compute_pending",
                                    "workspace": workspace, "name": name, "created": item["created"]}))
+        operations.append(Audit(self.ctx).entry(principal, workspace, "compute.created", name, {"type": kind}))
         try:
             self.ctx.table.transact(operations)
         except ConditionFailed as failure:
@@ -141,7 +143,8 @@ class ComputeTargets:
         return sum(1 for _ in self.ctx.table.query_all(Query(table_keys.active_runs_pk(workspace, name))))
 
     # --- delete ---------------------------------------------------------------------------------
-    def delete(self, workspace: str, name: str, stop_runs: Callable[[list[str]], None] | None = None) -> bool:
+    def delete(self, workspace: str, name: str, stop_runs: Callable[[list[str]], None] | None = None,
+               by: Principal | None = None) -> bool:
         """Deletes the target and what Nimbus made for it; False while Batch is still taking that down (the
         target stays `Deleting`, and `refresh`/`sweep` go on). Active runs refuse it (409), unless `stop_runs`
         is given: it is called with their ids, once no new run can reach the target, and must end them."""
@@ -176,23 +179,30 @@ class ComputeTargets:
                 raise Invalid("AWS Batch is not configured on this deployment: the target's queue and compute "
                               "environment cannot be deleted from here", field="name")
             if not self.lifecycle.tear_down(workspace, name, resources):
+                self._audit_deleted(by, workspace, item)
                 return False
         self._remove(workspace, name, item["type"])
+        self._audit_deleted(by, workspace, item)
         return True
+
+    def _audit_deleted(self, by: Principal | None, workspace: str, item: dict) -> None:
+        """Written once the deletion is committed (gone, or Deleting for good): the deletion takes several
+        writes and calls to Batch, and any of the earlier ones may still give it up (active runs)."""
+        Audit(self.ctx).record(by, workspace, "compute.deleted", item["name"], {"type": item["type"]})
 
     def _remove(self, workspace: str, name: str, kind: str) -> None:
         self.lifecycle.remove(workspace, name)
         if kind == "instance":
             self.ctx.table.batch_delete(slot_keys(self.ctx, workspace, name))
 
-    def delete_all(self, workspace: str, stop_runs: Callable[[list[str]], None]) -> int:
+    def delete_all(self, workspace: str, stop_runs: Callable[[list[str]], None], by: Principal | None = None) -> int:
         """Every stored target of the workspace, with what Nimbus made for it; their active runs are ended
         by `stop_runs` first (a forced workspace delete). Returns how many were deleted (a cluster Batch is
         still taking down is finished by the sweep, from its pending entry)."""
         stored = list(self.ctx.table.query_all(Query(table_keys.workspace_pk(workspace), sk_prefix=table_keys.COMPUTE_PREFIX)))
         for item in stored:
             if item["state"] != "Deleting":
-                self.delete(workspace, item["name"], stop_runs)
+                self.delete(workspace, item["name"], stop_runs, by)
         return len(stored)
 
     def _restore(self, key, state: str) -> None:

@@ -8,6 +8,7 @@ from chalicelib.compute.instance_queue import InstanceQueue
 from chalicelib.domain.context import Context
 from chalicelib.hosting.port import FunctionHost
 from chalicelib.services.compute_targets import ComputeTargets, Provisioner
+from chalicelib.services.audit import Audit
 from chalicelib.services.deployments import Deployments
 from chalicelib.services.endpoint_telemetry import EndpointTelemetry
 from chalicelib.services.environments import Environments
@@ -71,6 +72,10 @@ class Services:
     @property
     def workspace_secrets(self) -> WorkspaceSecrets:
         return WorkspaceSecrets(self.ctx, self.secrets)
+
+    @property
+    def audit(self) -> Audit:
+        return Audit(self.ctx)
 
     @property
     def telemetry(self) -> EndpointTelemetry:

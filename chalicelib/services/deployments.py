@@ -24,6 +24,7 @@ from chalicelib.hosting.port import (
 from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
 from chalicelib.domain.validation import check_name
+from chalicelib.services.audit import Audit
 from chalicelib.services.deployment_lifecycle import ROLLING_OUT, DeploymentLifecycle, pending_entry, pending_key
 from chalicelib.services.endpoint_lease import EndpointLease
 from chalicelib.services.environments import Environments
@@ -78,7 +79,7 @@ class Deployments:
             revision = (previous or {}).get("revision", 0) + 1
             item = self._new_item(principal, workspace, endpoint, name, sorted(versions), snapshot_id, entry_script,
                                   scoring_environment and scoring_environment.ref, config, revision, previous)
-            self._write_deployment(workspace, endpoint, item, previous, versions, environment_item)
+            self._write_deployment(principal, workspace, endpoint, item, previous, versions, environment_item)
             item = self.lifecycle.begin(item, dataclasses.replace(spec, revision=revision),
                                         (previous or {}).get("host"))
         return deployment_view(item)
@@ -142,11 +143,11 @@ class Deployments:
                                                                                                       principal.user),
                 "updated": now, "updated_by": principal.user}
 
-    def _write_deployment(self, workspace: str, endpoint: str, item: dict, previous: dict | None,
-                          versions: dict[str, dict], environment: dict | None) -> None:
+    def _write_deployment(self, principal: Principal, workspace: str, endpoint: str, item: dict,
+                          previous: dict | None, versions: dict[str, dict], environment: dict | None) -> None:
         """The deployment, its endpoint's traffic entry, its entry in the sweep's list, the model versions'
-        usage (from the versions as read) and its environment version marked used (so its definition can no
-        longer change), in one transaction."""
+        usage (from the versions as read), its environment version marked used (so its definition can no
+        longer change) and its audit entry, in one transaction."""
         usage_key = f"{endpoint}/{item['name']}"
         before = set((previous or {}).get("models", []))
         after = set(versions)
@@ -167,6 +168,11 @@ class Deployments:
         environment_at = len(operations)
         if environment is not None:
             operations += Environments(self.ctx).use_operations(workspace, environment)
+        details = {"endpoint": endpoint, "revision": item["revision"], "models": item["models"],
+                   "snapshot_id": item["snapshot_id"], "entry_script": item["entry_script"],
+                   "environment": item.get("environment")}
+        operations.append(Audit(self.ctx).entry(principal, workspace, "deployment.updated" if previous else
+                                                "deployment.created", f"{endpoint}/{item['name']}", details))
         try:
             self.ctx.table.transact(operations)
         except ConditionFailed as failure:
@@ -217,25 +223,31 @@ class Deployments:
         return {"endpoints": [self._endpoint_view(item, [d for d in deployments if d["endpoint"] == item["name"]])
                               for item in items]}
 
-    def set_traffic(self, workspace: str, endpoint: str, traffic: dict) -> dict:
+    def set_traffic(self, workspace: str, endpoint: str, traffic: dict, by: Principal | None = None) -> dict:
         with self._lease(workspace, endpoint):
             deployments = {d["name"]: d for d in self._deployment_items(workspace, endpoint)}
-            check_traffic(traffic, deployments, self._endpoint_item(workspace, endpoint)["traffic"])
-            self.ctx.table.update(Update(table_keys.endpoint(workspace, endpoint),
-                                         set={"traffic": {n: traffic.get(n, 0) for n in deployments}},
-                                         condition=item_exists()))
+            before = self._endpoint_item(workspace, endpoint)["traffic"]
+            check_traffic(traffic, deployments, before)
+            after = {n: traffic.get(n, 0) for n in deployments}
+            self.ctx.table.transact([
+                Update(table_keys.endpoint(workspace, endpoint), set={"traffic": after}, condition=item_exists()),
+                Audit(self.ctx).entry(by, workspace, "endpoint.traffic_changed", endpoint,
+                                      {"from": dict(before), "to": after}),
+            ])
             self.lifecycle.route(workspace, endpoint)
         return self.get_endpoint(workspace, endpoint)
 
-    def delete_endpoint(self, workspace: str, endpoint: str) -> dict:
+    def delete_endpoint(self, workspace: str, endpoint: str, by: Principal | None = None) -> dict:
         with self._lease(workspace, endpoint):
             removed = [self._remove_deployment(workspace, endpoint, d)
                        for d in self._deployment_items(workspace, endpoint)]
             self._host().remove_endpoint(workspace, endpoint)
             EndpointTelemetry(self.ctx).delete_endpoint(workspace, endpoint)
             self.secrets.delete(self._secret_name(workspace, endpoint))
-            key = table_keys.endpoint(workspace, endpoint)
-            self.ctx.table.delete(key.pk, key.sk)
+            self.ctx.table.transact([
+                Delete(table_keys.endpoint(workspace, endpoint)),
+                Audit(self.ctx).entry(by, workspace, "endpoint.deleted", endpoint, {"deployments": removed}),
+            ])
         return {"endpoint": endpoint, "deleted": True, "deployments": removed}
 
     # --- deployments ---------------------------------------------------------------------------
@@ -243,7 +255,7 @@ class Deployments:
         """The deployment; one rolling out is taken a look further first."""
         return deployment_view(self.lifecycle.refresh(self._deployment_item(workspace, endpoint, name)))
 
-    def delete_deployment(self, workspace: str, endpoint: str, name: str) -> dict:
+    def delete_deployment(self, workspace: str, endpoint: str, name: str, by: Principal | None = None) -> dict:
         with self._lease(workspace, endpoint):
             item = self._deployment_item(workspace, endpoint, name)
             traffic = self._endpoint_item(workspace, endpoint)["traffic"]
@@ -251,11 +263,14 @@ class Deployments:
             if traffic.get(name, 0) > 0 and others:
                 raise Conflict(f"deployment {name!r} still takes {traffic[name]}% of endpoint {endpoint!r}'s "
                                f"traffic; move it to {', '.join(sorted(others))} first", field="deployment")
-            self._remove_deployment(workspace, endpoint, item)
+            audited = Audit(self.ctx).entry(by, workspace, "deployment.deleted", f"{endpoint}/{name}",
+                                            {"endpoint": endpoint, "revision": item.get("revision")})
+            self._remove_deployment(workspace, endpoint, item, audited)
             self.lifecycle.reroute(workspace, endpoint)
         return {"endpoint": endpoint, "deployment": name, "deleted": True}
 
-    def _remove_deployment(self, workspace: str, endpoint: str, item: dict) -> str:
+    def _remove_deployment(self, workspace: str, endpoint: str, item: dict, audited: Put | None = None) -> str:
+        """`audited`: the audit entry to write with it (an endpoint's deletion records one for them all)."""
         if item.get("rollout"):  # what its unfinished rollout made goes first
             self._host().abandon(item["rollout"])
         self._host().remove(workspace, endpoint, item["name"], item.get("host") or {})
@@ -266,7 +281,7 @@ class Deployments:
         for ref in item.get("models", []):
             model, version = ref.rsplit(":", 1)
             operations += self.registry.release_operations(workspace, model, int(version), usage_key)
-        self.ctx.table.transact(operations)
+        self.ctx.table.transact(operations + ([audited] if audited else []))
         return item["name"]
 
     def logs(self, workspace: str, endpoint: str, name: str, tail: int) -> dict:
@@ -279,16 +294,21 @@ class Deployments:
         pair = json.loads(self.secrets.get(self._secret_name(workspace, endpoint)))
         return {f"{name}_key": pair[name] for name in KEY_NAMES}
 
-    def regenerate_key(self, workspace: str, endpoint: str, which: str) -> dict:
+    def regenerate_key(self, workspace: str, endpoint: str, which: str, by: Principal | None = None) -> dict:
+        """The new key goes to the secret store first; its digest on the endpoint and the audit entry (which
+        names the key, never its value) follow in one transaction."""
         if which not in KEY_NAMES:
             raise Invalid("key must be 'primary' or 'secondary'", field="key")
         with self._lease(workspace, endpoint):
             pair = json.loads(self.secrets.get(self._secret_name(workspace, endpoint)))
             pair[which] = new_key()
             self.secrets.put(self._secret_name(workspace, endpoint), json.dumps(pair))
-            item = self.ctx.table.update(Update(table_keys.endpoint(workspace, endpoint),
-                                                set={("key_hashes", which): key_digest(pair[which])},
-                                                condition=item_exists()))
+            self.ctx.table.transact([
+                Update(table_keys.endpoint(workspace, endpoint), set={("key_hashes", which): key_digest(pair[which])},
+                       condition=item_exists()),
+                Audit(self.ctx).entry(by, workspace, "endpoint.keys_regenerated", endpoint, {"which": which}),
+            ])
+            item = self._endpoint_item(workspace, endpoint)
             self._host().endpoint_keys_changed(workspace, endpoint, list(item["key_hashes"].values()))
         return {f"{name}_key": pair[name] for name in KEY_NAMES}
 

@@ -22,6 +22,7 @@ from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
 from chalicelib.domain.contention import contention_pause
 from chalicelib.domain.validation import check_name
+from chalicelib.services.audit import Audit
 from chalicelib.services.identity import Principal
 from chalicelib.services.registry_input import parse_version
 from chalicelib.services.workspaces import Workspaces
@@ -176,7 +177,10 @@ class Environments:
             try:
                 # The check on the workspace's id keeps a version out of a workspace deleted meanwhile.
                 self.ctx.table.transact([bump, Put(item, item_absent()),
-                                         Check(table_keys.workspace(workspace), attr_eq("id", record["id"]))])
+                                         Check(table_keys.workspace(workspace), attr_eq("id", record["id"])),
+                                         Audit(self.ctx).entry(principal, workspace, "environment_version.created",
+                                                               f"{name}:{version}", {"hash": digest},
+                                                               workspace_id=record["id"])])
             except ConditionFailed as failure:
                 if failure.index == 2:
                     raise NotFound(f"workspace {workspace!r} not found") from None
@@ -219,14 +223,17 @@ class Environments:
                         set={"definition": definition, "hash": digest, "updated": self.ctx.now(),
                              "updated_by": principal.user},
                         condition=all_of(item_exists(), attr_eq("used", False)))
+        audited = Audit(self.ctx).entry(principal, workspace, "environment_version.replaced",
+                                        f"{name}:{item['version']}", {"from_hash": item["hash"], "hash": digest})
         try:
-            new = self.ctx.table.update(update)
+            self.ctx.table.transact([update, audited])
         except ConditionFailed:
             current = self.ctx.table.get_item(update.key)
             if current is None:
                 raise NotFound(f"environment {name}:{item['version']} not found in workspace {workspace!r}") from None
             _check_unused(current)
             raise Conflict(f"environment {name}:{item['version']} changed meanwhile; retry") from None
+        new = self.ctx.table.get_item(update.key) or {**item, **update.set}
         if digest != item["hash"]:
             self._start_image_build(workspace, new)
         return self._view(workspace, new)

@@ -15,6 +15,7 @@ from chalicelib.domain.context import Context
 from chalicelib.domain.contention import contention_pause
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.validation import check_page_size, decode_page_token, encode_page_token, start_key
+from chalicelib.services.audit import Audit
 from chalicelib.services.identity import Principal
 from chalicelib.services.model_uploads import ModelFileSources, files_prefix
 from chalicelib.services.registry_input import (
@@ -70,7 +71,7 @@ class Registry:
                 **metadata, "tags": tags, "properties": properties, "lineage": lineage, "deployments": {},
                 "deployment_count": 0, "created": self.ctx.now(), "created_by": principal.user}
         claim = table_keys.model_upload_registration(workspace, name, upload_id) if upload_id is not None else None
-        added = self._add_version(workspace, name, record, item, claim)
+        added = self._add_version(principal, workspace, name, record, item, claim)
         if added is None:  # a concurrent repeat of this registration won the race
             return self._registered_upload(workspace, name, upload_id)
         model, item = added
@@ -90,7 +91,7 @@ class Registry:
                           field="upload_id")
         return version_view(model, item)
 
-    def _add_version(self, workspace: str, name: str, record: dict, item: dict,
+    def _add_version(self, principal: Principal, workspace: str, name: str, record: dict, item: dict,
                      claim: Key | None = None) -> tuple[dict, dict] | None:
         """Optimistic numbering: the model's counter moves from n to n + 1 only if it still reads n.
 
@@ -114,7 +115,9 @@ class Registry:
                                        "version": version}, item_absent()))
             try:
                 # The check on the workspace's id keeps a version out of a workspace deleted meanwhile.
-                self.ctx.table.transact(operations)
+                self.ctx.table.transact([*operations, Audit(self.ctx).entry(
+                    principal, workspace, "model_version.registered", f"{name}:{version}",
+                    {"total_bytes": new["total_bytes"]}, workspace_id=record["id"])])
             except ConditionFailed as failure:
                 if failure.index == 2:
                     raise NotFound(f"workspace {workspace!r} not found") from None
@@ -278,6 +281,8 @@ class Registry:
                                                           *(attr_eq(("aliases", a), number) for a in pointing))))
                 operations += [self._history(workspace, name, moves + 1 + i, a, number, None, principal.user)
                                for i, a in enumerate(pointing)]
+            operations.append(Audit(self.ctx).entry(principal, workspace, "model_version.deleted", f"{name}:{number}",
+                                                    {"aliases": pointing}))
             try:
                 self.ctx.table.transact(operations)
                 break

@@ -4,10 +4,12 @@ from __future__ import annotations
 import secrets
 from typing import Callable
 
-from chalicelib.errors import Conflict, Forbidden, Invalid, NotFound
+from chalicelib.errors import Conflict, Forbidden, NotFound
 from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
+from chalicelib.domain.roles import capped, check_role, rank
 from chalicelib.domain.validation import check_name, WORKSPACE_NAME, WORKSPACE_RULE
+from chalicelib.services.audit import Audit
 from chalicelib.services.compute_targets import LOCAL, ComputeTargets
 from chalicelib.services.identity import Identity, Principal
 from chalicelib.services.runs import Runs
@@ -15,13 +17,8 @@ from chalicelib.store.table import (
     Check, ConditionFailed, Delete, Key, Put, Query, Update, attr_eq, attr_gt, item_absent, item_exists,
 )
 
-ROLES = ("reader", "contributor", "owner")
 # Partitions a workspace holds besides its members; any of them blocks a plain delete.
 _CONTENT_PREFIXES = ("EXP#", "SNAPSHOT#", "MODEL#", "ENDPOINT#", "COMPUTE#", "ENVNAME#", "SECRET#")
-
-
-def rank(role: str) -> int:
-    return ROLES.index(role)
 
 
 class Workspaces:
@@ -29,15 +26,21 @@ class Workspaces:
         self.ctx = ctx
 
     def authorize(self, principal: Principal, workspace: str, minimum: str = "reader") -> dict:
-        """The caller's membership; 404 when not a member (the workspace's existence stays private)."""
+        """The caller's membership, its `role` capped by a scoped token's ceiling; 404 when not a member
+        (the workspace's existence stays private), 403 for a token scoped to another workspace."""
+        check_scope(principal, workspace)
         member = self.ctx.table.get_item(table_keys.member(workspace, principal.user))
         if member is None:
             raise NotFound(f"workspace {workspace!r} not found")
-        if rank(member["role"]) < rank(minimum):
-            raise Forbidden(f"this needs the {minimum} role on workspace {workspace!r}; you are {member['role']}")
-        return member
+        role = capped(member["role"], principal.max_role)
+        if rank(role) < rank(minimum):
+            because = f"this token is capped at {role}" if role != member["role"] else f"you are {role}"
+            raise Forbidden(f"this needs the {minimum} role on workspace {workspace!r}; {because}")
+        return {**member, "role": role}
 
     def create(self, principal: Principal, name: str, description: str = "") -> dict:
+        if principal.workspace is not None:
+            raise Forbidden(f"a token scoped to workspace {principal.workspace!r} cannot create workspaces")
         check_name(name, WORKSPACE_NAME, "name", WORKSPACE_RULE)
         key = table_keys.workspace(name)
         now = self.ctx.now()
@@ -45,7 +48,11 @@ class Workspaces:
                 "id": secrets.token_hex(8), "created": now, "created_by": principal.user, "owners": 1}
         item["blob_prefix"] = f"workspaces/{name}-{item['id']}/"
         try:
-            self.ctx.table.transact([Put(item, item_absent()), self._member_put(name, principal.user, "owner", principal)])
+            self.ctx.table.transact([
+                Put(item, item_absent()), self._member_put(name, principal.user, "owner", principal),
+                Audit(self.ctx).entry(principal, name, "workspace.created", name, {"description": description},
+                                      workspace_id=item["id"]),
+            ])
         except ConditionFailed:
             raise Conflict(f"workspace {name!r} already exists", field="name") from None
         return workspace_view(item, "owner")
@@ -65,8 +72,10 @@ class Workspaces:
         return item
 
     def list(self, principal: Principal) -> list[dict]:
+        """The caller's workspaces; a scoped token sees its one workspace, with its capped role."""
         memberships = self.ctx.table.query_all(Query(table_keys.tokens_of_index_pk(principal.user), index="gsi1", sk_prefix="WS#"))
-        return [{"name": m["workspace"], "role": m["role"]} for m in memberships]
+        return [{"name": m["workspace"], "role": capped(m["role"], principal.max_role)} for m in memberships
+                if principal.workspace in (None, m["workspace"])]
 
     def delete(self, principal: Principal, name: str, force: bool = False, targets: ComputeTargets | None = None,
                stop_run: Callable[[str, dict], object] | None = None) -> dict:
@@ -86,10 +95,13 @@ class Workspaces:
                 self._end_runs(name, run_ids, stop_run)
 
             end_runs([i["sk"] for i in self.ctx.table.query_all(Query(table_keys.active_runs_pk(name, LOCAL)))])
-            removed_targets = (targets or ComputeTargets(self.ctx)).delete_all(name, end_runs)
+            removed_targets = (targets or ComputeTargets(self.ctx)).delete_all(name, end_runs, principal)
         record = self.record(name)
-        # The META item goes first, conditionally: a concurrent delete or re-create cannot interleave.
-        self.ctx.table.delete(record["pk"], record["sk"], attr_eq("id", record["id"]))
+        # The META item goes first, conditionally: a concurrent delete or re-create cannot interleave. The
+        # audit log is kept: it is keyed by the workspace's id, out of the partitions deleted below.
+        deleted = Audit(self.ctx).entry(principal, name, "workspace.deleted", name, {"force": force},
+                                        workspace_id=record["id"])
+        self.ctx.table.transact([Delete(Key(record["pk"], record["sk"]), attr_eq("id", record["id"])), deleted])
         removed_runs = self._delete_runs(name)
         members = list(self.ctx.table.query_all(Query(table_keys.workspace_pk(name))))
         self.ctx.table.batch_delete([Key(i["pk"], i["sk"]) for i in members])
@@ -120,13 +132,18 @@ class Workspaces:
     def add_member(self, principal: Principal, workspace: str, user: str, role: str) -> dict:
         """Add a member or change their role; the owner count on the workspace keeps one owner at least."""
         self.authorize(principal, workspace, "owner")
-        _check_role(role)
+        check_role(role)
         Identity(self.ctx).get_user(user)
         current = self.ctx.table.get_item(table_keys.member(workspace, user))
         op = self._member_put(workspace, user, role, principal)
         op.condition = item_absent() if current is None else attr_eq("role", current["role"])
         was_owner, is_owner = current is not None and current["role"] == "owner", role == "owner"
-        self._change_members(workspace, user, op, is_owner - was_owner)
+        if current is None:
+            audited = Audit(self.ctx).entry(principal, workspace, "member.added", user, {"role": role})
+        else:
+            audited = Audit(self.ctx).entry(principal, workspace, "member.role_changed", user,
+                                            {"from": current["role"], "to": role})
+        self._change_members(workspace, user, op, is_owner - was_owner, audited)
         return member_view(op.item)
 
     def list_members(self, principal: Principal, workspace: str) -> list[dict]:
@@ -135,21 +152,25 @@ class Workspaces:
         return [member_view(i) for i in self.ctx.table.query_all(query)]
 
     def remove_member(self, principal: Principal, workspace: str, user: str) -> None:
-        if principal.user != user:  # anyone may leave; only owners remove others
+        check_scope(principal, workspace)
+        # Anyone may leave; only owners remove others. A token capped below owner changes no membership,
+        # its own user's included: leaving is its user's decision, not a CI job's.
+        if principal.user != user or principal.max_role not in (None, "owner"):
             self.authorize(principal, workspace, "owner")
         member = self.ctx.table.get_item(table_keys.member(workspace, user))
         if member is None:
             raise NotFound(f"user {user!r} is not a member of {workspace!r}")
         delete = Delete(table_keys.member(workspace, user), attr_eq("role", member["role"]))
-        self._change_members(workspace, user, delete, -1 if member["role"] == "owner" else 0)
+        audited = Audit(self.ctx).entry(principal, workspace, "member.removed", user, {"role": member["role"]})
+        self._change_members(workspace, user, delete, -1 if member["role"] == "owner" else 0, audited)
 
-    def _change_members(self, workspace: str, user: str, op: Put | Delete, owner_delta: int) -> None:
-        """One transaction: the member write and the workspace's owner count, never below one."""
+    def _change_members(self, workspace: str, user: str, op: Put | Delete, owner_delta: int, audited: Put) -> None:
+        """One transaction: the member write, the workspace's owner count (never below one) and the entry."""
         guard = attr_gt("owners", 1) if owner_delta < 0 else item_exists()
         key = table_keys.workspace(workspace)
         count = Update(key, add={"owners": owner_delta}, condition=guard) if owner_delta else Check(key, guard)
         try:
-            self.ctx.table.transact([op, count])
+            self.ctx.table.transact([op, count, audited])
         except ConditionFailed as failure:
             if failure.index == 1 and owner_delta < 0:
                 raise Conflict(f"{user!r} is the last owner of {workspace!r}; add another owner first",
@@ -165,9 +186,10 @@ class Workspaces:
                     "gsi1pk": table_keys.tokens_of_index_pk(user), "gsi1sk": f"WS#{workspace}"})
 
 
-def _check_role(role: str) -> None:
-    if role not in ROLES:
-        raise Invalid(f"role must be one of {', '.join(ROLES)}", field="role")
+def check_scope(principal: Principal, workspace: str) -> None:
+    """A run token or a scoped token acts on its own workspace only."""
+    if principal.workspace is not None and principal.workspace != workspace:
+        raise Forbidden(f"this token is scoped to workspace {principal.workspace!r}")
 
 
 def workspace_view(item: dict, role: str) -> dict:

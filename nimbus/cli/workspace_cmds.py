@@ -50,6 +50,20 @@ def delete_workspace(name: str, force: bool, output: str) -> None:
     emit(output, connect(name).delete(force=force))
 
 
+AUDIT_COLUMNS = [("AT", "at"), ("ACTOR", lambda e: e["actor"] or "(platform)"), ("TOKEN", "actor_token_id"),
+                 ("ACTION", "action"), ("TARGET", "target"), ("DETAILS", "details")]
+
+
+@workspace.command("audit")
+@click.option("--action", help="Only this kind of entry, e.g. member.added or token.created.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many entries.")
+@workspace_option
+@output_option
+def audit(action: str | None, limit: int, workspace_name: str | None, output: str) -> None:
+    """The workspace's audit log, newest first (owners and admins): who changed what, when, with which token."""
+    emit(output, connect(workspace_name).audit_log(action=action, limit=limit), AUDIT_COLUMNS)
+
+
 @workspace.group("member")
 def member() -> None:
     """Who may use a workspace: reader < contributor < owner."""

@@ -198,7 +198,8 @@ def test_token_secret_is_returned_once_and_never_listed(api, user_token):
     for listing in listings:
         assert "nmb_" not in json.dumps(listing)
     assert {t["token_id"] for t in listings[0]["tokens"]} == {c["token_id"] for c in created}
-    assert all(set(t) == {"token_id", "user", "name", "created"} for t in listings[0]["tokens"])
+    assert all(set(t) == {"token_id", "user", "name", "created", "expires", "workspace", "role", "last_used"}
+               for t in listings[0]["tokens"])
 
 
 def test_tokens_are_stored_only_as_hashes(api, services):
