@@ -58,10 +58,10 @@ def delete_secret(principal, request, workspace, name):
     return workspace_secrets().delete(workspace, name)
 
 
-@api_route(bp, RUN_SECRET, run_token=True, response=SecretValue)
+@api_route(bp, RUN_SECRET, role="contributor", run_token=True, response=SecretValue)
 def read_secret(principal, request, workspace, run_id, name):
-    """A run's token only (api_route has checked it is the run's own, or its parent's): no person's token
-    reads a value back, whatever their role."""
+    """A run's token only (api_route has checked it is the run's own, or its parent's, and that its submitter
+    still may set secrets): no person's token reads a value back, whatever their role."""
     if principal.run_id is None:
         raise Forbidden("a secret's value is given only to a run of its workspace, through the run's token")
     return {"name": name, "value": workspace_secrets().read(workspace, name)}

@@ -57,6 +57,7 @@ WS, ELSEWHERE = "ws", "elsewhere"
 OWNER_NAME, CONTRIBUTOR_NAME, READER_NAME, STRANGER_NAME, SPARE_NAME = (
     "owner", "contributor", "reader", "stranger", "spare")
 DEMOTED_NAME, DEPARTED_NAME = "demoted", "departed"  # contributors who submitted a run, then became a reader / left
+SECRET_NAME = "db-password"
 UNKNOWN_TOKEN = "nmb_" + "A" * 43  # well-formed, never issued
 SCORE_PY = b'''import json
 
@@ -168,6 +169,7 @@ DEPLOYMENT = ENDPOINT + "/deployments/{deployment}"
 ENVIRONMENT = "/v1/workspaces/{workspace}/environments/{name}/versions"
 COMPUTES = "/v1/workspaces/{workspace}/computes"
 SNAPSHOTS = "/v1/workspaces/{workspace}/snapshots"
+SECRETS = "/v1/workspaces/{workspace}/secrets"
 ITS_RUN, ANY_RUN = RunTokens.ITS_RUN, RunTokens.ANY_RUN
 ENV_DEFINITION = {"python": "3.11", "pip": ["numpy>=1.26"]}
 
@@ -266,6 +268,13 @@ DECLARED: dict[tuple[str, str], Declared] = {
     ("GET", COMPUTES + "/{name}"): Declared(member("reader")),
     ("DELETE", COMPUTES + "/{name}"): Declared(member("contributor"), fresh=lambda w, c: {"name": w.compute()}),
     ("POST", COMPUTES + "/{name}/claim"): Declared(member("contributor")),  # 204: run A left the queue
+    # workspace secrets: set, listed and deleted by contributors; a value only to its own run's token
+    ("PUT", SECRETS + "/{name}"): Declared(member("contributor"), body={"value": "s3cr3t-value"}),
+    ("GET", SECRETS): Declared(member("contributor")),
+    ("DELETE", SECRETS + "/{name}"): Declared(member("contributor"), fresh=lambda w, c: {"name": w.secret()}),
+    ("GET", RUN + "/secrets/{name}"): Declared(run_tokens_only("contributor", ITS_RUN)),
+    # the audit log: owners, and admins who are not members
+    ("GET", "/v1/workspaces/{workspace}/audit"): Declared({**member("owner"), Caller.ADMIN: P}),
 }
 
 
@@ -293,6 +302,7 @@ class World:
                            (DEMOTED_NAME, "contributor"), (DEPARTED_NAME, "contributor")):
             self.ok("POST", f"{base}/members", {"user": name, "role": role}, owner)
         self.spare_token_id = self.spare_token()  # the shared {token_id}: never the token a caller sends
+        services.workspace_secrets.set(self.principals[OWNER_NAME], WS, SECRET_NAME, "s3cr3t-value")
 
         # A snapshot holding the scoring script, and an instance target whose agent claims run A
         digest = hashlib.sha256(SCORE_PY).hexdigest()
@@ -400,7 +410,7 @@ class World:
 
     def path_params(self, path: str, caller: Caller) -> dict[str, str]:
         """Existing objects for every path parameter, so a permitted caller never meets a 404."""
-        names = {"/models/": "doubler", "/environments/": "env", "/computes/": "agents"}
+        names = {"/models/": "doubler", "/environments/": "env", "/computes/": "agents", "/secrets/": SECRET_NAME}
         return {"workspace": WS, "run_id": self.run_of(caller), "experiment": "exp", "endpoint": "calc",
                 "deployment": "blue",
                 "stream": "stdout", "snapshot_id": self.snapshot_id, "alias": "prod", "version": "1",
@@ -447,6 +457,11 @@ class World:
     def endpoint(self) -> str:
         name = self.unique("ep")
         self.deploy(name)
+        return name
+
+    def secret(self) -> str:
+        name = self.unique("secret")
+        self.services.workspace_secrets.set(self.principals[OWNER_NAME], WS, name, "s3cr3t-value")
         return name
 
     def compute(self) -> str:
@@ -565,7 +580,9 @@ def test_a_run_token_follows_its_submitters_current_role(world):
     assert status == 403 and "no longer a member" in refused["message"], refused
 
 
-RUN_ROUTES = [route for route in declared_routes() if "{run_id}" in route[1]]
+# (routes for run tokens alone refuse a person before looking the run up: they have nothing to find)
+RUN_ROUTES = [route for route in declared_routes()
+              if "{run_id}" in route[1] and DECLARED[route].access[Caller.CONTRIBUTOR] is P]
 
 
 @pytest.mark.parametrize("method, path", RUN_ROUTES, ids=[f"{method} {path}" for method, path in RUN_ROUTES])

@@ -143,17 +143,6 @@ def test_a_workspace_with_secrets_is_deleted_only_with_force_and_takes_their_val
         services.secrets.get("workspace-secrets/ws/db-password")
 
 
-def test_secret_routes_are_declared_with_their_roles():
-    from chalicelib.api.routing import ROUTES
-
-    declared = {(r.path, r.methods): r for r in ROUTES if "/secrets" in r.path}
-    assert declared[("/v1/workspaces/{workspace}/secrets/{name}", ("PUT",))].role == "contributor"
-    assert declared[("/v1/workspaces/{workspace}/secrets", ("GET",))].role == "contributor"
-    assert declared[("/v1/workspaces/{workspace}/secrets/{name}", ("DELETE",))].role == "contributor"
-    read = declared[("/v1/workspaces/{workspace}/runs/{run_id}/secrets/{name}", ("GET",))]
-    assert read.role is None and read.run_token and read.response is not None
-
-
 @pytest.mark.parametrize("run_config, field", [
     ({"script": "a.py", "secret_variables": {"X": "bad.name"}}, "run_config.secret_variables"),
     ({"script": "a.py", "secret_variables": {"1X": "ok"}}, "run_config.secret_variables"),
