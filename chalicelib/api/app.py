@@ -3,8 +3,8 @@
 The repository's app.py hands this app to Chalice; the local platform serves the same object.
 """
 from chalicelib.api import (
-    admin, batch_events, compute, endpoints, environments, experiments, identity, registry, runs, snapshots, tracking,
-    workspaces,
+    admin, batch_events, compute, endpoints, environments, experiments, identity, openapi, registry, runs, snapshots,
+    tracking, workspaces,
 )
 from chalicelib.api.application import NimbusChalice
 from chalicelib.api.routing import framework_errors_middleware
@@ -14,5 +14,5 @@ app = NimbusChalice(app_name="nimbus")
 app.register_middleware(http_middleware, "http")
 app.register_middleware(framework_errors_middleware, "http")
 for blueprint in (admin.bp, identity.bp, workspaces.bp, experiments.bp, runs.bp, snapshots.bp, tracking.bp,
-                  registry.bp, endpoints.bp, compute.bp, environments.bp, batch_events.bp):
+                  registry.bp, endpoints.bp, compute.bp, environments.bp, batch_events.bp, openapi.bp):
     app.register_blueprint(blueprint)
