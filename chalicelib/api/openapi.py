@@ -37,7 +37,8 @@ bp = Blueprint(__name__)
 
 
 def document() -> dict:
-    """The document (a fresh copy: callers may change theirs)."""
+    """The document (a fresh copy: callers may change theirs). Import the app first (chalicelib.api.app): its
+    blueprints declare the routes."""
     return copy.deepcopy(_document())
 
 

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator
 
+import chalicelib.api.app  # noqa: F401 - the app declares every route
 from chalicelib.api.openapi import document
 
 
