@@ -7,7 +7,17 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from chalicelib.domain.validation import EXPERIMENT_NAME, USER_NAME, WORKSPACE_NAME
+from chalicelib.services.compute_settings import TYPES as COMPUTE_TYPES
+from chalicelib.services.compute_targets import NAME as COMPUTE_NAME
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def checked_as(pattern: re.Pattern) -> dict:
+    """For the OpenAPI document: the pattern the service checks the field against (the service, not
+    pydantic, refuses a mismatch, with the rule spelled out and the field named)."""
+    return {"pattern": f"^(?:{pattern.pattern})$"}
 
 
 class Body(BaseModel):
@@ -15,7 +25,7 @@ class Body(BaseModel):
 
 
 class CreateUser(Body):
-    name: str = Field(max_length=64)
+    name: str = Field(max_length=64, json_schema_extra=checked_as(USER_NAME))
     is_admin: bool = False
 
 
@@ -24,12 +34,12 @@ class CreateToken(Body):
 
 
 class CreateWorkspace(Body):
-    name: str = Field(max_length=64)
+    name: str = Field(max_length=64, json_schema_extra=checked_as(WORKSPACE_NAME))
     description: str = Field(default="", max_length=5000)
 
 
 class AddMember(Body):
-    user: str = Field(max_length=64)
+    user: str = Field(max_length=64, json_schema_extra=checked_as(USER_NAME))
     role: Literal["reader", "contributor", "owner"]
 
 
@@ -76,7 +86,7 @@ class GitInfo(Body):
 
 
 class CreateRun(Body):
-    experiment: str | None = Field(default=None, max_length=255)
+    experiment: str | None = Field(default=None, max_length=255, json_schema_extra=checked_as(EXPERIMENT_NAME))
     parent_id: str | None = Field(default=None, max_length=64)
     display_name: str | None = Field(default=None, max_length=255)
     tags: dict[str, str] = Field(default_factory=dict)
@@ -91,8 +101,8 @@ class CreateRun(Body):
 
 class CreateCompute(Body):
     # settings stay loosely typed: the service checks them and names the field (`settings.max_vcpus`).
-    name: str = Field(max_length=64)
-    type: str = Field(max_length=32)
+    name: str = Field(max_length=64, json_schema_extra=checked_as(COMPUTE_NAME))
+    type: str = Field(max_length=32, json_schema_extra={"enum": list(COMPUTE_TYPES)})
     settings: dict[str, Any] = Field(default_factory=dict, max_length=50)
 
 
