@@ -1,11 +1,11 @@
 """Request bodies. Unknown fields are refused so a typo never passes silently."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from chalicelib.domain.validation import EXPERIMENT_NAME, USER_NAME, WORKSPACE_NAME
 from chalicelib.services.compute_settings import TYPES as COMPUTE_TYPES
@@ -18,6 +18,14 @@ def checked_as(pattern: re.Pattern) -> dict:
     """For the OpenAPI document: the pattern the service checks the field against (the service, not
     pydantic, refuses a mismatch, with the rule spelled out and the field named)."""
     return {"pattern": f"^(?:{pattern.pattern})$"}
+
+
+def _whole(value: Any) -> Any:
+    # JSON has one number type: 3.0 is the integer 3 (as JSON Schema, and so the OpenAPI document, says).
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole)]  # an int field that takes 3.0 too, and refuses 3.5
 
 
 class Body(BaseModel):
@@ -52,9 +60,9 @@ class RunConfig(Body):
     compute: str = Field(default="local", pattern=r"^[a-z][a-z0-9-]{1,31}$")
     environment: str | None = Field(default=None, max_length=255)
     environment_variables: dict[str, str] = Field(default_factory=dict, max_length=200)
-    max_run_duration_s: int | None = Field(default=None, gt=0, le=30 * 24 * 3600)
-    node_count: int = Field(default=1, ge=1, le=64)
-    process_count_per_node: int = Field(default=1, ge=1, le=64)
+    max_run_duration_s: WholeNumber | None = Field(default=None, gt=0, le=30 * 24 * 3600)
+    node_count: WholeNumber = Field(default=1, ge=1, le=64)
+    process_count_per_node: WholeNumber = Field(default=1, ge=1, le=64)
     resources: "Resources | None" = None
 
     @model_validator(mode="after")
@@ -71,8 +79,8 @@ class Resources(Body):
     """What one node of a run asks its compute target for."""
 
     vcpus: float | None = Field(default=None, gt=0, le=256)
-    memory_mb: int | None = Field(default=None, ge=128, le=2_000_000)
-    gpus: int | None = Field(default=None, ge=0, le=16)
+    memory_mb: WholeNumber | None = Field(default=None, ge=128, le=2_000_000)
+    gpus: WholeNumber | None = Field(default=None, ge=0, le=16)
 
 
 RunConfig.model_rebuild()
@@ -151,12 +159,12 @@ class UploadImage(Body):
 
 
 class DeploymentConfigBody(Body):
-    memory_mb: int = Field(1024, ge=128, le=10240)
-    timeout_s: int = Field(60, ge=1, le=900)
-    reserved_concurrency: int | None = Field(None, ge=0, le=1000)
-    provisioned_concurrency: int | None = Field(None, ge=1, le=1000)
-    min_instances: int = Field(0, ge=0, le=1000)
-    max_instances: int | None = Field(None, ge=1, le=1000)
+    memory_mb: WholeNumber = Field(1024, ge=128, le=10240)
+    timeout_s: WholeNumber = Field(60, ge=1, le=900)
+    reserved_concurrency: WholeNumber | None = Field(None, ge=0, le=1000)
+    provisioned_concurrency: WholeNumber | None = Field(None, ge=1, le=1000)
+    min_instances: WholeNumber = Field(0, ge=0, le=1000)
+    max_instances: WholeNumber | None = Field(None, ge=1, le=1000)
     capture_rate: float = Field(0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
@@ -175,7 +183,7 @@ class Deploy(Body):
 
 
 class SetTraffic(Body):
-    traffic: dict[str, int]
+    traffic: dict[str, WholeNumber]
 
 
 class RegenerateKey(Body):
@@ -208,7 +216,7 @@ class UpdateModelVersion(Body):
 
 
 class SetAlias(Body):
-    version: int = Field(ge=1, le=9_999_999_999)
+    version: WholeNumber = Field(ge=1, le=9_999_999_999)
 
 
 class EnvironmentDefinition(Body):

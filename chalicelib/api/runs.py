@@ -3,7 +3,7 @@ from chalice import Blueprint
 from pydantic import Field
 
 from chalicelib.api.service_locator import services
-from chalicelib.api.models import AddProperties, Body, ChangeStatus, CreateRun, UpdateTags
+from chalicelib.api.models import AddProperties, Body, ChangeStatus, CreateRun, UpdateTags, WholeNumber
 from chalicelib.api import responses as answer
 from chalicelib.api.routing import PAGE_TOKEN, QueryParam, api_route, max_results, query_int, query_str
 from chalicelib.errors import Forbidden, Invalid
@@ -18,7 +18,7 @@ class RunnerIdentity(Body):
     """Who reports, sent by the runner (docs/compute.md, "Retries and runner identity")."""
 
     runner_id: str | None = Field(default=None, max_length=64)
-    attempt: int | None = None
+    attempt: WholeNumber | None = None
 
     def reporter(self) -> Reporter | None:
         if self.runner_id is None and self.attempt is None:
