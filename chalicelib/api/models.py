@@ -10,6 +10,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from chalicelib.domain.validation import EXPERIMENT_NAME, USER_NAME, WORKSPACE_NAME
 from chalicelib.services.compute_settings import TYPES as COMPUTE_TYPES
 from chalicelib.services.compute_targets import NAME as COMPUTE_NAME
+from chalicelib.services.outputs import IMAGE_EXTENSIONS
+from nimbus.runtime.run_states import STATUSES
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
@@ -124,7 +126,7 @@ class AddProperties(Body):
 
 
 class ChangeStatus(Body):
-    status: str = Field(max_length=32)
+    status: str = Field(max_length=32, json_schema_extra={"enum": list(STATUSES)})
     error: dict[str, Any] | None = None
 
 
@@ -155,7 +157,7 @@ class UploadOutputs(Body):
 
 class UploadImage(Body):
     name: str = Field(max_length=255)
-    extension: str = Field(default="png", max_length=8)
+    extension: str = Field(default="png", max_length=8, json_schema_extra={"enum": list(IMAGE_EXTENSIONS)})
 
 
 class DeploymentConfigBody(Body):
