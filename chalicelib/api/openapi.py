@@ -81,7 +81,9 @@ def _successes(spec: RouteSpec) -> list[tuple[int, Any]]:
 def _operation(index: int, spec: RouteSpec, method: str, schemas: dict) -> dict:
     doc = (spec.view.__doc__ or "").strip()
     operation: dict[str, Any] = {
-        "operationId": f"{spec.view.__module__.rsplit('.', 1)[-1]}.{spec.view.__name__}",
+        # Unique: a view serves one route; one declared with several methods gets one id per method.
+        "operationId": f"{spec.view.__module__.rsplit('.', 1)[-1]}.{spec.view.__name__}"
+                       + (f".{method.lower()}" if len(spec.methods) > 1 else ""),
         "summary": spec.view.__name__.replace("_", " "),
         "tags": [_tag(spec.path)],
         "security": _SECURITY[spec.callers],

@@ -124,3 +124,9 @@ def test_the_document_is_served_to_anyone_and_built_once():
     changed = document()
     changed["paths"].clear()
     assert document()["paths"], "a caller's copy is its own"
+
+
+def test_operation_ids_are_unique():
+    ids = [operation["operationId"] for item in document()["paths"].values()
+           for method, operation in item.items() if method != "parameters"]
+    assert len(ids) == len(set(ids)) == sum(len(spec.methods) for spec in ROUTES)
