@@ -28,14 +28,16 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance, ignored_auth, response_schema_conformance, status_code_conformance,
+    unsupported_method,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 # Per operation, caller and mode; NIMBUS_FUZZ_EXAMPLES=50 fuzzes deeper (and slower) by hand.
 EXAMPLES = int(os.environ.get("NIMBUS_FUZZ_EXAMPLES", "3"))
-# ignored_auth: each route that declares a security scheme refuses a request without (or with bad) credentials.
+# ignored_auth: a route that declares a security scheme refuses a request without (or with bad) credentials;
+# unsupported_method: a method the route does not take gets 405.
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          ignored_auth]
+          ignored_auth, unsupported_method]
 SCORE_PY = b"def init():\n    pass\n\n\ndef run(raw_data):\n    return {'length': len(raw_data)}\n"
 WEIGHTS = b'{"weight": 2}'
 OUTPUT = b"an output\n"
