@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: run test bench lint-infra clean
+.PHONY: run test bench lint-infra api-docs clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +17,15 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 run: $(STAMP)  ## the local platform on the embedded backend, state under $$NIMBUS_HOME (default ~/.nimbus)
 	$(BIN)/nimbus up --port $(PORT)
 
-test: $(STAMP)  ## the whole suite: unit, contract (local + moto), api, sdk, cli, e2e, infra
+test: $(STAMP)  ## the whole suite: unit, contract (local + moto), api, sdk, cli, e2e, infra, fuzz
 	$(BIN)/python -m pytest -n 2
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/runs.py
+
+api-docs: $(STAMP)  ## rewrite docs/api.md's table of every route from the OpenAPI document
+	$(BIN)/python -m chalicelib.api.route_table
 
 lint-infra: $(STAMP)
 	$(BIN)/python infra/build.py --check

@@ -4,25 +4,40 @@ import re
 from chalice import Blueprint
 
 from chalicelib.api.service_locator import services
-from chalicelib.api.routing import api_route, query_bool, query_int, query_list, query_str
+from chalicelib.api import responses as answer
+from chalicelib.api.routing import (
+    PAGE_TOKEN, QueryParam, api_route, max_results, query_bool, query_int, query_list, query_str,
+)
 from chalicelib.errors import Invalid
 
 bp = Blueprint(__name__)
 _METRIC_FILTER = re.compile(r"(.+?)\s*(>=|<=|!=|>|<|=)\s*(\S+)")
+SEARCH_QUERY = (
+    QueryParam("status", list, "only runs in these statuses"),
+    QueryParam("tag", list, "k (has the tag) or k=v; repeat to require several"),
+    QueryParam("metric", list, "a filter on a metric's latest value, e.g. acc>0.5 (ops: > >= < <= = !=)"),
+    QueryParam("top_level", bool, "leave child runs out"),
+    QueryParam("order_by", str, "created, started, ended, duration_s, status or metrics.<name>, then asc or desc",
+               "created desc"),
+    max_results(100, 1000),
+    PAGE_TOKEN,
+)
 
 
-@api_route(bp, "/v1/workspaces/{workspace}/experiments", role="reader")
+@api_route(bp, "/v1/workspaces/{workspace}/experiments", role="reader",
+           response=answer.ExperimentPage, query=(max_results(100, 1000), PAGE_TOKEN))
 def list_experiments(principal, request, workspace):
     return services().experiments.list(workspace, query_int(request, "max_results", 100, 1, 1000),
                                        query_str(request, "page_token"))
 
 
-@api_route(bp, "/v1/workspaces/{workspace}/experiments/{experiment}", role="reader")
+@api_route(bp, "/v1/workspaces/{workspace}/experiments/{experiment}", role="reader", response=answer.Experiment)
 def show_experiment(principal, request, workspace, experiment):
     return services().experiments.get(workspace, experiment)
 
 
-@api_route(bp, "/v1/workspaces/{workspace}/experiments/{experiment}/runs", role="reader")
+@api_route(bp, "/v1/workspaces/{workspace}/experiments/{experiment}/runs", role="reader",
+           response=answer.RunSearchPage, query=SEARCH_QUERY)
 def search_runs(principal, request, workspace, experiment):
     """?status=S&tag=k[=v]&metric=name>0.5&top_level=true&order_by=metrics.acc desc&max_results=100&page_token=…"""
     tags = [(t.partition("=")[0], t.partition("=")[2] if "=" in t else None) for t in query_list(request, "tag")]

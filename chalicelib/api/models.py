@@ -1,15 +1,34 @@
 """Request bodies. Unknown fields are refused so a typo never passes silently."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from chalicelib.domain.validation import EXPERIMENT_NAME, USER_NAME, WORKSPACE_NAME
+from chalicelib.services.compute_settings import TYPES as COMPUTE_TYPES
+from chalicelib.services.compute_targets import NAME as COMPUTE_NAME
+from chalicelib.services.outputs import IMAGE_EXTENSIONS
 from chalicelib.services.workspace_secrets import SECRET_NAME
+from nimbus.runtime.run_states import STATUSES
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def checked_as(pattern: re.Pattern) -> dict:
+    """For the OpenAPI document: the pattern the service checks the field against (the service, not
+    pydantic, refuses a mismatch, with the rule spelled out and the field named)."""
+    return {"pattern": f"^(?:{pattern.pattern})$"}
+
+
+def _whole(value: Any) -> Any:
+    # JSON has one number type: 3.0 is the integer 3 (as JSON Schema, and so the OpenAPI document, says).
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole)]  # an int field that takes 3.0 too, and refuses 3.5
 
 
 class Body(BaseModel):
@@ -17,7 +36,7 @@ class Body(BaseModel):
 
 
 class CreateUser(Body):
-    name: str = Field(max_length=64)
+    name: str = Field(max_length=64, json_schema_extra=checked_as(USER_NAME))
     is_admin: bool = False
 
 
@@ -29,12 +48,12 @@ class CreateToken(Body):
 
 
 class CreateWorkspace(Body):
-    name: str = Field(max_length=64)
+    name: str = Field(max_length=64, json_schema_extra=checked_as(WORKSPACE_NAME))
     description: str = Field(default="", max_length=5000)
 
 
 class AddMember(Body):
-    user: str = Field(max_length=64)
+    user: str = Field(max_length=64, json_schema_extra=checked_as(USER_NAME))
     role: Literal["reader", "contributor", "owner"]
 
 
@@ -50,9 +69,9 @@ class RunConfig(Body):
     # Variables whose values come from the workspace's secrets: {"DB_PASSWORD": "db-password"}. The runner
     # reads each with the run's token when the run starts; environment_variables are stored in clear.
     secret_variables: dict[str, str] = Field(default_factory=dict, max_length=50)
-    max_run_duration_s: int | None = Field(default=None, gt=0, le=30 * 24 * 3600)
-    node_count: int = Field(default=1, ge=1, le=64)
-    process_count_per_node: int = Field(default=1, ge=1, le=64)
+    max_run_duration_s: WholeNumber | None = Field(default=None, gt=0, le=30 * 24 * 3600)
+    node_count: WholeNumber = Field(default=1, ge=1, le=64)
+    process_count_per_node: WholeNumber = Field(default=1, ge=1, le=64)
     resources: "Resources | None" = None
 
     @model_validator(mode="after")
@@ -82,8 +101,8 @@ class Resources(Body):
     """What one node of a run asks its compute target for."""
 
     vcpus: float | None = Field(default=None, gt=0, le=256)
-    memory_mb: int | None = Field(default=None, ge=128, le=2_000_000)
-    gpus: int | None = Field(default=None, ge=0, le=16)
+    memory_mb: WholeNumber | None = Field(default=None, ge=128, le=2_000_000)
+    gpus: WholeNumber | None = Field(default=None, ge=0, le=16)
 
 
 RunConfig.model_rebuild()
@@ -97,7 +116,7 @@ class GitInfo(Body):
 
 
 class CreateRun(Body):
-    experiment: str | None = Field(default=None, max_length=255)
+    experiment: str | None = Field(default=None, max_length=255, json_schema_extra=checked_as(EXPERIMENT_NAME))
     parent_id: str | None = Field(default=None, max_length=64)
     display_name: str | None = Field(default=None, max_length=255)
     tags: dict[str, str] = Field(default_factory=dict)
@@ -112,8 +131,8 @@ class CreateRun(Body):
 
 class CreateCompute(Body):
     # settings stay loosely typed: the service checks them and names the field (`settings.max_vcpus`).
-    name: str = Field(max_length=64)
-    type: str = Field(max_length=32)
+    name: str = Field(max_length=64, json_schema_extra=checked_as(COMPUTE_NAME))
+    type: str = Field(max_length=32, json_schema_extra={"enum": list(COMPUTE_TYPES)})
     settings: dict[str, Any] = Field(default_factory=dict, max_length=50)
 
 
@@ -127,7 +146,7 @@ class AddProperties(Body):
 
 
 class ChangeStatus(Body):
-    status: str = Field(max_length=32)
+    status: str = Field(max_length=32, json_schema_extra={"enum": list(STATUSES)})
     error: dict[str, Any] | None = None
 
 
@@ -164,16 +183,16 @@ class UploadOutputs(Body):
 
 class UploadImage(Body):
     name: str = Field(max_length=255)
-    extension: str = Field(default="png", max_length=8)
+    extension: str = Field(default="png", max_length=8, json_schema_extra={"enum": list(IMAGE_EXTENSIONS)})
 
 
 class DeploymentConfigBody(Body):
-    memory_mb: int = Field(1024, ge=128, le=10240)
-    timeout_s: int = Field(60, ge=1, le=900)
-    reserved_concurrency: int | None = Field(None, ge=0, le=1000)
-    provisioned_concurrency: int | None = Field(None, ge=1, le=1000)
-    min_instances: int = Field(0, ge=0, le=1000)
-    max_instances: int | None = Field(None, ge=1, le=1000)
+    memory_mb: WholeNumber = Field(1024, ge=128, le=10240)
+    timeout_s: WholeNumber = Field(60, ge=1, le=900)
+    reserved_concurrency: WholeNumber | None = Field(None, ge=0, le=1000)
+    provisioned_concurrency: WholeNumber | None = Field(None, ge=1, le=1000)
+    min_instances: WholeNumber = Field(0, ge=0, le=1000)
+    max_instances: WholeNumber | None = Field(None, ge=1, le=1000)
     capture_rate: float = Field(0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
@@ -192,7 +211,7 @@ class Deploy(Body):
 
 
 class SetTraffic(Body):
-    traffic: dict[str, int]
+    traffic: dict[str, WholeNumber]
 
 
 class RegenerateKey(Body):
@@ -225,7 +244,7 @@ class UpdateModelVersion(Body):
 
 
 class SetAlias(Body):
-    version: int = Field(ge=1, le=9_999_999_999)
+    version: WholeNumber = Field(ge=1, le=9_999_999_999)
 
 
 class EnvironmentDefinition(Body):

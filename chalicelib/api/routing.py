@@ -26,6 +26,20 @@ TOKEN, ENDPOINT_KEY, ANYONE = "token", "endpoint key", "anyone"
 
 
 @dataclass(frozen=True)
+class QueryParam:
+    """A query parameter a route reads (with query_int, query_str, query_list or query_bool), declared on
+    its api_route so the OpenAPI document lists it. `kind` is int, str, bool or list (repeatable)."""
+
+    name: str
+    kind: type = str
+    description: str = ""
+    default: Any = None
+    low: int | None = None  # an int's bounds, as its view checks them
+    high: int | None = None
+    required: bool = False
+
+
+@dataclass(frozen=True)
 class RouteSpec:
     """One route as declared: what the OpenAPI document and the authorization matrix are made from."""
 
@@ -39,6 +53,8 @@ class RouteSpec:
     status: int
     content_types: tuple[str, ...]
     view: Callable
+    query: tuple[QueryParam, ...] = ()
+    other_responses: tuple[tuple[int, Any], ...] = ()  # (status, model or None for no body) besides `status`
     scoped_token: bool = False  # a token scoped to a workspace may call it (always so with a {workspace})
     admins: bool = False  # an admin passes `role` without being a member
 
@@ -49,7 +65,8 @@ ROUTES: list[RouteSpec] = []
 def api_route(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, auth: bool = True,
              body: type[BaseModel] | None = None, role: str | None = None, status: int = 200,
              run_token: bool = False, content_types: tuple[str, ...] = ("application/json",),
-             endpoint_key: bool = False, response: Any = None, scoped_token: bool = False,
+             endpoint_key: bool = False, response: Any = None, query: tuple[QueryParam, ...] = (),
+             other_responses: dict[int, Any] | None = None, scoped_token: bool = False,
              admins: bool = False) -> Callable:
     """Register `fn(principal, request, **path_params[, body])` as a JSON route.
 
@@ -65,7 +82,9 @@ def api_route(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, 
     `scoped_token` (whoami, the caller's workspaces). `admins` lets an admin (never a scoped token) pass
     `role` without being a member.
     A view may return a chalice Response to answer with its own body and status.
-    `response` describes the JSON a successful call answers with; every route is listed in ROUTES.
+    `response` describes the JSON a successful call answers with (status `status`); `other_responses` maps
+    the other success statuses a view may answer with to theirs (None: no body). `query` declares the
+    query parameters the view reads. Every route is listed in ROUTES.
     """
 
     def register(fn: Callable) -> Callable:
@@ -97,7 +116,8 @@ def api_route(bp: Blueprint, path: str, methods: tuple[str, ...] = ("GET",), *, 
         callers = TOKEN if auth else ENDPOINT_KEY if endpoint_key else ANYONE
         _CALLERS[path] = callers
         ROUTES.append(RouteSpec(path, tuple(methods), callers, role, run_token, body, response, status,
-                                tuple(content_types), fn, scoped_token, admins))
+                                tuple(content_types), fn, tuple(query), tuple((other_responses or {}).items()),
+                                scoped_token, admins))
         return fn
 
     return register
@@ -152,6 +172,13 @@ def parse_body(raw: bytes | None, model: type[BaseModel]) -> BaseModel:
 
 def json_response(payload: Any, status: int = 200) -> Response:
     return Response(body=dumps_strict(payload).decode(), status_code=status, headers={"Content-Type": "application/json"})
+
+
+PAGE_TOKEN = QueryParam("page_token", str, "the next_page_token of the page before")
+
+
+def max_results(default: int, high: int) -> QueryParam:
+    return QueryParam("max_results", int, "how many to answer at most", default, 1, high)
 
 
 def query_int(request, name: str, default: int, low: int, high: int) -> int:

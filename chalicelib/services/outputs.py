@@ -14,6 +14,8 @@ from nimbus.naming import path_problem
 
 MAX_FILES_PER_REQUEST = 500
 
+IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "svg", "gif")
+
 
 def check_output_path(path: str, field: str = "path") -> str:
     """A user's file path (outputs, model files, snapshots) under the one name policy (nimbus/naming.py)."""
@@ -43,7 +45,7 @@ class Outputs:
         return [{"path": p, "url": self.ctx.blobs.presign_put(check_key(prefix + "outputs/" + p), expires)} for p in paths]
 
     def image_upload(self, workspace: str, run_id: str, name: str, extension: str = "png") -> dict:
-        if extension not in ("png", "jpg", "jpeg", "svg", "gif"):
+        if extension not in IMAGE_EXTENSIONS:
             raise Invalid("extension must be png, jpg, jpeg, svg or gif", field="extension")
         path = f"images/{new_id(self.ctx.clock)}.{extension}"
         key = self.run_prefix(workspace, run_id) + path

@@ -9,6 +9,7 @@ from chalice.test import Client
 
 from chalicelib.wiring import build_services
 from chalicelib.api import service_locator
+from tests.server.api.answer_check import check_answer
 
 
 @dataclass
@@ -23,7 +24,11 @@ class Api:
             sent["Authorization"] = f"Bearer {self.token if token == 'default' else token}"
         payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
         response = getattr(self.client.http, method.lower())(path, headers=sent, body=payload)
-        return response.status_code, json.loads(response.body) if response.body else None
+        data = json.loads(response.body) if response.body else None
+        content_type = {k.lower(): v for k, v in response.headers.items()}.get("content-type", "")
+        if "application/json" in content_type:
+            check_answer(method, path, response.status_code, data)  # the OpenAPI document tells the truth
+        return response.status_code, data
 
     def ok(self, method: str, path: str, body=None, token="default", status=(200, 201)):
         code, data = self.call(method, path, body, token)

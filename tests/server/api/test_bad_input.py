@@ -256,3 +256,14 @@ def test_one_name_policy_refuses_unsafe_metric_names_and_file_paths(api, service
 def test_names_that_follow_the_policy_are_taken(api, world):
     for name in ("train/loss", "accuracy", "précision", "top 5"):
         api.ok("POST", f"{WS}/runs/{world}/metrics", {"metrics": [{"name": name, "values": [1.0]}]})
+
+
+def test_a_whole_number_written_with_a_fraction_part_is_an_integer(api, services, world):
+    """JSON, and so the OpenAPI document's "integer", has one number type: 1.0 is 1, and 1.5 is refused."""
+    queued = api.ok("POST", f"{WS}/runs", {"experiment": "exp", "status": "Queued"})["id"]
+    code, body = api.call("POST", f"{WS}/runs/{queued}/status", {"status": "Running", "runner_id": "runner-0001",
+                                                                 "attempt": 1.5})
+    assert (code, body["field"]) == (400, "attempt")
+    run = api.ok("POST", f"{WS}/runs/{queued}/status", {"status": "Running", "runner_id": "runner-0001",
+                                                        "attempt": 1.0})
+    assert run["status"] == "Running"
