@@ -540,3 +540,43 @@ class Stats(Answer):
 
 
 ScoringAnswer = Any  # whatever the entry script's run() returned, as JSON
+
+
+# --- workspace secrets: names and dates; a value only to a run ----------------------------------
+class SecretInfo(Answer):
+    name: str
+    created: Timestamp
+    created_by: str
+    updated: Timestamp
+    updated_by: str
+    version: int = Field(description="how many times it was set")
+
+
+class SecretList(Answer):
+    secrets: list[SecretInfo]
+
+
+class SecretDeleted(Answer):
+    name: str
+    deleted: bool
+
+
+class SecretValue(Answer):
+    name: str
+    value: str
+
+
+# --- the audit log ------------------------------------------------------------------------------
+class AuditEntry(Answer):
+    id: str = Field(description="sorts in time order")
+    at: Timestamp
+    actor: str | None = Field(description="null: the platform itself")
+    actor_token_id: str | None
+    actor_run_id: str | None = Field(description="set when a run's token made the change")
+    action: str
+    target: str
+    details: dict[str, Any]
+
+
+class AuditLog(Paged):
+    entries: list[AuditEntry] = Field(description="newest first")
