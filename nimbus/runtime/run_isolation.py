@@ -68,6 +68,10 @@ class _PathBeneathAttr(ctypes.Structure):
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+# The SDK a script imports: an editable install maps it from outside sys.path (an import hook in site-packages)
+SDK_FOLDER = Path(__file__).resolve().parents[1]
+
+
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version; 0 when it has none (older than 5.13, disabled, or not Linux)."""
     if not sys.platform.startswith("linux"):
@@ -135,7 +139,7 @@ def _first_unreachable(python: str, search_path: list[str], opened: list[Path], 
     from, or the folders the worker opens (those and the platform's folders are made traversable, not checked)."""
     managed = {str(p) for p in opened} | set(protected)
     targets = [Path(python).absolute(), Path(os.path.realpath(python)), *_python_prefixes(python), *opened]
-    targets += [Path(entry) for entry in search_path if entry and os.path.exists(entry)]
+    targets += [Path(entry) for entry in search_path if entry and os.path.exists(entry)] + [SDK_FOLDER]
     for target in targets:
         for folder in [*reversed(target.parents), target]:
             if str(folder) in managed or any(str(folder).startswith(m + os.sep) for m in managed):
@@ -299,7 +303,7 @@ def _readable(python: str) -> list[Path]:
             if key.strip() == "home" and value.strip():  # the base interpreter of an environment's venv
                 paths.append(Path(value.strip()).parent)
     # The runner's own paths (its PYTHONPATH included): an environment's venv adds them through its .pth
-    return [*paths, Path(sys.prefix), Path(sys.base_prefix), *(Path(p) for p in sys.path if p)]
+    return [*paths, Path(sys.prefix), Path(sys.base_prefix), *(Path(p) for p in sys.path if p), SDK_FOLDER]
 
 
 def _landlock_ruleset(readable: list[Path], writable: list[Path], protected: Iterable[str],

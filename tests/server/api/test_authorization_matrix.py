@@ -268,6 +268,8 @@ DECLARED: dict[tuple[str, str], Declared] = {
     ("GET", COMPUTES + "/{name}"): Declared(member("reader")),
     ("DELETE", COMPUTES + "/{name}"): Declared(member("contributor"), fresh=lambda w, c: {"name": w.compute()}),
     ("POST", COMPUTES + "/{name}/claim"): Declared(member("contributor")),  # 204: run A left the queue
+    # the API's own description: anyone, with or without a token
+    ("GET", "/v1/openapi.json"): Declared({caller: P for caller in Caller}),
     # workspace secrets: set, listed and deleted by contributors; a value only to its own run's token
     ("PUT", SECRETS + "/{name}"): Declared(member("contributor"), body={"value": "s3cr3t-value"}),
     ("GET", SECRETS): Declared(member("contributor")),
