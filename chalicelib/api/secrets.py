@@ -32,7 +32,7 @@ def list_secrets(principal, request, workspace):
 
 @api_route(bp, SECRET, ("DELETE",), role="contributor", response=answer.SecretDeleted)
 def delete_secret(principal, request, workspace, name):
-    return workspace_secrets().delete(workspace, name)
+    return workspace_secrets().delete(workspace, name, by=principal)
 
 
 @api_route(bp, RUN_SECRET, role="contributor", run_token=True, response=answer.SecretValue)
@@ -41,4 +41,4 @@ def read_secret(principal, request, workspace, run_id, name):
     still may set secrets): no person's token reads a value back, whatever their role."""
     if principal.run_id is None:
         raise Forbidden("a secret's value is given only to a run of its workspace, through the run's token")
-    return {"name": name, "value": workspace_secrets().read(workspace, name)}
+    return {"name": name, "value": workspace_secrets().read(workspace, name, by=principal)}

@@ -29,6 +29,7 @@ ACTIONS = frozenset({
     "compute.created", "compute.deleted",
     "model_version.registered", "model_version.deleted",
     "environment_version.created", "environment_version.replaced",
+    "secret.set", "secret.deleted", "secret.read",
 })
 # Detail names that would hold a secret: an entry names what changed, never a credential's value.
 _SECRET_DETAILS = frozenset({"token", "secret", "key", "keys", "primary", "secondary", "password", "value"})

@@ -18,6 +18,7 @@ from chalicelib.domain import table_keys
 from chalicelib.domain.context import Context
 from chalicelib.domain.validation import check_name
 from chalicelib.errors import NimbusError, NotFound
+from chalicelib.services.audit import Audit
 from chalicelib.services.identity import Principal
 from chalicelib.services.workspaces import Workspaces
 from chalicelib.store.secrets import Secrets
@@ -60,6 +61,8 @@ class WorkspaceSecrets:
             set_if_absent={"entity": "secret", "workspace": workspace, "name": name, "created": now,
                            "created_by": principal.user},
             add={"version": 1}))
+        # The value lives outside the table, so its entry follows the change rather than sharing its transaction
+        Audit(self.ctx).record(principal, workspace, "secret.set", name, {"version": int(item["version"])})
         return secret_view(item)
 
     def list(self, workspace: str) -> dict:
@@ -67,7 +70,7 @@ class WorkspaceSecrets:
         query = Query(table_keys.workspace_pk(workspace), sk_prefix=table_keys.SECRET_PREFIX)
         return {"secrets": [secret_view(item) for item in self.ctx.table.query_all(query)]}
 
-    def delete(self, workspace: str, name: str) -> dict:
+    def delete(self, workspace: str, name: str, by: Principal | None = None) -> dict:
         check_secret_name(name)
         key = table_keys.workspace_secret(workspace, name)
         existed = self.ctx.table.get_item(key) is not None
@@ -76,19 +79,23 @@ class WorkspaceSecrets:
         self._store().delete(store_name(workspace, name))  # also when the item is gone: a value left behind
         if not existed:
             raise NotFound(f"no secret {name!r} in workspace {workspace!r}", field="name")
+        Audit(self.ctx).record(by, workspace, "secret.deleted", name)
         return {"name": name, "deleted": True}
 
-    def read(self, workspace: str, name: str) -> str:
-        """The value, for a run of the workspace (the route checks the caller is one)."""
+    def read(self, workspace: str, name: str, by: Principal | None = None) -> str:
+        """The value, for a run of the workspace (the route checks the caller is one); `by` is on record."""
         check_secret_name(name)
         if self.ctx.table.get_item(table_keys.workspace_secret(workspace, name)) is None:
             raise NotFound(f"no secret {name!r} in workspace {workspace!r}", field="name")
         try:
-            return self._store().get(store_name(workspace, name))
+            value = self._store().get(store_name(workspace, name))
         except NotFound:
             # Deleted meanwhile, or a set that wrote its item but lost its value to a concurrent delete.
             raise NotFound(f"secret {name!r} of workspace {workspace!r} has no value; set it again",
                            field="name") from None
+        if by is not None:
+            Audit(self.ctx).record(by, workspace, "secret.read", name)
+        return value
 
     def delete_all(self, workspace: str) -> int:
         """Every secret of the workspace (a forced workspace delete). Values go first here: a failure leaves

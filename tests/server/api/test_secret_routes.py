@@ -41,6 +41,25 @@ def test_a_contributor_sets_lists_and_deletes(api, team):
     assert code == 404 and error["field"] == "name"
 
 
+def test_setting_reading_and_deleting_a_secret_is_on_the_audit_log_without_its_value(api, services, team):
+    me = api.ok("GET", "/v1/whoami", token=team["carol"])
+    api.ok("PUT", f"{SECRETS}/db-password", {"value": VALUE}, token=team["carol"])
+    api.ok("PUT", f"{SECRETS}/db-password", {"value": VALUE + "2"}, token=team["carol"])
+    run, token = running_run(api, services)
+    api.ok("GET", f"{WS}/runs/{run['id']}/secrets/db-password", token=token)
+    api.ok("DELETE", f"{SECRETS}/db-password", token=team["carol"])
+
+    log = api.ok("GET", f"{WS}/audit")["entries"][::-1]
+    secret_entries = [(e["action"], e["target"], e["actor"], e["actor_run_id"], e["details"])
+                      for e in log if e["action"].startswith("secret.")]
+    assert secret_entries == [("secret.set", "db-password", "carol", None, {"version": 1}),
+                              ("secret.set", "db-password", "carol", None, {"version": 2}),
+                              ("secret.read", "db-password", "admin", run["id"], {}),
+                              ("secret.deleted", "db-password", "carol", None, {})]
+    assert {e["actor_token_id"] for e in log if e["actor"] == "carol"} == {me["token_id"]}
+    assert VALUE not in str(log)
+
+
 def test_a_reader_can_neither_set_list_nor_delete(api, team):
     api.ok("PUT", f"{SECRETS}/db-password", {"value": VALUE}, token=team["carol"])
     assert api.call("PUT", f"{SECRETS}/db-password", {"value": "mine"}, token=team["rita"])[0] == 403
