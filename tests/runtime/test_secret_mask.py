@@ -103,6 +103,34 @@ def test_the_sdk_hands_values_to_the_runner_before_it_uses_them():
         register_with_runner("another", server.path, timeout=1)
 
 
+def _register_as(uid: int, path: str) -> int:
+    """Exit status of a child that becomes `uid` and hands a value to the runner at `path` (0: masked)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            register_with_runner(SECRET, path, timeout=5)
+            os._exit(0)
+        except BaseException:  # noqa: BLE001 - the child only reports, by its status
+            os._exit(1)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a script under a uid of its own needs a root runner")
+def test_a_script_under_a_uid_of_its_own_reaches_its_runner_and_no_other_uid_does():
+    script_uid, other_uid = 1_900_999_990, 1_900_999_991
+    mask = SecretMask()
+    server = MaskServer(mask, owner=script_uid).start()
+    try:
+        assert _register_as(other_uid, server.path) != 0
+        assert _register_as(script_uid, server.path) == 0
+        assert mask.stream().feed(f"{SECRET}\n") == f"{MASK}\n"
+    finally:
+        server.close()
+
+
 def test_each_line_of_a_value_of_several_lines_is_masked_too():
     key = "-----BEGIN KEY-----\r\nMIIEvQIBADANBgkq\r\nhkiG9w0BAQEFAASC\r\n-----END KEY-----\r\n"
     mask = SecretMask([key])
