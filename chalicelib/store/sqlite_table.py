@@ -39,10 +39,6 @@ from chalicelib.store.table import (
     evaluate,
 )
 
-# Each thread has its own connection, and each connection its own page cache (2 MiB by default): a server's
-# threads would together hold many times that once the file is large. A soft limit on all of SQLite's
-# memory in the process makes the caches give pages back instead (the file stays in the OS's page cache).
-SOFT_HEAP_LIMIT = 8 * 1024 * 1024
 SCHEMA_VERSION = 1  # 0: a file from before versioning (481b1ea and earlier), same layout
 _TOP = chr(0x10FFFF)  # sorts after every continuation of a prefix (SQLite compares UTF-8 bytes)
 _INDEX_COLUMNS = [a for pair in schema.INDEXES.values() for a in pair]
@@ -71,7 +67,6 @@ class SqliteTable(Table):
             db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a committed transaction survives a process crash (kill -9).
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(f"PRAGMA soft_heap_limit={SOFT_HEAP_LIMIT}")  # process-wide: the same for every connection
             self._local.db = db
         return db
 
