@@ -1,13 +1,13 @@
 """`nimbus secret ...`: set, list and delete the workspace's secrets (values are read back by runs only)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from nimbus.cli.common import connect, output_option, workspace_option
 from nimbus.cli.output import emit
+from nimbus.cli.secret_input import read_secret
 
 COLUMNS = [("NAME", "name"), ("VERSION", "version"), ("UPDATED", "updated"), ("UPDATED BY", "updated_by"),
            ("CREATED", "created"), ("CREATED BY", "created_by")]
@@ -36,20 +36,7 @@ def set_secret(name: str, value_file: Path | None, value_option: str | None, wor
 
     The value is read from --value-file, else from standard input (on a terminal, a prompt that does not
     echo it)."""
-    if value_file is not None and value_option is not None:
-        raise click.UsageError("give the value once: --value-file or --value")
-    if value_option is not None:
-        click.echo("warning: a value on the command line can be seen in the process list and your shell "
-                   "history; prefer --value-file or standard input", err=True)
-        value = value_option
-    elif value_file is not None:
-        value = _drop_line_end(_text(value_file.read_bytes(), "--value-file"))
-    elif sys.stdin.isatty():
-        value = click.prompt(f"value of {name}", hide_input=True, err=True)
-    else:
-        value = _drop_line_end(_text(sys.stdin.buffer.read(), "standard input"))
-    if not value:
-        raise click.UsageError(f"the value of secret {name!r} is empty")
+    value = read_secret(f"secret {name!r}", value_file, value_option, "--value-file", "--value")
     emit(output, connect(workspace_name).get_default_keyvault().set_secret(name, value))
 
 
@@ -70,13 +57,3 @@ def delete_secret(name: str, workspace_name: str | None, output: str) -> None:
     connect(workspace_name).get_default_keyvault().delete_secret(name)
     emit(output, {"name": name, "deleted": True})
 
-
-def _text(data: bytes, where: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise click.BadParameter("a secret's value must be UTF-8 text", param_hint=where) from None
-
-
-def _drop_line_end(text: str) -> str:
-    return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
