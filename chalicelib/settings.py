@@ -35,6 +35,9 @@ class Settings:
     # KMS key (id, ARN or `alias/...`) that seals run tokens in Batch jobs' environments (nimbus/runtime/sealed_token.py).
     # Empty (off AWS, or a stage set up by hand without it): jobs get their token in clear. infra/ always sets it.
     run_token_key: str = ""
+    # Folders under which a platform admin may register `local` datastores (NIMBUS_DATASTORE_ROOTS, separated
+    # by os.pathsep); none by default: the platform's disk is reached only where its operator says.
+    datastore_roots: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -62,12 +65,23 @@ class Settings:
             batch_instance_role_arn=env.get("NIMBUS_BATCH_INSTANCE_ROLE_ARN", ""),
             batch_service_role_arn=env.get("NIMBUS_BATCH_SERVICE_ROLE_ARN", ""),
             run_token_key=env.get("NIMBUS_RUN_TOKEN_KEY", "").strip(),
+            datastore_roots=_roots(env.get("NIMBUS_DATASTORE_ROOTS", "")),
         )
 
     @property
     def secret_name_prefix(self) -> str:
         """Prefixes every Secrets Manager name, so stages sharing an account keep apart."""
         return self.secrets_prefix or f"nimbus/{self.table_name}/"
+
+
+def _roots(value: str) -> tuple[str, ...]:
+    """Absolute, normalised folders (symlinks resolved: a root is where its files really are)."""
+    roots = []
+    for part in filter(None, (p.strip() for p in value.split(os.pathsep))):
+        if not os.path.isabs(part):
+            raise ValueError(f"NIMBUS_DATASTORE_ROOTS holds {part!r}: every root must be an absolute path")
+        roots.append(os.path.realpath(part))
+    return tuple(roots)
 
 
 @lru_cache(maxsize=1)

@@ -18,6 +18,7 @@ from chalicelib.local.local_compute import LocalCompute
 from chalicelib.services.container import Services
 from chalicelib.services.run_callbacks import run_callbacks
 from chalicelib.settings import Settings
+from chalicelib.store.datastore_access import StoreAccess
 from chalicelib.store.factory import build_blobs, build_secrets, build_table
 from nimbus.runtime.environment_build import envs_dir
 
@@ -32,6 +33,7 @@ def build_services(settings: Settings, *, ctx: Context | None = None, local_work
     ctx = ctx or Context(build_table(settings), build_blobs(settings), settings)
     services = Services.over(ctx)
     services.secrets = build_secrets(settings)
+    services.datastore_access = StoreAccess(settings, ctx.blobs)
     callbacks = run_callbacks(ctx)
     services.instance_queue = InstanceQueue(ctx, callbacks.mint_run_token)
     if settings.backend == "aws":

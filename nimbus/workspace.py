@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from nimbus.client import ApiClient, api_path
 from nimbus.config import resolve
+from nimbus.datastore import Datastore
 from nimbus.exceptions import ConflictError
 from nimbus.keyvault import Keyvault
 from nimbus.tokens import create_token
@@ -77,6 +78,18 @@ class Workspace:
     def get_default_keyvault(self) -> Keyvault:
         """The workspace's secrets (nimbus/keyvault.py): set, list and delete them."""
         return Keyvault(self)
+
+    # --- datastores (nimbus/datastore.py) ---------------------------------------------------------
+    @property
+    def datastores(self) -> dict[str, "Datastore"]:
+        """Every datastore of the workspace, by name."""
+        return {datastore.name: datastore for datastore in Datastore.list(self)}
+
+    def get_default_datastore(self) -> "Datastore":
+        return Datastore.get_default(self)
+
+    def set_default_datastore(self, name: str) -> "Datastore":
+        return Datastore(self, name).set_as_default()
 
     def whoami(self) -> dict:
         return self.client.get("/v1/whoami")

@@ -63,6 +63,19 @@ def _real_environ():
     os.environ = _REAL_ENVIRON
 
 
+@pytest.fixture(scope="session")
+def s3_compatible():
+    """A second S3 in its own process (tests/s3_compatible.py), for datastores with an endpoint_url."""
+    from tests import s3_compatible as server
+
+    process, store = server.start()
+    try:
+        yield store
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
     return request.param

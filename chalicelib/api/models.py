@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from chalicelib.domain.validation import EXPERIMENT_NAME, USER_NAME, WORKSPACE_NAME
 from chalicelib.services.compute_settings import TYPES as COMPUTE_TYPES
 from chalicelib.services.compute_targets import NAME as COMPUTE_NAME
+from chalicelib.services.datastores import NAME as DATASTORE_NAME
 from chalicelib.services.outputs import IMAGE_EXTENSIONS
 from chalicelib.services.workspace_secrets import SECRET_NAME
 from nimbus.runtime.run_states import STATUSES
@@ -171,6 +172,33 @@ class SetSecret(Body):
     """A workspace secret's value: at most 64 KiB of UTF-8, checked by the Secrets port."""
 
     value: str = Field(min_length=1, max_length=65536)
+
+
+class AccessKeys(Body):
+    """An S3 access key pair: kept in the workspace's secret store, never answered back."""
+
+    access_key_id: str = Field(min_length=1, max_length=1024)
+    secret_access_key: str = Field(min_length=1, max_length=1024)
+
+
+class RegisterDatastore(Body):
+    # settings stay loosely typed: the service checks them per type and names the field (`settings.bucket`).
+    name: str = Field(max_length=255, json_schema_extra=checked_as(DATASTORE_NAME))
+    type: Literal["s3", "local"]
+    settings: dict[str, Any] = Field(default_factory=dict, max_length=10)
+    credentials: AccessKeys | None = None
+    description: str = Field(default="", max_length=5000)
+    overwrite: bool = False
+
+
+class DatastoreCredentials(Body):
+    """New access keys, or null: the platform's (or the job's) role."""
+
+    credentials: AccessKeys | None = None
+
+
+class DefaultDatastore(Body):
+    name: str = Field(max_length=255, json_schema_extra=checked_as(DATASTORE_NAME))
 
 
 class AppendLog(Body):

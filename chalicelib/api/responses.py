@@ -566,6 +566,29 @@ class SecretValue(Answer):
     value: str
 
 
+# --- datastores ---------------------------------------------------------------------------------
+class Datastore(Answer):
+    name: str
+    type: str = Field(description="blob (the workspace's built-in one), s3 or local")
+    description: str
+    settings: dict[str, Any] = Field(description="s3: bucket, prefix, region, endpoint_url; local: root, path")
+    credential: str = Field(description="which kind is set, never its value: access_key, role, platform or none")
+    credential_secrets: dict[str, str] | None = absent("the names of the workspace secrets holding the keys")
+    is_default: bool
+    created: Timestamp | None
+    created_by: str | None
+    updated: Timestamp | None
+
+
+class DatastoreList(Answer):
+    datastores: list[Datastore]
+
+
+class DatastoreDeleted(Answer):
+    name: str
+    deleted: bool
+
+
 # --- the audit log ------------------------------------------------------------------------------
 class AuditEntry(Answer):
     id: str = Field(description="sorts in time order")

@@ -196,3 +196,12 @@ def audit_log_pk(workspace_name: str, workspace_id: str) -> str:
 
 def audit_entry(workspace_name: str, workspace_id: str, entry_id: str) -> Key:
     return Key(audit_log_pk(workspace_name, workspace_id), entry_id)
+
+
+# --- datastores (docs/datasets.md) ------------------------------------------------------------------
+DATASTORE_PREFIX = "DATASTORE#"
+
+
+def datastore(workspace_name: str, name: str) -> Key:
+    """A registered datastore's connection information; its credentials live in the Secrets port."""
+    return Key(f"WS#{workspace_name}", f"DATASTORE#{name}")

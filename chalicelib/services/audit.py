@@ -30,6 +30,8 @@ ACTIONS = frozenset({
     "model_version.registered", "model_version.deleted",
     "environment_version.created", "environment_version.replaced",
     "secret.set", "secret.deleted", "secret.read",
+    "datastore.registered", "datastore.replaced", "datastore.credentials_updated", "datastore.default_set",
+    "datastore.deleted",
 })
 # Detail names that would hold a secret: an entry names what changed, never a credential's value.
 _SECRET_DETAILS = frozenset({"token", "secret", "key", "keys", "primary", "secondary", "password", "value"})

@@ -9,6 +9,7 @@ from chalicelib.domain.context import Context
 from chalicelib.hosting.port import FunctionHost
 from chalicelib.services.compute_targets import ComputeTargets, Provisioner
 from chalicelib.services.audit import Audit
+from chalicelib.services.datastores import DatastoreAccess, Datastores
 from chalicelib.services.deployments import Deployments
 from chalicelib.services.endpoint_telemetry import EndpointTelemetry
 from chalicelib.services.environments import Environments
@@ -46,6 +47,7 @@ class Services:
     secrets: Secrets | None = None
     provisioner: Provisioner | None = None
     instance_queue: InstanceQueue | None = None
+    datastore_access: DatastoreAccess | None = None
 
     @classmethod
     def over(cls, ctx: Context) -> "Services":
@@ -72,6 +74,10 @@ class Services:
     @property
     def workspace_secrets(self) -> WorkspaceSecrets:
         return WorkspaceSecrets(self.ctx, self.secrets)
+
+    @property
+    def datastores(self) -> Datastores:
+        return Datastores(self.ctx, self.datastore_access, self.workspace_secrets, self.ctx.settings.datastore_roots)
 
     @property
     def audit(self) -> Audit:

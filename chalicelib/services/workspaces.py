@@ -18,7 +18,7 @@ from chalicelib.store.table import (
 )
 
 # Partitions a workspace holds besides its members; any of them blocks a plain delete.
-_CONTENT_PREFIXES = ("EXP#", "SNAPSHOT#", "MODEL#", "ENDPOINT#", "COMPUTE#", "ENVNAME#", "SECRET#")
+_CONTENT_PREFIXES = ("EXP#", "SNAPSHOT#", "MODEL#", "ENDPOINT#", "COMPUTE#", "ENVNAME#", "SECRET#", "DATASTORE#")
 
 
 class Workspaces:

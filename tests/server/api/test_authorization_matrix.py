@@ -58,6 +58,7 @@ OWNER_NAME, CONTRIBUTOR_NAME, READER_NAME, STRANGER_NAME, SPARE_NAME = (
     "owner", "contributor", "reader", "stranger", "spare")
 DEMOTED_NAME, DEPARTED_NAME = "demoted", "departed"  # contributors who submitted a run, then became a reader / left
 SECRET_NAME = "db-password"
+DATASTORE_NAME = "research"
 UNKNOWN_TOKEN = "nmb_" + "A" * 43  # well-formed, never issued
 SCORE_PY = b'''import json
 
@@ -170,6 +171,7 @@ ENVIRONMENT = "/v1/workspaces/{workspace}/environments/{name}/versions"
 COMPUTES = "/v1/workspaces/{workspace}/computes"
 SNAPSHOTS = "/v1/workspaces/{workspace}/snapshots"
 SECRETS = "/v1/workspaces/{workspace}/secrets"
+DATASTORES = "/v1/workspaces/{workspace}/datastores"
 ITS_RUN, ANY_RUN = RunTokens.ITS_RUN, RunTokens.ANY_RUN
 ENV_DEFINITION = {"python": "3.11", "pip": ["numpy>=1.26"]}
 
@@ -275,6 +277,16 @@ DECLARED: dict[tuple[str, str], Declared] = {
     ("GET", SECRETS): Declared(member("contributor")),
     ("DELETE", SECRETS + "/{name}"): Declared(member("contributor"), fresh=lambda w, c: {"name": w.secret()}),
     ("GET", RUN + "/secrets/{name}"): Declared(run_tokens_only("contributor", ITS_RUN)),
+    # datastores: registered and changed by contributors, seen by readers (never their keys)
+    ("POST", DATASTORES): Declared(member("contributor"), body=lambda w, c: w.datastore_body(f"ds_{next(w.counter)}")),
+    ("GET", DATASTORES): Declared(member("reader")),
+    ("GET", DATASTORES + "/{name}"): Declared(member("reader")),
+    ("PUT", DATASTORES + "/{name}/credentials"): Declared(member("contributor"),
+                                                         body=lambda w, c: {"credentials": w.s3.keys}),
+    ("DELETE", DATASTORES + "/{name}"): Declared(member("contributor"), fresh=lambda w, c: {"name": w.datastore()}),
+    ("GET", "/v1/workspaces/{workspace}/default-datastore"): Declared(member("reader")),
+    ("PUT", "/v1/workspaces/{workspace}/default-datastore"): Declared(member("contributor"),
+                                                                      body={"name": "workspaceblobstore"}),
     # the audit log: owners, and admins who are not members
     ("GET", "/v1/workspaces/{workspace}/audit"): Declared({**member("owner"), Caller.ADMIN: P}),
 }
@@ -284,8 +296,8 @@ DECLARED: dict[tuple[str, str], Declared] = {
 class World:
     """One platform on the local backend, seeded through the API, with the credentials of every caller."""
 
-    def __init__(self, services, client: Client):
-        self.services, self.client = services, client
+    def __init__(self, services, client: Client, s3):
+        self.services, self.client, self.s3 = services, client, s3
         self.counter = itertools.count(1)
         self.principals = {name: Principal(name, False, "seed") for name in (OWNER_NAME, CONTRIBUTOR_NAME)}
         self.run_tokens: dict[str, str] = {}
@@ -305,6 +317,7 @@ class World:
             self.ok("POST", f"{base}/members", {"user": name, "role": role}, owner)
         self.spare_token_id = self.spare_token()  # the shared {token_id}: never the token a caller sends
         services.workspace_secrets.set(self.principals[OWNER_NAME], WS, SECRET_NAME, "s3cr3t-value")
+        self.ok("POST", f"{base}/datastores", self.datastore_body(DATASTORE_NAME), owner)
 
         # A snapshot holding the scoring script, and an instance target whose agent claims run A
         digest = hashlib.sha256(SCORE_PY).hexdigest()
@@ -412,7 +425,8 @@ class World:
 
     def path_params(self, path: str, caller: Caller) -> dict[str, str]:
         """Existing objects for every path parameter, so a permitted caller never meets a 404."""
-        names = {"/models/": "doubler", "/environments/": "env", "/computes/": "agents", "/secrets/": SECRET_NAME}
+        names = {"/models/": "doubler", "/environments/": "env", "/computes/": "agents", "/secrets/": SECRET_NAME,
+                 "/datastores/": DATASTORE_NAME}
         return {"workspace": WS, "run_id": self.run_of(caller), "experiment": "exp", "endpoint": "calc",
                 "deployment": "blue",
                 "stream": "stdout", "snapshot_id": self.snapshot_id, "alias": "prod", "version": "1",
@@ -466,6 +480,18 @@ class World:
         self.services.workspace_secrets.set(self.principals[OWNER_NAME], WS, name, "s3cr3t-value")
         return name
 
+    def datastore_body(self, name: str) -> dict:
+        """An s3 datastore on the second S3 (its connection check passes)."""
+        return {"name": name, "type": "s3", "settings": {"bucket": self.s3.bucket, "endpoint_url": self.s3.url},
+                "credentials": self.s3.keys}
+
+    def datastore(self) -> str:
+        name = f"ds_{next(self.counter)}"
+        body = self.datastore_body(name)
+        self.services.datastores.register(self.principals[OWNER_NAME], WS, name, "s3", body["settings"],
+                                          body["credentials"])
+        return name
+
     def compute(self) -> str:
         name = self.unique("box")
         self.services.compute_targets.create(self.principals[CONTRIBUTOR_NAME], WS, name, "instance", {})
@@ -473,14 +499,14 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, s3_compatible):
     settings = Settings(backend="local", home=tmp_path_factory.mktemp("matrix"), public_url="http://127.0.0.1:9")
     services = build_services(settings, local_workers=True)  # runs go to the instance target: nothing executes
     service_locator.use(services)
     services.host.start()
     try:
         with Client(app) as client:
-            yield World(services, client)
+            yield World(services, client, s3_compatible)
     finally:
         services.host.stop()
         service_locator.use(None)
