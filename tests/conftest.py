@@ -63,17 +63,27 @@ def _real_environ():
     os.environ = _REAL_ENVIRON
 
 
-@pytest.fixture(scope="session")
-def s3_compatible():
-    """A second S3 in its own process (tests/s3_compatible.py), for datastores with an endpoint_url."""
+def _second_s3(checks_signatures: bool):
     from tests import s3_compatible as server
 
-    process, store = server.start()
+    process, store = server.start(checks_signatures)
     try:
         yield store
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def s3_compatible():
+    """A second S3 in its own process (tests/s3_compatible.py), for datastores with an endpoint_url."""
+    yield from _second_s3(checks_signatures=True)
+
+
+@pytest.fixture(scope="session")
+def s3_transfers():
+    """A second S3 like s3_compatible, whose signature checks are off: presigned URLs work on it."""
+    yield from _second_s3(checks_signatures=False)
 
 
 @pytest.fixture(params=BACKENDS)

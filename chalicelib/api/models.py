@@ -201,6 +201,39 @@ class DefaultDatastore(Body):
     name: str = Field(max_length=255, json_schema_extra=checked_as(DATASTORE_NAME))
 
 
+class FileToUpload(Body):
+    path: str = Field(min_length=1, max_length=1024, description="relative to target_path")
+    size: int = Field(ge=0, le=5 * 1024 ** 4, description="bytes")
+
+
+class UploadToDatastore(Body):
+    files: list[FileToUpload] = Field(min_length=1, max_length=500)
+    target_path: str = Field(default="", max_length=1024, description="the folder on the datastore ('' its root)")
+    overwrite: bool = Field(default=False, description="false: a file the datastore holds is skipped")
+
+
+class MultipartUpload(Body):
+    path: str = Field(min_length=1, max_length=1024)
+    upload_id: str = Field(min_length=1, max_length=1024)
+
+
+class PartUrls(MultipartUpload):
+    part_numbers: list[int] = Field(min_length=1, max_length=500)
+
+
+class UploadedPart(Body):
+    part_number: int = Field(ge=1, le=10_000)
+    etag: str = Field(min_length=1, max_length=200, description="the ETag the store answered for the part")
+
+
+class CompleteUpload(MultipartUpload):
+    parts: list[UploadedPart] = Field(min_length=1, max_length=10_000, description="every part, in order")
+
+
+class DownloadFromDatastore(Body):
+    paths: list[str] = Field(min_length=1, max_length=500)
+
+
 class AppendLog(Body):
     text: str = Field(min_length=1)
 

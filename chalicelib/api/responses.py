@@ -589,6 +589,43 @@ class DatastoreDeleted(Answer):
     deleted: bool
 
 
+class DatastoreUpload(Answer):
+    path: str
+    size: int
+    url: str | None = absent("one presigned PUT of the whole file")
+    upload_id: str | None = absent("a multipart upload: ask for its parts' URLs, then complete it")
+    part_size: int | None = absent("bytes in every part but the last")
+    part_count: int | None = absent("how many parts")
+
+
+class DatastoreUploads(Answer):
+    uploads: list[DatastoreUpload]
+    skipped: list[str] = Field(description="files the datastore holds already (overwrite was false)")
+
+
+class PartUrl(Answer):
+    part_number: int
+    url: str
+
+
+class PartUrlList(Answer):
+    parts: list[PartUrl]
+
+
+class UploadCompleted(Answer):
+    path: str
+    size: int | None
+
+
+class UploadAborted(Answer):
+    path: str
+    aborted: bool
+
+
+class DatastoreDownloads(Answer):
+    downloads: list[OutputDownload]
+
+
 # --- the audit log ------------------------------------------------------------------------------
 class AuditEntry(Answer):
     id: str = Field(description="sorts in time order")

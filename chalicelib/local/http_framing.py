@@ -35,7 +35,7 @@ from waitress.utilities import Error, RequestEntityTooLarge
 
 from chalicelib.api.routing import MAX_BODY
 from chalicelib.errors import Invalid, NimbusError, TooLarge
-from chalicelib.store.blob_server import PREFIX as BLOB_PREFIX
+from chalicelib.store.blob_server import is_blob_path
 from nimbus import error_codes as codes
 
 MAX_UPLOAD = 5 * 1024 ** 3  # one presigned PUT, as S3 allows
@@ -114,7 +114,7 @@ class EdgeParser(HTTPRequestParser):
             self.body_rcv = ChunkedReceiver(buffer) if self.chunked else FixedStreamReceiver(self.content_length, buffer)
 
     def _limit(self) -> int:
-        if self.command == "PUT" and self.path.startswith(BLOB_PREFIX):
+        if self.command == "PUT" and is_blob_path(self.path):
             refusal = self._upload_refusal(urlsplit(self.request_uri).path, dict(parse_qsl(self.query)))
             if refusal is not None:
                 self._refuse(refusal)

@@ -1,4 +1,5 @@
-"""The local platform as a WSGI application: API requests into chalice's LocalGateway, `/blobs/…` to disk.
+"""The local platform as a WSGI application: API requests into chalice's LocalGateway, presigned blob
+URLs (`/blobs/…`, `/datastore-files/…`) to disk.
 
 LocalGateway builds the event API Gateway would send, so the app runs unchanged. It is called on the
 server's worker thread, one request at a time per thread, which is what keeps concurrent requests
@@ -17,7 +18,7 @@ from chalice.local import LocalGateway, LocalGatewayException
 
 from chalicelib.api.app import app
 from chalicelib.errors import NotFound
-from chalicelib.store.blob_server import PREFIX as BLOB_PREFIX, serve_blob
+from chalicelib.store.blob_server import is_blob_path, serve_blob
 
 # A WSGI application may not set these (PEP 3333): the server frames the connection itself.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
@@ -27,16 +28,16 @@ log = logging.getLogger(__name__)
 
 
 class PlatformApp:
-    def __init__(self, blobs: Callable[[], object]):
-        self._blobs = blobs  # the services, hence the blob store, are built after the server binds
+    def __init__(self, stores: Callable[[], object]):
+        self._stores = stores  # the services, hence the blob stores, are built after the server binds
         self._gateway = LocalGateway(app, Config.create())
 
     def __call__(self, environ: dict, start_response):
         method = environ["REQUEST_METHOD"]
         split = urlsplit(environ["REQUEST_URI"])  # still percent-encoded, as the routes and signatures expect
         length = environ.get("CONTENT_LENGTH")
-        if split.path.startswith(BLOB_PREFIX):
-            status, headers, body = serve_blob(self._blobs(), method, split.path, dict(parse_qsl(split.query)),
+        if is_blob_path(split.path):
+            status, headers, body = serve_blob(self._stores(), method, split.path, dict(parse_qsl(split.query)),
                                                _headers(environ), environ["wsgi.input"],
                                                int(length) if length is not None else None)
             if hasattr(body, "read"):

@@ -18,7 +18,7 @@ from chalicelib.api import service_locator
 from chalicelib.local.http_framing import channel_class
 from chalicelib.local.platform_app import PlatformApp
 from chalicelib.services.container import Services
-from chalicelib.store.blob_server import upload_refusal
+from chalicelib.store.blob_server import BlobStores, upload_refusal
 
 WORKERS = 8  # requests handled at once; more wait in line (SQLite takes one writer at a time anyway)
 CONNECTIONS = 200  # open client connections; beyond them new ones wait in the listen backlog
@@ -51,8 +51,9 @@ class LocalServer:
         if spool is not None:
             Path(spool).mkdir(mode=0o700, parents=True, exist_ok=True)
         self.services: Services | None = None
+        self.stores: BlobStores | None = None
         self._map: dict = {}
-        self._server = create_server(PlatformApp(lambda: self.services.ctx.blobs), map=self._map,
+        self._server = create_server(PlatformApp(lambda: self.stores), map=self._map,
                                      host=host, port=port, **edge_settings())
         self._server.channel_class = channel_class(self._upload_refusal, os.fspath(spool or tempfile.gettempdir()))
         self._stop = threading.Event()
@@ -61,6 +62,9 @@ class LocalServer:
     def use(self, services: Services) -> None:
         """Serve these services (built once the URL, which presigned URLs embed, is known)."""
         self.services = services
+        settings = services.ctx.settings
+        self.stores = BlobStores(services.ctx.blobs, settings.datastore_roots, settings.public_url,
+                                 settings.home / "signing.key")
         service_locator.use(services)
 
     @property
@@ -96,4 +100,4 @@ class LocalServer:
         return thread
 
     def _upload_refusal(self, path: str, query: dict):
-        return upload_refusal(self.services.ctx.blobs, path, query)
+        return upload_refusal(self.stores, path, query)

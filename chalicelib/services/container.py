@@ -9,6 +9,7 @@ from chalicelib.domain.context import Context
 from chalicelib.hosting.port import FunctionHost
 from chalicelib.services.compute_targets import ComputeTargets, Provisioner
 from chalicelib.services.audit import Audit
+from chalicelib.services.datastore_files import DatastoreFiles
 from chalicelib.services.datastores import DatastoreAccess, Datastores
 from chalicelib.services.deployments import Deployments
 from chalicelib.services.endpoint_telemetry import EndpointTelemetry
@@ -78,6 +79,10 @@ class Services:
     @property
     def datastores(self) -> Datastores:
         return Datastores(self.ctx, self.datastore_access, self.workspace_secrets, self.ctx.settings.datastore_roots)
+
+    @property
+    def datastore_files(self) -> DatastoreFiles:
+        return DatastoreFiles(self.ctx, self.datastores, self.datastore_access)
 
     @property
     def audit(self) -> Audit:

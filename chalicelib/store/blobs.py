@@ -8,6 +8,7 @@ from typing import Iterator
 
 from chalicelib.errors import Invalid
 
+MAX_SINGLE_UPLOAD = 5 * 1024 ** 3  # one PUT, as S3 allows
 
 @dataclass(frozen=True)
 class BlobInfo:
@@ -59,6 +60,24 @@ class Blobs(abc.ABC):
 
     @abc.abstractmethod
     def presign_get(self, key: str, expires_in: int) -> str: ...
+
+    # --- multipart uploads, on the stores that have them (S3) -----------------------------------
+    multipart = False  # otherwise a file goes in one PUT, up to MAX_SINGLE_UPLOAD
+
+    def start_multipart(self, key: str) -> str:
+        """An upload id for a file sent in parts."""
+        raise Invalid("this store takes each file in one upload", field="size")
+
+    def presign_part(self, key: str, upload_id: str, number: int, expires_in: int) -> str:
+        """A URL that accepts one HTTP PUT of part `number` (from 1); its answer's ETag names the part."""
+        raise Invalid("this store takes each file in one upload", field="size")
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        """Joins the parts, given as (number, ETag) in order; the file appears only then."""
+        raise Invalid("this store takes each file in one upload", field="upload_id")
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        raise Invalid("this store takes each file in one upload", field="upload_id")
 
     # --- conveniences written once --------------------------------------------------------------
     def list_all(self, prefix: str) -> Iterator[BlobInfo]:

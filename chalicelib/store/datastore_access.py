@@ -1,8 +1,8 @@
 """The DatastoreAccess port's adapter: a Blobs view of the store behind a datastore, and its connection check.
 
 `s3` datastores get a boto3 client of their own (their region, their `endpoint_url`, their access keys
-or else the platform's credentials); `local` ones a LocalBlobs over their folder; the built-in `blob`
-one is the platform's own blob store. A store's refusal becomes Invalid with its own error code in
+or else the platform's credentials); `local` ones the LocalBlobs over their root, which the local
+platform's blob endpoint serves (blob_server.py); the built-in `blob` one is the platform's own blob store. A store's refusal becomes Invalid with its own error code in
 `details.store_code`, the field it concerns, and its message (which never holds a secret key).
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from chalicelib.aws_clients import client_config
 from chalicelib.errors import Invalid, Unavailable
 from chalicelib.settings import Settings
+from chalicelib.store.blob_server import root_blobs
 from chalicelib.store.blobs import Blobs
 
 # The S3 error codes, by the field of the registration they concern.
@@ -34,10 +35,7 @@ class StoreAccess:
         if kind == "blob":
             return self.platform_blobs
         if kind == "local":
-            from chalicelib.store.local_blobs import LocalBlobs  # here: only the local platform has local datastores
-
-            return LocalBlobs(Path(settings["root"]), self.settings.public_url,
-                              signing_key_file=self.settings.home / "signing.key")
+            return root_blobs(settings["root"], self.settings.public_url, self.settings.home / "signing.key")
         return self._s3(settings, credentials)
 
     def check(self, location: dict, credentials: dict | None) -> None:

@@ -33,10 +33,17 @@ KEY_BYTES = 32
 
 
 class LocalBlobs(Blobs):
-    def __init__(self, root: Path, public_url: str, signing_key_file: Path):
+    """`url_path` is where the blob endpoint serves this store. A store other than the platform's own
+    (a local datastore's folder) is `confined`: a key whose path resolves out of the root through a
+    symlink is refused, and its signatures name its root, so none is valid for another store."""
+
+    def __init__(self, root: Path, public_url: str, signing_key_file: Path, url_path: str = "/blobs/",
+                 confined: bool = False):
         self.root = Path(root)
         self.public_url = public_url.rstrip("/")
         self.signing_key_file = Path(signing_key_file)
+        self.url_path = url_path
+        self.confined = confined
         self._key: bytes | None = None
 
     # --- the port ---------------------------------------------------------------------------------
@@ -92,6 +99,12 @@ class LocalBlobs(Blobs):
         return self._presign("get", key, expires_in)
 
     # --- used by the blob HTTP endpoint -----------------------------------------------------------
+    def resolve(self, path: str) -> "LocalBlobs":
+        """This store, if the URL path is one of its own (a store is its own resolver: blob_server.py)."""
+        if not path.startswith(self.url_path):
+            raise NotFound("no such endpoint")
+        return self
+
     def verify(self, op: str, key: str, expires: int | str, signature: str) -> None:
         """Raises Forbidden unless `signature` is ours for this op, key and expiry, and not expired."""
         try:
@@ -143,7 +156,12 @@ class LocalBlobs(Blobs):
 
     # --- internals --------------------------------------------------------------------------------
     def _path(self, key: str) -> Path:
-        return self.root.joinpath(*check_key(key).split("/"))
+        path = self.root.joinpath(*check_key(key).split("/"))
+        if self.confined:
+            real_root = os.path.realpath(self.root)
+            if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+                raise Forbidden(f"blob key {key!r} leads out of the store's folder", field="key")
+        return path
 
     def _write(self, key: str, fill) -> None:
         target = self._path(key)
@@ -217,10 +235,12 @@ class LocalBlobs(Blobs):
         check_key(key)
         expires = int(time.time()) + int(expires_in)
         query = urlencode({"op": op, "expires": expires, "signature": self._sign(op, key, expires)})
-        return f"{self.public_url}/blobs/{quote(key, safe='/')}?{query}"
+        return f"{self.public_url}{self.url_path}{quote(key, safe='/')}?{query}"
 
     def _sign(self, op: str, key: str, expires: int) -> str:
-        message = f"{op}\n{key}\n{expires}".encode()
+        # A key never holds a backslash, so a confined store's messages can never be the platform's.
+        scoped = f"{self.root}\\{key}" if self.confined else key
+        message = f"{op}\n{scoped}\n{expires}".encode()
         return hmac.new(self._signing_key(), message, hashlib.sha256).hexdigest()
 
     def _signing_key(self) -> bytes:

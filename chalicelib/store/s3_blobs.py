@@ -6,7 +6,7 @@ from typing import Iterator
 
 from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
 
-from chalicelib.errors import NotFound, Unavailable
+from chalicelib.errors import Invalid, NotFound, Unavailable
 from chalicelib.store.blobs import BlobInfo, BlobPage, Blobs, check_key
 
 # head_object has no body, so a missing key surfaces as the bare status code.
@@ -14,6 +14,7 @@ _MISSING = {"NoSuchKey", "NotFound", "404"}
 # Worth retrying later; botocore has already retried these a few times by the time we see them.
 _BUSY = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestTimeout",
          "ServiceUnavailable", "InternalError"}
+_BAD_PARTS = {"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "MalformedXML"}
 _MAX_KEYS = 1000  # S3's own page ceiling; applied here so every S3-compatible endpoint agrees
 
 
@@ -83,6 +84,40 @@ class S3Blobs(Blobs):
     def presign_get(self, key: str, expires_in: int) -> str:
         return self._presign("get_object", key, expires_in)
 
-    def _presign(self, method: str, key: str, expires_in: int) -> str:
-        params = {"Bucket": self.bucket, "Key": check_key(key)}
+    # --- multipart uploads ------------------------------------------------------------------------
+    multipart = True
+
+    def start_multipart(self, key: str) -> str:
+        with _translated(check_key(key)):
+            return self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+
+    def presign_part(self, key: str, upload_id: str, number: int, expires_in: int) -> str:
+        return self._presign("upload_part", key, expires_in, UploadId=upload_id, PartNumber=number)
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        listed = {"Parts": [{"PartNumber": number, "ETag": etag} for number, etag in parts]}
+        with _refused_upload(), _translated(check_key(key)):
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                  MultipartUpload=listed)
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        with _refused_upload(), _translated(check_key(key)):
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+
+    def _presign(self, method: str, key: str, expires_in: int, **more) -> str:
+        params = {"Bucket": self.bucket, "Key": check_key(key), **more}
         return self.client.generate_presigned_url(method, Params=params, ExpiresIn=expires_in)
+
+
+@contextmanager
+def _refused_upload() -> Iterator[None]:
+    """A multipart upload the store does not know, or parts it did not get, is the caller's mistake."""
+    try:
+        yield
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        if code == "NoSuchUpload":
+            raise NotFound("no such upload: it was completed, aborted or never started", field="upload_id") from err
+        if code in _BAD_PARTS:
+            raise Invalid(f"the store refused the parts: {code}", field="parts") from err
+        raise

@@ -7,21 +7,29 @@ from urllib.parse import parse_qsl, urlsplit
 
 import requests
 
-from chalicelib.store.blob_server import serve_blob
+from chalicelib.store.blob_server import BlobStores, serve_blob
 
 
 def transfer(backend: str, services, method: str, url: str, data: bytes = b"") -> tuple[int, bytes]:
-    """One HTTP request to a presigned URL: S3 (moto) through requests, the local platform through serve_blob."""
-    if backend == "aws":
+    """One HTTP request to a presigned URL: (status, body)."""
+    return exchange(backend, services, method, url, data)[:2]
+
+
+def exchange(backend: str, services, method: str, url: str, data: bytes = b"") -> tuple[int, bytes, dict]:
+    """One HTTP request to a presigned URL: (status, body, headers). An S3's (moto's) through requests; the
+    local platform's (its own blobs and its datastore roots) straight into serve_blob."""
+    settings = services.ctx.settings
+    if backend == "aws" or not url.startswith(settings.public_url + "/"):
         response = requests.request(method, url, data=data if method == "PUT" else None, timeout=10)
-        return response.status_code, response.content
+        return response.status_code, response.content, dict(response.headers)
     parts = urlsplit(url)
-    status, _, body = serve_blob(services.ctx.blobs, method, parts.path, dict(parse_qsl(parts.query)), {},
-                                 io.BytesIO(data), len(data) if method == "PUT" else None)
+    stores = BlobStores(services.ctx.blobs, settings.datastore_roots, settings.public_url, settings.home / "signing.key")
+    status, headers, body = serve_blob(stores, method, parts.path, dict(parse_qsl(parts.query)), {},
+                                       io.BytesIO(data), len(data) if method == "PUT" else None)
     if hasattr(body, "read"):
         with body:
-            return status, body.read()
-    return status, b"".join(body)
+            return status, body.read(), headers
+    return status, b"".join(body), headers
 
 
 def all_at_once(work, count: int) -> list[BaseException]:

@@ -59,6 +59,7 @@ OWNER_NAME, CONTRIBUTOR_NAME, READER_NAME, STRANGER_NAME, SPARE_NAME = (
 DEMOTED_NAME, DEPARTED_NAME = "demoted", "departed"  # contributors who submitted a run, then became a reader / left
 SECRET_NAME = "db-password"
 DATASTORE_NAME = "research"
+DATASTORE_PREFIX = "matrix"
 UNKNOWN_TOKEN = "nmb_" + "A" * 43  # well-formed, never issued
 SCORE_PY = b'''import json
 
@@ -284,6 +285,17 @@ DECLARED: dict[tuple[str, str], Declared] = {
     ("PUT", DATASTORES + "/{name}/credentials"): Declared(member("contributor"),
                                                          body=lambda w, c: {"credentials": w.s3.keys}),
     ("DELETE", DATASTORES + "/{name}"): Declared(member("contributor"), fresh=lambda w, c: {"name": w.datastore()}),
+    # a datastore's files: listed and downloaded by readers, uploaded by contributors, and by any run's token
+    ("GET", DATASTORES + "/{name}/files"): Declared(member("reader", ANY_RUN)),
+    ("POST", DATASTORES + "/{name}/downloads"): Declared(member("reader", ANY_RUN), body={"paths": ["seed.csv"]}),
+    ("POST", DATASTORES + "/{name}/uploads"): Declared(member("contributor", ANY_RUN),
+                                                     body={"files": [{"path": "new.csv", "size": 3}]}),
+    ("POST", DATASTORES + "/{name}/uploads/parts"): Declared(member("contributor", ANY_RUN),
+                                                           body=lambda w, c: {**w.multipart(), "part_numbers": [1]}),
+    ("POST", DATASTORES + "/{name}/uploads/complete"): Declared(member("contributor", ANY_RUN),
+                                                              body=lambda w, c: w.multipart(with_a_part=True)),
+    ("POST", DATASTORES + "/{name}/uploads/abort"): Declared(member("contributor", ANY_RUN),
+                                                           body=lambda w, c: w.multipart()),
     ("GET", "/v1/workspaces/{workspace}/default-datastore"): Declared(member("reader")),
     ("PUT", "/v1/workspaces/{workspace}/default-datastore"): Declared(member("contributor"),
                                                                       body={"name": "workspaceblobstore"}),
@@ -318,6 +330,7 @@ class World:
         self.spare_token_id = self.spare_token()  # the shared {token_id}: never the token a caller sends
         services.workspace_secrets.set(self.principals[OWNER_NAME], WS, SECRET_NAME, "s3cr3t-value")
         self.ok("POST", f"{base}/datastores", self.datastore_body(DATASTORE_NAME), owner)
+        self.s3.client().put_object(Bucket=self.s3.bucket, Key=f"{DATASTORE_PREFIX}/seed.csv", Body=b"a,b\n")
 
         # A snapshot holding the scoring script, and an instance target whose agent claims run A
         digest = hashlib.sha256(SCORE_PY).hexdigest()
@@ -482,8 +495,20 @@ class World:
 
     def datastore_body(self, name: str) -> dict:
         """An s3 datastore on the second S3 (its connection check passes)."""
-        return {"name": name, "type": "s3", "settings": {"bucket": self.s3.bucket, "endpoint_url": self.s3.url},
-                "credentials": self.s3.keys}
+        return {"name": name, "type": "s3", "credentials": self.s3.keys,
+                "settings": {"bucket": self.s3.bucket, "endpoint_url": self.s3.url, "prefix": DATASTORE_PREFIX}}
+
+    def multipart(self, with_a_part: bool = False) -> dict:
+        """A multipart upload started on the datastore's store, with its first part sent when asked."""
+        client, path = self.s3.client(), f"big-{next(self.counter)}.bin"
+        key = f"{DATASTORE_PREFIX}/{path}"
+        upload_id = client.create_multipart_upload(Bucket=self.s3.bucket, Key=key)["UploadId"]
+        body = {"path": path, "upload_id": upload_id}
+        if with_a_part:
+            etag = client.upload_part(Bucket=self.s3.bucket, Key=key, UploadId=upload_id, PartNumber=1,
+                                      Body=b"x")["ETag"]
+            body["parts"] = [{"part_number": 1, "etag": etag}]
+        return body
 
     def datastore(self) -> str:
         name = f"ds_{next(self.counter)}"
