@@ -168,20 +168,33 @@ class ApiClient:
                 time.sleep(backoff(number))
         raise AssertionError("unreachable")
 
+    def upload_part(self, url: str, source: str | os.PathLike, offset: int, length: int,
+                    progress: Progress | None = None) -> str:
+        """PUTs `length` bytes of a file from `offset` to a presigned URL of one part; returns its ETag."""
+        with open(source, "rb") as stream:
+            response = self._put(url, stream, offset, length, progress)
+        etag = response.headers.get("ETag")
+        if not etag:
+            raise ServiceUnavailableError(f"{_origin(url)} answered a part without its ETag")
+        return etag
+
     def _upload_stream(self, url: str, stream: BinaryIO, progress: Progress | None) -> int:
         if not _seekable(stream):
             stream = io.BytesIO(stream.read())  # a pipe can be sent once only: keep it for retries
         start = stream.tell()
         size = _remaining(stream, start)
+        self._put(url, stream, start, size, progress)
+        return size
 
-        def attempt() -> int:
+    def _put(self, url: str, stream: BinaryIO, start: int, size: int, progress: Progress | None) -> requests.Response:
+        def attempt() -> requests.Response:
             stream.seek(start)
             body = _ProgressReader(stream, size, progress) if size else b""
             headers = {"Content-Type": "application/octet-stream"}
             response = self._send(self._transfers, "PUT", url, data=body, headers=headers)
             if response.status_code >= 400:
                 raise _error(response.status_code, response.content, response.reason)
-            return size
+            return response
 
         return self.with_retries(attempt, True)
 
@@ -193,16 +206,19 @@ class ApiClient:
 
 
 class _ProgressReader:
-    """A file wrapper that requests streams in chunks, reporting each chunk it hands over."""
+    """A file wrapper that requests streams in chunks, reporting each chunk it hands over; it ends after
+    `size` bytes, so a part of a file is sent as its own body."""
 
     def __init__(self, stream: BinaryIO, size: int, progress: Progress | None):
         self._stream, self._size, self._progress = stream, size, progress
+        self._left = size
 
     def __len__(self) -> int:
         return self._size
 
     def read(self, amount: int = -1) -> bytes:
-        chunk = self._stream.read(amount)
+        chunk = self._stream.read(self._left if amount is None or amount < 0 else min(amount, self._left))
+        self._left -= len(chunk)
         if chunk and self._progress:
             self._progress(len(chunk))
         return chunk

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from nimbus.client import api_path
+from nimbus.datastore_files import DatastoreFiles
 
 if TYPE_CHECKING:
     from nimbus.workspace import Workspace
@@ -26,8 +27,9 @@ if TYPE_CHECKING:
 DEFAULT_NAME = "workspaceblobstore"
 
 
-class Datastore:
-    """A registered datastore; its details are fetched on first use (`refresh()` reads them again)."""
+class Datastore(DatastoreFiles):
+    """A registered datastore; its details are fetched on first use (`refresh()` reads them again). Its
+    files: upload, upload_files, download, list_files (datastore_files.py)."""
 
     def __init__(self, workspace: "Workspace", name: str, *, details: dict | None = None):
         self.workspace = workspace

@@ -9,18 +9,17 @@ library installed, so this module imports the HTTP client (and everything built 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from nimbus.exceptions import InvalidError
 from nimbus.model_path import get_model_path as _get_model_path
 from nimbus.progress import ProgressBar, wanted
+from nimbus.transfers import parallel
 
 if TYPE_CHECKING:
     from nimbus.workspace import Workspace
 
-PARALLEL_TRANSFERS = 4
 _FIELDS = ("name", "version", "id", "asset_path", "files", "total_bytes", "description", "framework",
            "framework_version", "tags", "properties", "aliases", "lineage", "deployments", "created", "created_by")
 
@@ -80,7 +79,7 @@ class Model:
                             {"files": [{"path": rel, "size": size} for rel, _, size in files]}, retry=True)
         urls = {item["path"]: item["url"] for item in reply["files"]}
         with ProgressBar(sum(size for _, _, size in files), model_name, enabled=wanted(show_progress)) as bar:
-            _parallel(lambda f: client.upload(urls[f[0]], f[1], bar.update), files)
+            parallel(lambda f: client.upload(urls[f[0]], f[1], bar.update), files)
         body = {"upload_id": reply["upload_id"], "tags": _strings(tags), "properties": _strings(properties),
                 "description": description, "framework": model_framework,
                 "framework_version": model_framework_version}
@@ -120,7 +119,7 @@ class Model:
             existing = [str(t) for t in targets if t.exists()]
             if existing and not exist_ok:
                 raise FileExistsError(f"{existing[0]} already exists; pass exist_ok=True to overwrite")
-            _parallel(lambda job: client.download(job[0]["url"], job[1], bar.update), list(_pairs(files, targets)))
+            parallel(lambda job: client.download(job[0]["url"], job[1], bar.update), list(_pairs(files, targets)))
         return str(directory / self.asset_path) if self.asset_path != "." else str(directory)
 
     def _download_zip(self, files: list[dict], target: Path, exist_ok: bool, progress) -> str:
@@ -240,8 +239,3 @@ def _tag_filters(tags: Mapping[str, Any] | Iterable[str | Sequence[str]] | None)
     return [entry if isinstance(entry, str) else "=".join(str(part) for part in entry) for entry in tags]
 
 
-def _parallel(task, jobs: list) -> list:
-    if len(jobs) <= 1:
-        return [task(job) for job in jobs]
-    with ThreadPoolExecutor(max_workers=PARALLEL_TRANSFERS, thread_name_prefix="nimbus-model") as pool:
-        return list(pool.map(task, jobs))

@@ -5,21 +5,20 @@ import os
 import sys
 import tempfile
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from nimbus.client import api_path
 from nimbus.exceptions import InvalidError
 from nimbus.progress import ProgressBar, wanted
 from nimbus.snapshot import extract
+from nimbus.transfers import folder_files, inside, open_no_follow, parallel
 
 if TYPE_CHECKING:
     from nimbus.workspace import Workspace
 
 PRESIGN_BATCH = 500  # the service signs at most this many paths per request
-PARALLEL_TRANSFERS = 4
 
 
 class RunOutputs:
@@ -58,12 +57,11 @@ class RunOutputs:
             for start in range(0, len(files), PRESIGN_BATCH):  # signed just before use: the URLs expire
                 urls = [u["url"] for u in self._upload_urls(targets[start:start + PRESIGN_BATCH])]
                 jobs = zip(urls, files[start:start + PRESIGN_BATCH])
-                sizes += _parallel(lambda job: self._upload_file(job[0], job[1], bar.update), jobs)
+                sizes += parallel(lambda job: self._upload_file(job[0], job[1], bar.update), jobs)
         return [{"path": target, "size": size} for target, size in zip(targets, sizes)]
 
     def _upload_file(self, url: str, source: Path, progress: Callable[[int], None]) -> int:
-        # Opened without following a link in its last step: one swapped in since the walk is refused.
-        with os.fdopen(os.open(source, os.O_RDONLY | os.O_NOFOLLOW), "rb") as stream:
+        with open_no_follow(source) as stream:
             return self.workspace.client.upload(url, stream, progress)
 
     def _upload_urls(self, paths: list[str]) -> list[dict]:
@@ -101,8 +99,8 @@ class RunOutputs:
         with ProgressBar(sum(f["size"] for f in files), prefix or self.id, enabled=wanted(show_progress)) as bar:
             if as_zip:
                 return self._download_zip(files, directory / f"{self.id}.zip", bar.update)
-            jobs = [(f["path"], _inside(directory, f["path"])) for f in files]
-            _parallel(lambda job: self._download_one(job[0], job[1], bar.update), jobs)
+            jobs = [(f["path"], inside(directory, f["path"])) for f in files]
+            parallel(lambda job: self._download_one(job[0], job[1], bar.update), jobs)
         return [str(target) for _, target in jobs]
 
     def _download_one(self, name: str, target: Path, progress: Callable[[int], None]) -> int:
@@ -123,50 +121,9 @@ class RunOutputs:
         return api_path("workspaces", self.workspace.name, "runs", self.id, "outputs", *more)
 
 
-def _inside(directory: Path, relative: str) -> Path:
-    """directory/relative, refusing any path that would land outside the directory."""
-    target = (directory / relative).resolve()
-    if not target.is_relative_to(directory.resolve()):
-        raise InvalidError(f"output path {relative!r} would be written outside {str(directory)!r}")
-    return directory / relative
-
-
 def _zip_time(modified: float | None) -> tuple:
     moment = datetime.fromtimestamp(modified) if modified else datetime.now()
     return max(moment, datetime(1980, 1, 1)).timetuple()[:6]
-
-
-
-def folder_files(root: Path) -> tuple[list[tuple[str, Path]], list[str]]:
-    """(relative POSIX path, the file to read) of every file under `root`, in path order, and the links
-    left out. Links are never followed out of `root`: one to a file inside it reads that file; one to a
-    file outside, to a folder or to nothing is left out."""
-    real_root = root.resolve()
-    found: list[tuple[str, Path]] = []
-    left_out: list[str] = []
-    for folder, folders, names in os.walk(root, followlinks=False):
-        here = Path(folder)
-        for entry in [*names, *(f for f in folders if (here / f).is_symlink())]:
-            path = here / entry
-            relative = path.relative_to(root).as_posix()
-            if not path.is_symlink():
-                if path.is_file():
-                    found.append((relative, path))
-                continue
-            target = path.resolve()
-            if target.is_relative_to(real_root) and target.is_file():
-                found.append((relative, target))
-            else:
-                left_out.append(relative)
-    return sorted(found), sorted(left_out)
-
-def _parallel(task: Callable[[Any], Any], jobs: Iterable[Any]) -> list[Any]:
-    """Runs transfers a few at a time; the first failure is raised once the others stop."""
-    jobs = list(jobs)
-    if len(jobs) <= 1:
-        return [task(job) for job in jobs]
-    with ThreadPoolExecutor(max_workers=PARALLEL_TRANSFERS, thread_name_prefix="nimbus-transfer") as pool:
-        return list(pool.map(task, jobs))
 
 
 def download_snapshot(run, output_directory: str | os.PathLike = ".", as_zip: bool = False) -> list[str] | str:

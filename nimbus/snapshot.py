@@ -11,7 +11,6 @@ import re
 import stat
 import zipfile
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
@@ -21,13 +20,13 @@ import pathspec
 from nimbus.client import CHUNK, ApiClient, api_path
 from nimbus.exceptions import InvalidError
 from nimbus.progress import human_size
+from nimbus.transfers import parallel
 
 DEFAULT_MAX_FILES = 2000
 DEFAULT_MAX_BYTES = 300 * 1024 * 1024
 IGNORE_FILES = (".amlignore", ".gitignore")  # in each folder, the first one present is the only one read
 ALWAYS_SKIPPED = ".git"
 DIGEST_BATCH = 1000  # digests asked about per request
-PARALLEL_UPLOADS = 4  # transfers in flight at once, both ways
 SHOWN_OFFENDERS = 5
 
 Progress = Callable[[int], None]
@@ -200,7 +199,8 @@ def upload(workspace_client: ApiClient, workspace_name: str, files: Sequence[Sna
         if progress:
             missing = {item["digest"] for item in reply.get("uploads") or []}
             progress(sum(f.size for f in batch if f.digest not in missing))
-        sent += sum(_parallel(lambda job: workspace_client.upload(job[0], job[1].abs_path, progress), jobs))
+        sent += sum(parallel(lambda job: workspace_client.upload(job[0], job[1].abs_path, progress), jobs,
+                             "nimbus-snapshot"))
     manifest = [{"path": f.path, "digest": f.digest, "size": f.size, "executable": f.executable}
                 for f in sorted(files, key=lambda f: f.path)]
     created = workspace_client.post(api_path("workspaces", workspace_name, "snapshots"), {"files": manifest},
@@ -209,11 +209,6 @@ def upload(workspace_client: ApiClient, workspace_name: str, files: Sequence[Sna
             "total_bytes": created.get("total_bytes", sum(f.size for f in files)), "uploaded_bytes": sent}
 
 
-def _parallel(task: Callable, jobs: list) -> list:
-    if len(jobs) <= 1:
-        return [task(job) for job in jobs]
-    with ThreadPoolExecutor(max_workers=PARALLEL_UPLOADS, thread_name_prefix="nimbus-snapshot") as pool:
-        return list(pool.map(task, jobs))
 
 
 # --- writing out -------------------------------------------------------------------------------------
@@ -252,8 +247,7 @@ def extract(files_with_urls: Iterable[Mapping], target_dir: str | os.PathLike, c
             _make_executable(target)
 
     # Snapshots are mostly small files: overlapping their round trips is what makes fetching fast.
-    with ThreadPoolExecutor(max_workers=PARALLEL_UPLOADS, thread_name_prefix="nimbus-snapshot") as pool:
-        list(pool.map(fetch, zip(files, targets)))  # raises the first failure
+    parallel(fetch, zip(files, targets), "nimbus-snapshot")  # raises the first failure
     return [str(target) for target in targets]
 
 

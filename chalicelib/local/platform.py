@@ -5,6 +5,7 @@ creates the workspace `default`. Every start rewrites the URL in that file so cl
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -50,7 +51,10 @@ def build(home: Path, host: str = "127.0.0.1", port: int = 8000):
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
     server = LocalServer(host, port, spool=home / SPOOL)
-    services = build_services(Settings(backend="local", home=home, public_url=server.url), local_workers=True)
+    # The operator's settings (NIMBUS_DATASTORE_ROOTS, NIMBUS_PRESIGN_SECONDS …), on this home and this URL.
+    settings = dataclasses.replace(Settings.from_env({**os.environ, "NIMBUS_BACKEND": "local"}), home=home,
+                                   public_url=server.url)
+    services = build_services(settings, local_workers=True)
     server.use(services)
     services.ctx.blobs.remove_abandoned_temporaries()  # writes a kill interrupted: never published, never listed
     credentials = bootstrap(services, home, server.url)

@@ -1,4 +1,5 @@
-"""`nimbus datastore ...`: a workspace's datastores (their access keys go to its secret store, never back)."""
+"""`nimbus datastore ...`: a workspace's datastores (their access keys go to its secret store, never back) and
+their files."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ from nimbus.cli.common import connect, output_option, workspace_option
 from nimbus.cli.output import emit
 from nimbus.cli.secret_input import read_secret
 from nimbus.datastore import Datastore
+from nimbus.progress import wanted
 
 COLUMNS = [("NAME", "name"), ("TYPE", "type"), ("DEFAULT", "is_default"), ("CREDENTIAL", "credential"),
            ("SETTINGS", "settings")]
@@ -127,3 +129,52 @@ def delete(name: str, workspace_name: str | None, output: str) -> None:
     """Forget datastore NAME and its keys; the data stays where it is."""
     Datastore(connect(workspace_name), name).unregister()
     emit(output, {"name": name, "deleted": True})
+
+
+@datastore.command("upload")
+@click.argument("name")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--target-path", default="", help="The folder on the datastore (default: its root).")
+@click.option("--overwrite", is_flag=True, help="Replace files the datastore holds (otherwise they are skipped).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
+@workspace_option
+@output_option
+def upload(name: str, source: Path, target_path: str, overwrite: bool, progress: bool | None,
+           workspace_name: str | None, output: str) -> None:
+    """Upload SOURCE (a folder, keeping relative paths, or one file) to datastore NAME."""
+    store = Datastore(connect(workspace_name), name)
+    if source.is_dir():
+        sent = store.upload(source, target_path, overwrite=overwrite, show_progress=wanted(progress))
+    else:
+        sent = store.upload_files([source], target_path=target_path, overwrite=overwrite,
+                                  show_progress=wanted(progress))
+    emit(output, sent if output == "json" else f"{len(sent)} file(s) uploaded to {name}")
+
+
+@datastore.command("download")
+@click.argument("name")
+@click.option("--prefix", default="", help="Only files whose path starts so.")
+@click.option("-d", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Where to write the files.")
+@click.option("--overwrite", is_flag=True, help="Replace local files (otherwise they are kept).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
+@workspace_option
+@output_option
+def download(name: str, prefix: str, output_dir: Path, overwrite: bool, progress: bool | None,
+             workspace_name: str | None, output: str) -> None:
+    """Download datastore NAME's files (under --prefix), keeping their paths."""
+    count = Datastore(connect(workspace_name), name).download(output_dir, prefix, overwrite=overwrite,
+                                                              show_progress=wanted(progress))
+    emit(output, {"files": count, "output_dir": str(output_dir)} if output == "json"
+         else f"{count} file(s) written under {output_dir}")
+
+
+@datastore.command("ls")
+@click.argument("name")
+@click.option("--prefix", default="", help="Only files whose path starts so.")
+@workspace_option
+@output_option
+def list_files(name: str, prefix: str, workspace_name: str | None, output: str) -> None:
+    """The files of datastore NAME."""
+    emit(output, Datastore(connect(workspace_name), name).list_files(prefix),
+         [("PATH", "path"), ("SIZE", "size"), ("MODIFIED", "modified")])

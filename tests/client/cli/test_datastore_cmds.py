@@ -48,3 +48,21 @@ def test_a_key_file_without_an_id_is_a_usage_error(nimbus, tmp_path):
     result = nimbus("datastore", "register-s3", "lake", "--bucket", "data", "--secret-access-key-file",
                     str(secret_file))
     assert result.exit_code == 2 and "--access-key-id" in result.stderr
+
+
+def test_files_go_up_are_listed_and_come_down(nimbus, platform, tmp_path):
+    source = tmp_path / "data"
+    (source / "images").mkdir(parents=True)
+    (source / "train.csv").write_text("a,b\n1,2\n")
+    (source / "images" / "cat.png").write_bytes(b"\x89PNG")
+    sent = nimbus("datastore", "upload", "workspaceblobstore", str(source), "--target-path", "iris")
+    assert sent.exit_code == 0 and "2 file(s) uploaded" in sent.stdout
+    one = nimbus("datastore", "upload", "workspaceblobstore", str(source / "train.csv"), "-o", "json", json_output=True)
+    assert one == [{"path": "train.csv", "size": 8}]
+    listing = nimbus("datastore", "ls", "workspaceblobstore", "--prefix", "iris/")
+    assert [line.split()[0] for line in listing.stdout.splitlines()] == ["PATH", "iris/images/cat.png", "iris/train.csv"]
+    got = nimbus("datastore", "download", "workspaceblobstore", "--prefix", "iris", "-d", str(tmp_path / "copy"),
+                 "-o", "json", json_output=True)
+    assert got["files"] == 2 and (tmp_path / "copy" / "iris" / "train.csv").read_text() == "a,b\n1,2\n"
+    again = nimbus("datastore", "download", "workspaceblobstore", "--prefix", "iris", "-d", str(tmp_path / "copy"))
+    assert "0 file(s) written" in again.stdout

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 
-from nimbus.run_outputs import RunOutputs, folder_files
+from nimbus.run_outputs import RunOutputs
+from nimbus.transfers import folder_files
 
 
 class RecordingClient:
