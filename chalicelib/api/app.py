@@ -3,8 +3,8 @@
 The repository's app.py hands this app to Chalice; the local platform serves the same object.
 """
 from chalicelib.api import (
-    admin, audit, batch_events, compute, datastores, endpoints, environments, experiments, identity, openapi,
-    registry, runs, secrets, snapshots, tracking, workspaces,
+    admin, audit, batch_events, compute, datasets, datastores, endpoints, environments, experiments, identity,
+    openapi, registry, runs, secrets, snapshots, tracking, workspaces,
 )
 from chalicelib.api.application import NimbusChalice
 from chalicelib.api.routing import framework_errors_middleware
@@ -15,5 +15,5 @@ app.register_middleware(http_middleware, "http")
 app.register_middleware(framework_errors_middleware, "http")
 for blueprint in (admin.bp, audit.bp, identity.bp, workspaces.bp, experiments.bp, runs.bp, snapshots.bp, tracking.bp,
                   registry.bp, endpoints.bp, compute.bp, environments.bp, secrets.bp,
-                  datastores.bp, batch_events.bp, openapi.bp):
+                  datastores.bp, datasets.bp, batch_events.bp, openapi.bp):
     app.register_blueprint(blueprint)

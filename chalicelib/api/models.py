@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from chalicelib.domain.validation import EXPERIMENT_NAME, USER_NAME, WORKSPACE_NAME
 from chalicelib.services.compute_settings import TYPES as COMPUTE_TYPES
 from chalicelib.services.compute_targets import NAME as COMPUTE_NAME
+from chalicelib.services.datasets import NAME as DATASET_NAME
 from chalicelib.services.datastores import NAME as DATASTORE_NAME
 from chalicelib.services.outputs import IMAGE_EXTENSIONS
 from chalicelib.services.workspace_secrets import SECRET_NAME
@@ -232,6 +233,28 @@ class CompleteUpload(MultipartUpload):
 
 class DownloadFromDatastore(Body):
     paths: list[str] = Field(min_length=1, max_length=500)
+
+
+class DatasetPath(Body):
+    datastore: str = Field(max_length=255, json_schema_extra=checked_as(DATASTORE_NAME))
+    path: str = Field(min_length=1, max_length=1024, description="a file, a folder or a glob (*, ?, [..], **)")
+
+
+class RegisterDataset(Body):
+    name: str = Field(max_length=255, json_schema_extra=checked_as(DATASET_NAME))
+    type: Literal["file", "tabular"]
+    paths: list[DatasetPath] = Field(min_length=1, max_length=100)
+    format: Literal["delimited", "parquet", "json_lines"] | None = Field(
+        default=None, description="tabular only (default: delimited)")
+    options: dict[str, Any] = Field(default_factory=dict, max_length=10,
+                                    description="delimited: separator, header, encoding")
+    description: str = Field(default="", max_length=5000)
+    tags: dict[str, str] = Field(default_factory=dict)
+    create_new_version: bool = False
+
+
+class DatasetFiles(Body):
+    files: list[DatasetPath] = Field(min_length=1, max_length=500)
 
 
 class AppendLog(Body):

@@ -26,11 +26,11 @@ class Answer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def absent(description: str = ""):
+def absent(description: str = "", alias: str | None = None):
     """A field left out of the answer when it has no value (so neither required nor nullable)."""
     def drop_default(schema: dict) -> None:
         schema.pop("default", None)
-    return Field(default=None, description=description or None, json_schema_extra=drop_default)
+    return Field(default=None, description=description or None, json_schema_extra=drop_default, alias=alias)
 
 
 class Paged(Answer):
@@ -624,6 +624,101 @@ class UploadAborted(Answer):
 
 class DatastoreDownloads(Answer):
     downloads: list[OutputDownload]
+
+
+# --- datasets -----------------------------------------------------------------------------------
+class DatasetSource(Answer):
+    datastore: str
+    path: str
+
+
+class DatasetColumn(Answer):
+    name: str
+    type: str
+
+
+class DatasetPreview(Answer):
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+class ColumnProfile(Answer):
+    name: str
+    type: str
+    missing: int = Field(description="nulls, and NaN in floating-point columns")
+    distinct: int = Field(description="distinct values that are not null")
+    min: Any = absent("ordered types: numbers, text, times, booleans")
+    max: Any = absent("ordered types")
+    mean: Number | None = absent("numbers")
+
+
+class DatasetVersion(Answer):
+    name: str
+    version: int
+    type: str = Field(description="file or tabular")
+    paths: list[DatasetSource]
+    format: str | None = Field(description="tabular: delimited, parquet or json_lines")
+    options: dict[str, Any]
+    fingerprint: str = Field(description="sha256 of the listing: each file's datastore, path, size and store tag")
+    file_count: int
+    total_bytes: int
+    row_count: int | None
+    description: str
+    tags: dict[str, str]
+    created: Timestamp
+    created_by: str
+    # `schema` would shadow a pydantic method: the field is named so in JSON only.
+    schema_: list[DatasetColumn] | None = absent("tabular, in one version's answer: the columns", alias="schema")
+    preview: DatasetPreview | None = absent("tabular: the first rows")
+    profile: list[ColumnProfile] | None = absent("tabular: one entry per column")
+    existing: bool | None = absent("on registering: true when this definition over the same data was a version already")
+
+
+class DatasetVersionList(Answer):
+    versions: list[DatasetVersion]
+
+
+class DatasetList(Answer):
+    datasets: list[DatasetVersion] = Field(description="each dataset's latest version")
+
+
+class DatasetFile(Answer):
+    datastore: str
+    path: str
+    size: int
+
+
+class DatasetFilePage(Paged):
+    files: list[DatasetFile]
+
+
+class DatasetDownload(Answer):
+    datastore: str
+    path: str
+    size: int
+    url: str
+
+
+class DatasetDownloads(Answer):
+    downloads: list[DatasetDownload]
+
+
+class DatasetVerification(Answer):
+    name: str
+    version: int
+    matches: bool
+    fingerprint: str
+    current_fingerprint: str | None = Field(description="null: the paths match no file now")
+    changed: list[DatasetSource] = Field(description="the first 100 of each list")
+    added: list[DatasetSource]
+    removed: list[DatasetSource]
+    counts: dict[str, int]
+
+
+class DatasetVersionDeleted(Answer):
+    name: str
+    version: int
+    deleted: bool
 
 
 # --- the audit log ------------------------------------------------------------------------------

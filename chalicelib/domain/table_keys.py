@@ -205,3 +205,27 @@ DATASTORE_PREFIX = "DATASTORE#"
 def datastore(workspace_name: str, name: str) -> Key:
     """A registered datastore's connection information; its credentials live in the Secrets port."""
     return Key(f"WS#{workspace_name}", f"DATASTORE#{name}")
+
+
+# --- datasets (docs/datasets.md) --------------------------------------------------------------------
+DATASET_PREFIX = "DATASET#"
+DATASET_VERSION_PREFIX = "DATASETV#"
+
+
+def dataset(workspace_name: str, name: str) -> Key:
+    """A dataset's name: its latest version, description; the versions are items of their own."""
+    return Key(f"WS#{workspace_name}", f"DATASET#{name}")
+
+
+def dataset_version(workspace_name: str, name: str, version: int) -> Key:
+    return Key(f"WS#{workspace_name}", f"{DATASET_VERSION_PREFIX}{name}#{version:010d}")
+
+
+def dataset_versions_prefix(name: str) -> str:
+    """Names never hold '#', so one dataset's prefix cannot match another's."""
+    return f"{DATASET_VERSION_PREFIX}{name}#"
+
+
+def dataset_identity(workspace_name: str, name: str, identity: str) -> Key:
+    """Which version a definition over unchanged data became: registering it again answers that version."""
+    return Key(f"WS#{workspace_name}", f"DATASETID#{name}#{identity}")

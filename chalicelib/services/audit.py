@@ -31,7 +31,7 @@ ACTIONS = frozenset({
     "environment_version.created", "environment_version.replaced",
     "secret.set", "secret.deleted", "secret.read",
     "datastore.registered", "datastore.replaced", "datastore.credentials_updated", "datastore.default_set",
-    "datastore.deleted",
+    "datastore.deleted", "dataset_version.registered", "dataset_version.deleted",
 })
 # Detail names that would hold a secret: an entry names what changed, never a credential's value.
 _SECRET_DETAILS = frozenset({"token", "secret", "key", "keys", "primary", "secondary", "password", "value"})

@@ -9,6 +9,7 @@ from chalicelib.domain.context import Context
 from chalicelib.hosting.port import FunctionHost
 from chalicelib.services.compute_targets import ComputeTargets, Provisioner
 from chalicelib.services.audit import Audit
+from chalicelib.services.datasets import Datasets
 from chalicelib.services.datastore_files import DatastoreFiles
 from chalicelib.services.datastores import DatastoreAccess, Datastores
 from chalicelib.services.deployments import Deployments
@@ -83,6 +84,10 @@ class Services:
     @property
     def datastore_files(self) -> DatastoreFiles:
         return DatastoreFiles(self.ctx, self.datastores, self.datastore_access)
+
+    @property
+    def datasets(self) -> Datasets:
+        return Datasets(self.ctx, self.datastore_files)
 
     @property
     def audit(self) -> Audit:

@@ -48,7 +48,7 @@ class DatastoreFiles:
             if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_FILE:
                 raise Invalid(f"files[{index}].size must be a byte count from 0 to 5 TiB", field=f"files[{index}].size")
             wanted.append((target + path, size, index))
-        blobs, base = self._open(workspace, name)
+        blobs, base = self.open(workspace, name)
         for path, size, index in wanted:
             if size > MAX_SINGLE_UPLOAD and not blobs.multipart:
                 raise Invalid(f"files[{index}].size: this datastore takes files of at most 5 GiB",
@@ -74,7 +74,7 @@ class DatastoreFiles:
         for index, number in enumerate(numbers):
             if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_PARTS:
                 raise Invalid(f"part_numbers[{index}] must be from 1 to {MAX_PARTS}", field=f"part_numbers[{index}]")
-        blobs, base = self._open(workspace, name)
+        blobs, base = self.open(workspace, name)
         expires = self.ctx.settings.presign_seconds
         return {"parts": [{"part_number": n, "url": blobs.presign_part(base + path, upload_id, n, expires)}
                           for n in numbers]}
@@ -95,7 +95,7 @@ class DatastoreFiles:
                 raise Invalid(f"parts[{index}].etag must be the ETag the store answered for the part",
                               field=f"parts[{index}].etag")
             listed.append((number, etag))
-        blobs, base = self._open(workspace, name)
+        blobs, base = self.open(workspace, name)
         blobs.complete_multipart(base + path, upload_id, listed)
         found = blobs.find(base + path)
         return {"path": path, "size": found.size if found else None}
@@ -103,7 +103,7 @@ class DatastoreFiles:
     def abort(self, workspace: str, name: str, path: str, upload_id: str) -> dict:
         check_output_path(path if isinstance(path, str) else "", "path")
         _check_upload_id(upload_id)
-        blobs, base = self._open(workspace, name)
+        blobs, base = self.open(workspace, name)
         blobs.abort_multipart(base + path, upload_id)
         return {"path": path, "aborted": True}
 
@@ -114,7 +114,7 @@ class DatastoreFiles:
         check_page_size(max_results)
         if prefix:
             check_output_path(prefix.rstrip("/"), "prefix")
-        blobs, base = self._open(workspace, name)
+        blobs, base = self.open(workspace, name)
         state = decode_page_token(page_token) or {}
         after = state.get("a")
         if after is not None and (not isinstance(after, str) or not after.startswith(base)):
@@ -128,7 +128,7 @@ class DatastoreFiles:
         if not isinstance(paths, list) or not 1 <= len(paths) <= MAX_FILES_PER_REQUEST:
             raise Invalid(f"paths must list 1-{MAX_FILES_PER_REQUEST} files", field="paths")
         checked = [check_output_path(p if isinstance(p, str) else "", f"paths[{i}]") for i, p in enumerate(paths)]
-        blobs, base = self._open(workspace, name)
+        blobs, base = self.open(workspace, name)
         expires = self.ctx.settings.presign_seconds
         downloads = []
         for path in checked:
@@ -139,7 +139,7 @@ class DatastoreFiles:
         return {"downloads": downloads}
 
     # --- helpers --------------------------------------------------------------------------------
-    def _open(self, workspace: str, name: str) -> tuple[Blobs, str]:
+    def open(self, workspace: str, name: str) -> tuple[Blobs, str]:
         """The store behind the datastore, and the key prefix of its root."""
         item = self.datastores.record(workspace, name)
         if item["type"] == "blob":

@@ -221,7 +221,7 @@ class Datastores:
             raise Conflict(f"datastore {name!r} is the workspace's default; set another default first", field="name")
         if item.get("dataset_versions"):
             raise Conflict(f"datastore {name!r} is referenced by {item['dataset_versions']} registered dataset "
-                           "version(s); delete them first", field="name")
+                           f"version(s) ({self._referencing(workspace, name)}); unregister them first", field="name")
         current_default = record.get("default_datastore")
         default_unchanged = (attr_eq("default_datastore", current_default) if current_default
                              else attr_absent("default_datastore"))
@@ -239,6 +239,13 @@ class Datastores:
         return {"name": name, "deleted": True}
 
     # --- helpers --------------------------------------------------------------------------------
+    def _referencing(self, workspace: str, name: str) -> str:
+        """The dataset versions that read a datastore, named for a refusal (one partition's Query)."""
+        query = Query(table_keys.workspace_pk(workspace), sk_prefix=table_keys.DATASET_VERSION_PREFIX)
+        found = [f"{item['name']}:{item['version']}" for item in self.ctx.table.query_all(query)
+                 if name in item.get("datastores", ())]
+        return ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+
     def _location(self, principal: Principal, kind: str, settings: dict[str, Any],
                   credentials: dict[str, str] | None) -> dict:
         if not isinstance(settings, dict):

@@ -18,7 +18,8 @@ from chalicelib.store.table import (
 )
 
 # Partitions a workspace holds besides its members; any of them blocks a plain delete.
-_CONTENT_PREFIXES = ("EXP#", "SNAPSHOT#", "MODEL#", "ENDPOINT#", "COMPUTE#", "ENVNAME#", "SECRET#", "DATASTORE#")
+_CONTENT_PREFIXES = ("EXP#", "SNAPSHOT#", "MODEL#", "ENDPOINT#", "COMPUTE#", "ENVNAME#", "SECRET#", "DATASTORE#",
+                     "DATASET#")
 
 
 class Workspaces:

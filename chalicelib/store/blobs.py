@@ -15,6 +15,9 @@ class BlobInfo:
     key: str
     size: int
     modified: float  # seconds since the epoch
+    # What the store says identifies this content without reading it: S3's ETag, a local file's inode and
+    # mtime in nanoseconds (a rewrite through rename gets a new inode). Fingerprints are built from it.
+    tag: str | None = None
 
 
 @dataclass

@@ -60,7 +60,7 @@ class LocalBlobs(Blobs):
             stat = self._path(key).stat()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return BlobInfo(key, stat.st_size, stat.st_mtime) if S_ISREG(stat.st_mode) else None
+        return BlobInfo(key, stat.st_size, stat.st_mtime, _tag(stat)) if S_ISREG(stat.st_mode) else None
 
     def list(self, prefix: str, start_after: str | None = None, limit: int = 1000) -> BlobPage:
         limit = max(1, min(limit, MAX_PAGE))
@@ -229,7 +229,7 @@ class LocalBlobs(Blobs):
                 yield from self._walk(Path(entry.path), key, prefix, start_after)
             elif key.startswith(prefix) and key > start_after and entry.is_file(follow_symlinks=False):
                 stat = entry.stat(follow_symlinks=False)
-                yield BlobInfo(key, stat.st_size, stat.st_mtime)
+                yield BlobInfo(key, stat.st_size, stat.st_mtime, _tag(stat))
 
     def _presign(self, op: str, key: str, expires_in: int) -> str:
         check_key(key)
@@ -247,6 +247,10 @@ class LocalBlobs(Blobs):
         if self._key is None:
             self._key = _load_or_create_key(self.signing_key_file)
         return self._key
+
+
+def _tag(stat: os.stat_result) -> str:
+    return f"{stat.st_ino}-{stat.st_mtime_ns}"
 
 
 def _load_or_create_key(path: Path) -> bytes:

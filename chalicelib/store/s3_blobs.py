@@ -56,7 +56,7 @@ class S3Blobs(Blobs):
                 head = self.client.head_object(Bucket=self.bucket, Key=key)
         except NotFound:
             return None
-        return BlobInfo(key, head["ContentLength"], head["LastModified"].timestamp())
+        return BlobInfo(key, head["ContentLength"], head["LastModified"].timestamp(), head.get("ETag"))
 
     def list(self, prefix: str, start_after: str | None = None, limit: int = 1000) -> BlobPage:
         args = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": max(1, min(limit, _MAX_KEYS))}
@@ -64,7 +64,8 @@ class S3Blobs(Blobs):
             args["StartAfter"] = start_after
         with _translated(prefix):
             response = self.client.list_objects_v2(**args)
-        blobs = [BlobInfo(o["Key"], o["Size"], o["LastModified"].timestamp()) for o in response.get("Contents", [])]
+        blobs = [BlobInfo(o["Key"], o["Size"], o["LastModified"].timestamp(), o.get("ETag"))
+                 for o in response.get("Contents", [])]
         more = response.get("IsTruncated") and blobs
         return BlobPage(blobs, blobs[-1].key if more else None)
 

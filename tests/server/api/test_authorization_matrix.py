@@ -60,6 +60,7 @@ DEMOTED_NAME, DEPARTED_NAME = "demoted", "departed"  # contributors who submitte
 SECRET_NAME = "db-password"
 DATASTORE_NAME = "research"
 DATASTORE_PREFIX = "matrix"
+DATASET_NAME = "seeds"
 UNKNOWN_TOKEN = "nmb_" + "A" * 43  # well-formed, never issued
 SCORE_PY = b'''import json
 
@@ -173,6 +174,8 @@ COMPUTES = "/v1/workspaces/{workspace}/computes"
 SNAPSHOTS = "/v1/workspaces/{workspace}/snapshots"
 SECRETS = "/v1/workspaces/{workspace}/secrets"
 DATASTORES = "/v1/workspaces/{workspace}/datastores"
+DATASETS = "/v1/workspaces/{workspace}/datasets"
+DATASET_VERSION = DATASETS + "/{name}/versions/{version}"
 ITS_RUN, ANY_RUN = RunTokens.ITS_RUN, RunTokens.ANY_RUN
 ENV_DEFINITION = {"python": "3.11", "pip": ["numpy>=1.26"]}
 
@@ -296,6 +299,17 @@ DECLARED: dict[tuple[str, str], Declared] = {
                                                               body=lambda w, c: w.multipart(with_a_part=True)),
     ("POST", DATASTORES + "/{name}/uploads/abort"): Declared(member("contributor", ANY_RUN),
                                                            body=lambda w, c: w.multipart()),
+    # datasets: registered by contributors (and runs), read by readers (and runs), unregistered by contributors
+    ("POST", DATASETS): Declared(member("contributor", ANY_RUN), body=lambda w, c: {
+        "name": w.unique("ds"), "type": "file", "paths": [{"datastore": DATASTORE_NAME, "path": "seed.csv"}]}),
+    ("GET", DATASETS): Declared(member("reader", ANY_RUN)),
+    ("GET", DATASETS + "/{name}/versions"): Declared(member("reader", ANY_RUN)),
+    ("GET", DATASET_VERSION): Declared(member("reader", ANY_RUN)),
+    ("GET", DATASET_VERSION + "/files"): Declared(member("reader", ANY_RUN)),
+    ("POST", DATASET_VERSION + "/downloads"): Declared(member("reader", ANY_RUN), body={
+        "files": [{"datastore": DATASTORE_NAME, "path": "seed.csv"}]}),
+    ("GET", DATASET_VERSION + "/verification"): Declared(member("reader", ANY_RUN)),
+    ("DELETE", DATASET_VERSION): Declared(member("contributor"), fresh=lambda w, c: w.dataset_version()),
     ("GET", "/v1/workspaces/{workspace}/default-datastore"): Declared(member("reader")),
     ("PUT", "/v1/workspaces/{workspace}/default-datastore"): Declared(member("contributor"),
                                                                       body={"name": "workspaceblobstore"}),
@@ -331,6 +345,8 @@ class World:
         services.workspace_secrets.set(self.principals[OWNER_NAME], WS, SECRET_NAME, "s3cr3t-value")
         self.ok("POST", f"{base}/datastores", self.datastore_body(DATASTORE_NAME), owner)
         self.s3.client().put_object(Bucket=self.s3.bucket, Key=f"{DATASTORE_PREFIX}/seed.csv", Body=b"a,b\n")
+        self.ok("POST", f"{base}/datasets", {"name": DATASET_NAME, "type": "file",
+                                              "paths": [{"datastore": DATASTORE_NAME, "path": "seed.csv"}]}, owner)
 
         # A snapshot holding the scoring script, and an instance target whose agent claims run A
         digest = hashlib.sha256(SCORE_PY).hexdigest()
@@ -439,7 +455,7 @@ class World:
     def path_params(self, path: str, caller: Caller) -> dict[str, str]:
         """Existing objects for every path parameter, so a permitted caller never meets a 404."""
         names = {"/models/": "doubler", "/environments/": "env", "/computes/": "agents", "/secrets/": SECRET_NAME,
-                 "/datastores/": DATASTORE_NAME}
+                 "/datastores/": DATASTORE_NAME, "/datasets/": DATASET_NAME}
         return {"workspace": WS, "run_id": self.run_of(caller), "experiment": "exp", "endpoint": "calc",
                 "deployment": "blue",
                 "stream": "stdout", "snapshot_id": self.snapshot_id, "alias": "prod", "version": "1",
@@ -516,6 +532,13 @@ class World:
         self.services.datastores.register(self.principals[OWNER_NAME], WS, name, "s3", body["settings"],
                                           body["credentials"])
         return name
+
+    def dataset_version(self) -> dict[str, str]:
+        """A dataset of its own with one version, for a caller that unregisters it."""
+        name = self.unique("gone-ds")
+        self.services.datasets.register(self.principals[OWNER_NAME], WS, name, "file",
+                                        [{"datastore": DATASTORE_NAME, "path": "seed.csv"}])
+        return {"name": name, "version": "1"}
 
     def compute(self) -> str:
         name = self.unique("box")
