@@ -18,10 +18,11 @@ from nimbus.version import __version__
 # scoring function runs `from nimbus import Model` where only the standard library may be installed.
 _LAZY = {"Workspace": "nimbus.workspace", "Experiment": "nimbus.experiment", "Run": "nimbus.experiment",
          "ScriptRunConfig": "nimbus.runconfig", "Model": "nimbus.model", "ComputeTarget": "nimbus.compute_target",
-         "Environment": "nimbus.environment", "Datastore": "nimbus.datastore"}
+         "Environment": "nimbus.environment", "Datastore": "nimbus.datastore",
+         "Dataset": "nimbus.dataset"}
 
 __all__ = [
-    "Workspace", "Experiment", "Run", "ScriptRunConfig", "Model", "ComputeTarget", "Environment", "Datastore",
+    "Workspace", "Experiment", "Run", "ScriptRunConfig", "Model", "ComputeTarget", "Environment", "Datastore", "Dataset",
     "NimbusError", "ConfigurationError", "InvalidError", "AuthenticationError", "ForbiddenError", "NotFoundError",
     "ConflictError", "TooLargeError", "ServiceUnavailableError", "InternalServerError", "__version__",
 ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from nimbus.client import ApiClient, api_path
 from nimbus.config import resolve
+from nimbus.dataset import Dataset, FileDataset, TabularDataset
 from nimbus.datastore import Datastore
 from nimbus.exceptions import ConflictError
 from nimbus.keyvault import Keyvault
@@ -84,6 +85,11 @@ class Workspace:
     def datastores(self) -> dict[str, "Datastore"]:
         """Every datastore of the workspace, by name."""
         return {datastore.name: datastore for datastore in Datastore.list(self)}
+
+    @property
+    def datasets(self) -> dict[str, "FileDataset | TabularDataset"]:
+        """Every dataset's latest version, by name."""
+        return {dataset.name: dataset for dataset in Dataset.list(self)}
 
     def get_default_datastore(self) -> "Datastore":
         return Datastore.get_default(self)

@@ -6,6 +6,7 @@ import click
 from nimbus.cli.admin_cmds import token, user
 from nimbus.cli.common import NimbusGroup
 from nimbus.cli.compute_cmds import agent, compute
+from nimbus.cli.dataset_cmds import dataset
 from nimbus.cli.datastore_cmds import datastore
 from nimbus.cli.endpoint_cmds import deploy, endpoint
 from nimbus.cli.environment_cmds import environment
@@ -28,5 +29,5 @@ def cli() -> None:
 
 
 for command in (up, login, whoami, workspace, experiment, run, user, token, deploy, endpoint, model,
-                environment, compute, agent, secret, datastore):
+                environment, compute, agent, secret, datastore, dataset):
     cli.add_command(command)
