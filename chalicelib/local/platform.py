@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from chalicelib.errors import Conflict
+from chalicelib.local.heap import Heap
 from chalicelib.settings import Settings
 from chalicelib.wiring import build_services
 from nimbus.runtime.private_files import write_private
@@ -76,7 +77,10 @@ def _interrupt(*_):
 
 
 def serve(home: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
+    heap = Heap()
+    heap.limit_arenas()  # before build() starts the platform's threads
     server, credentials = build(home, host, port)
+    heap.start_trimming()
     signal.signal(signal.SIGTERM, _interrupt)
     print(f"Nimbus is running at {server.url}  (workspace 'default'; admin token in {Path(home) / CREDENTIALS})",
           flush=True)
@@ -87,5 +91,6 @@ def serve(home: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        heap.stop()
         server.server_close()
         stop(server.services)
