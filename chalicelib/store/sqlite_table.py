@@ -44,6 +44,9 @@ _TOP = chr(0x10FFFF)  # sorts after every continuation of a prefix (SQLite compa
 _INDEX_COLUMNS = [a for pair in schema.INDEXES.values() for a in pair]
 
 
+PAGE_CACHE_KIB = 256
+
+
 class SqliteTable(Table):
     def __init__(self, path: Path | str):
         self.path = str(path)
@@ -67,6 +70,10 @@ class SqliteTable(Table):
             db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a committed transaction survives a process crash (kill -9).
             db.execute("PRAGMA synchronous=NORMAL")
+            # Each thread's connection has a page cache of its own (2 MiB by default), and a dozen of them
+            # fill as the file grows: a small one keeps the platform's memory flat, and the pages it
+            # misses come from the operating system's cache.
+            db.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
             self._local.db = db
         return db
 
