@@ -19,8 +19,10 @@ Downloads go through a local cache keyed by the version's fingerprint (NIMBUS_CA
 """
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from nimbus.workspace import Workspace
 
 BATCH = 500  # the service signs at most this many files per request
+INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+INPUTS_ENV = "NIMBUS_INPUT_DATASETS"  # set by the runner (nimbus/runtime/run_inputs.py)
 
 
 def cache_root(environ=os.environ) -> Path:
@@ -104,15 +108,37 @@ class _Dataset:
         `added` and `removed` say what moved."""
         return self.workspace.client.get(self._path("verification"))
 
+    def runs(self) -> list[dict]:
+        """The runs that read this version ({run_id, input, at}), in the order they were submitted."""
+        return self.workspace.client.get(self._path("runs"))["runs"]
+
     def unregister(self) -> None:
         """Unregisters this version; the data stays where it is."""
         self.workspace.client.request("DELETE", self._path())
+
+    def as_named_input(self, name: str) -> "DatasetConsumptionConfig":
+        """This version as an input of a submitted run, under `name`: put it in a ScriptRunConfig's
+        arguments (it becomes the files' local folder there) or inputs, then read
+        Run.get_context().input_datasets[name] in the script."""
+        return DatasetConsumptionConfig(name, self)
+
+    def as_download(self) -> "DatasetConsumptionConfig":
+        """As an input named after the dataset, downloaded."""
+        return self.as_named_input(self.name or "input").as_download()
+
+    def as_mount(self) -> "DatasetConsumptionConfig":
+        return self.as_named_input(self.name or "input").as_mount()
 
     def files(self) -> list[dict]:
         """The version's files as registered: [{datastore, path, size}]."""
         return list(self.workspace.client.paged(self._path("files"), "files", {"max_results": 1000}))
 
     # --- the data on this machine ---------------------------------------------------------------
+    def is_cached(self) -> bool:
+        """Whether this machine's cache holds every file of the version (a download then fetches nothing)."""
+        folder = cache_root() / "datasets" / self.fingerprint
+        return folder.is_dir() and all(_cached(folder, f) for f in self.files())
+
     def _fetch(self, show_progress: bool | None = None) -> tuple[Path, list[dict]]:
         """The version's files in the local cache (fetching only what it lacks): (its folder, the files)."""
         files = self.files()
@@ -223,6 +249,56 @@ def _row_count(count: int) -> int:
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise InvalidError("count must be a whole number from 0")
     return count
+
+
+class DatasetConsumptionConfig:
+    """A registered dataset version as a run's named input, and how the run gets it: `download` (its
+    files in a folder before the script starts), `mount` (the same where no FUSE mount is made, said in
+    the run's log), or `direct` (the dataset itself: a TabularDataset to read)."""
+
+    MODES = ("direct", "download", "mount")
+
+    def __init__(self, name: str, dataset: "_Dataset", mode: str = "direct"):
+        if not isinstance(name, str) or not INPUT_NAME.fullmatch(name):
+            raise InvalidError(f"input name {name!r} must be 1-64 letters, digits and '_', not starting with a digit")
+        if dataset._details is None:
+            raise InvalidError("a run's input is a registered dataset: register it first")
+        if mode not in self.MODES:
+            raise InvalidError(f"mode must be one of {', '.join(self.MODES)}")
+        self.name, self.dataset, self.mode = name, dataset, mode
+
+    def as_download(self) -> "DatasetConsumptionConfig":
+        return DatasetConsumptionConfig(self.name, self.dataset, "download")
+
+    def as_mount(self) -> "DatasetConsumptionConfig":
+        return DatasetConsumptionConfig(self.name, self.dataset, "mount")
+
+    @property
+    def placeholder(self) -> str:
+        """What stands for the input in a run's arguments until the runner puts the local path there."""
+        return input_placeholder(self.name)
+
+    def to_wire(self) -> dict:
+        return {"name": self.name, "dataset": self.dataset.name, "version": self.dataset.version, "mode": self.mode}
+
+    def __repr__(self) -> str:
+        return f"DatasetConsumptionConfig(name={self.name!r}, dataset={self.dataset.id!r}, mode={self.mode!r})"
+
+
+def input_placeholder(name: str) -> str:
+    return "${{inputs." + name + "}}"
+
+
+def input_entries(environ=os.environ) -> dict[str, dict]:
+    """A submitted run's inputs as its runner made them ready ({name: {dataset, version, mode, type, path}})."""
+    text = environ.get(INPUTS_ENV)
+    if not text:
+        return {}
+    try:
+        entries = json.loads(text)
+    except ValueError:
+        raise InvalidError(f"{INPUTS_ENV} is not the JSON the runner writes") from None
+    return entries if isinstance(entries, dict) else {}
 
 
 # --- making and finding datasets --------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from nimbus import metrics_buffer, snapshot
 from nimbus.client import ApiClient, api_path
+from nimbus.dataset import Dataset, input_entries
 from nimbus.exceptions import ConfigurationError, NimbusError, NotFoundError
 from nimbus.keyvault import check_secret_name
 from nimbus.model import Model
@@ -303,6 +304,19 @@ class Run(RunMetrics, RunOutputs, RunLogs):
             self.cancel() if isinstance(error, KeyboardInterrupt) else self.fail(error)
         except NimbusError as problem:  # the user's own exception matters more: report and let it through
             print(f"nimbus: could not record the end of run {self.id}: {problem}", file=sys.stderr)
+
+    # --- inputs -------------------------------------------------------------------------------------
+    @property
+    def input_datasets(self) -> dict[str, Any]:
+        """The run's dataset inputs by name: a downloaded (or mounted) one as its local folder, a direct
+        one as the dataset itself (a TabularDataset to read). Empty outside a submitted run."""
+        found = {}
+        for name, entry in input_entries().items():
+            if entry.get("path"):
+                found[name] = entry["path"]
+            else:
+                found[name] = Dataset.get_by_name(self.workspace, entry["dataset"], entry["version"])
+        return found
 
     # --- secrets ------------------------------------------------------------------------------------
     def get_secret(self, name: str) -> str:

@@ -21,6 +21,12 @@ MAX_SHOWN = 80  # characters of a value printed
 
 
 class OfflineRun:
+    @property
+    def input_datasets(self) -> dict[str, Any]:
+        """None outside a submitted run: a script takes its data's path from its arguments, the argument a
+        submitted run gets its input's folder in (`${{inputs.<name>}}`)."""
+        return {}
+
     def __init__(self, name: str | None = None, parent: "OfflineRun | None" = None):
         self._id = f"OfflineRun_{uuid.uuid4()}"
         self._display_name = name or self._id

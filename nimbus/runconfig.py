@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from nimbus.dataset import INPUT_NAME, DatasetConsumptionConfig
 from nimbus.environment import reference
 from nimbus.exceptions import InvalidError
 from nimbus.keyvault import SECRET_NAME, SECRET_RULE
@@ -45,6 +46,9 @@ class ScriptRunConfig:
     # {"DB_PASSWORD": "db-password"}: variables set from the workspace's secrets when the run starts, masked
     # as *** in its logs. environment_variables are stored and shown in clear: never put a secret there.
     secret_variables: Mapping[str, str] = field(default_factory=dict)
+    # Registered datasets the run reads: `dataset.as_named_input("iris").as_download()` here or among the
+    # arguments (where it becomes the files' local folder), or {name, dataset, version, mode} mappings.
+    inputs: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
         self.validate()
@@ -60,7 +64,16 @@ class ScriptRunConfig:
             self.script = _relative_script(self.script)
         else:
             self.command = _command_text(self.command)
-        self.arguments = [_argument(value, index) for index, value in enumerate(_sequence(self.arguments, "arguments"))]
+        inputs = [_input(value, index) for index, value in enumerate(_sequence(self.inputs, "inputs"))]
+        arguments = _sequence(self.arguments, "arguments")
+        for value in arguments:
+            if isinstance(value, DatasetConsumptionConfig) and value.name not in {i["name"] for i in inputs}:
+                inputs.append(value.to_wire())
+        if len({i["name"] for i in inputs}) != len(inputs):
+            raise _invalid("inputs", "two inputs share a name")
+        self.inputs = inputs
+        self.arguments = [value.placeholder if isinstance(value, DatasetConsumptionConfig) else _argument(value, index)
+                          for index, value in enumerate(arguments)]
         if not isinstance(self.compute_target, str) or not COMPUTE_NAME.fullmatch(self.compute_target):
             raise _invalid("compute_target", f"{self.compute_target!r} is not a compute target name: 'local' or a "
                                              "registered target (2-32 lowercase letters, digits and '-')")
@@ -105,6 +118,8 @@ class ScriptRunConfig:
                 "process_count_per_node": self.process_count_per_node, "resources": self.resources}
         if self.secret_variables:
             wire["secret_variables"] = dict(self.secret_variables)
+        if self.inputs:
+            wire["inputs"] = [dict(i) for i in self.inputs]
         return wire
 
     # --- files -----------------------------------------------------------------------------------------
@@ -116,6 +131,7 @@ class ScriptRunConfig:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "source_directory"}
         data["arguments"], data["environment_variables"] = list(self.arguments), dict(self.environment_variables)
         data["secret_variables"] = dict(self.secret_variables)
+        data["inputs"] = [dict(i) for i in self.inputs]
         target = Path(self.source_directory) / CONFIG_FOLDER / f"{name}{CONFIG_SUFFIX}"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -143,7 +159,7 @@ class ScriptRunConfig:
         if not isinstance(source, str):
             raise _invalid("source_directory", "must be a folder path")
         data["source_directory"] = os.path.normpath(base / source)
-        for key in ("arguments", "environment_variables", "secret_variables"):
+        for key in ("arguments", "environment_variables", "secret_variables", "inputs"):
             if data.get(key) is None:
                 data.pop(key, None)
         return cls(**data)
@@ -189,6 +205,27 @@ def _argument(value: Any, index: int) -> str:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     raise _invalid(f"arguments[{index}]", f"must be a string or a number, not {type(value).__name__}")
+
+
+def _input(value: Any, index: int) -> dict:
+    """An input in its wire form: {name, dataset, version, mode}."""
+    if isinstance(value, DatasetConsumptionConfig):
+        return value.to_wire()
+    if not isinstance(value, Mapping):
+        raise _invalid(f"inputs[{index}]", "must be dataset.as_named_input(...) or a mapping of name, dataset, "
+                                           "version and mode")
+    unknown = set(value) - {"name", "dataset", "version", "mode"}
+    if unknown:
+        raise _invalid(f"inputs[{index}]", f"unknown key {sorted(unknown)[0]!r}")
+    wire = {"name": value.get("name"), "dataset": value.get("dataset"), "version": value.get("version", "latest"),
+            "mode": value.get("mode", "download")}
+    if not isinstance(wire["name"], str) or not INPUT_NAME.fullmatch(wire["name"]):
+        raise _invalid(f"inputs[{index}].name", "must be 1-64 letters, digits and '_', not starting with a digit")
+    if not isinstance(wire["dataset"], str) or not wire["dataset"]:
+        raise _invalid(f"inputs[{index}].dataset", "must name a registered dataset")
+    if wire["mode"] not in DatasetConsumptionConfig.MODES:
+        raise _invalid(f"inputs[{index}].mode", f"must be one of {', '.join(DatasetConsumptionConfig.MODES)}")
+    return wire
 
 
 def _environment_variables(variables: Any) -> dict[str, str]:

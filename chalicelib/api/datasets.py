@@ -1,4 +1,4 @@
-"""Datasets: /v1/workspaces/{workspace}/datasets[/{name}/versions[/{version}[/files|/downloads|/verification]]]
+"""Datasets: /v1/workspaces/{workspace}/datasets[/{name}/versions[/{version}[/files|/downloads|/verification|/runs]]]
 (docs/datasets.md, "Datasets"). `{version}` is a number or `latest`."""
 from chalice import Blueprint
 
@@ -55,6 +55,12 @@ def download_dataset_files(principal, request, workspace, name, version, body):
 def verify_dataset_version(principal, request, workspace, name, version):
     """Lists the data again and compares it with the version's fingerprint."""
     return services().datasets.verify(workspace, name, version)
+
+
+@api_route(bp, VERSION + "/runs", role="reader", run_token=True, response=answer.DatasetRuns)
+def list_dataset_runs(principal, request, workspace, name, version):
+    """The runs that read the version (its lineage): one Query."""
+    return {"runs": services().datasets.runs(workspace, name, version)}
 
 
 @api_route(bp, VERSION, ("DELETE",), role="contributor", response=answer.DatasetVersionDeleted)

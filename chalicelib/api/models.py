@@ -59,6 +59,13 @@ class AddMember(Body):
     role: Literal["reader", "contributor", "owner"]
 
 
+class RunInput(Body):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", description="`${{inputs.<name>}}` in arguments")
+    dataset: str = Field(max_length=255, json_schema_extra=checked_as(DATASET_NAME))
+    version: WholeNumber | Literal["latest"] = "latest"
+    mode: Literal["download", "mount", "direct"] = "download"
+
+
 class RunConfig(Body):
     """What a submitted run executes (the SDK's ScriptRunConfig on the wire)."""
 
@@ -75,6 +82,8 @@ class RunConfig(Body):
     node_count: WholeNumber = Field(default=1, ge=1, le=64)
     process_count_per_node: WholeNumber = Field(default=1, ge=1, le=64)
     resources: "Resources | None" = None
+    inputs: list[RunInput] = Field(default_factory=list, max_length=20,
+                                     description="dataset versions the runner materialises before the script starts")
 
     @model_validator(mode="after")
     def one_entry_point(self) -> "RunConfig":

@@ -715,6 +715,16 @@ class DatasetVerification(Answer):
     counts: dict[str, int]
 
 
+class DatasetUse(Answer):
+    run_id: str
+    input: str = Field(description="the input's name in the run")
+    at: Timestamp = Field(description="when the run was submitted")
+
+
+class DatasetRuns(Answer):
+    runs: list[DatasetUse]
+
+
 class DatasetVersionDeleted(Answer):
     name: str
     version: int

@@ -229,3 +229,12 @@ def dataset_versions_prefix(name: str) -> str:
 def dataset_identity(workspace_name: str, name: str, identity: str) -> Key:
     """Which version a definition over unchanged data became: registering it again answers that version."""
     return Key(f"WS#{workspace_name}", f"DATASETID#{name}#{identity}")
+
+
+def dataset_use(workspace_name: str, name: str, version: int, run_id: str) -> Key:
+    """A run that read a dataset version: lineage from the version to its runs, by Query."""
+    return Key(f"WS#{workspace_name}", f"DATASETUSE#{name}#{version:010d}#{run_id}")
+
+
+def dataset_uses_prefix(name: str, version: int) -> str:
+    return f"DATASETUSE#{name}#{version:010d}#"

@@ -57,7 +57,9 @@ def build(home: Path, host: str = "127.0.0.1", port: int = 8000):
                                    public_url=server.url)
     services = build_services(settings, local_workers=True)
     server.use(services)
-    services.ctx.blobs.remove_abandoned_temporaries()  # writes a kill interrupted: never published, never listed
+    # Writes a kill interrupted: never published, never listed; in the datastore roots too.
+    for store in (services.ctx.blobs, *server.stores.roots.values()):
+        store.remove_abandoned_temporaries()
     credentials = bootstrap(services, home, server.url)
     services.dispatcher.get("local").start()  # instance targets' agents, elsewhere, pull from their queues
     services.host.start()

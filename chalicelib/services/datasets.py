@@ -58,7 +58,7 @@ def version_view(item: dict, details: dict | None = None) -> dict:
 
 
 class Datasets:
-    def __init__(self, ctx: Context, datastore_files: DatastoreFiles):
+    def __init__(self, ctx: Context, datastore_files: DatastoreFiles | None):
         self.ctx = ctx
         self.datastore_files = datastore_files
 
@@ -141,7 +141,8 @@ class Datasets:
         tables = []
         for file in listed:
             blobs, base = stores[file.datastore]
-            tables.append((file.path, tabular.read_table(blobs.get_bytes(base + file.path), fmt, options, file.path)))
+            with blobs.open_read(base + file.path) as stream:  # streamed, never whole in memory as bytes
+                tables.append((file.path, tabular.read_table(stream, fmt, options, file.path)))
         return tabular.describe(tabular.combine(tables))
 
     def _registered_identity(self, workspace: str, name: str, identity: str) -> dict | None:
@@ -294,6 +295,14 @@ class Datasets:
                 "fingerprint": item["fingerprint"], "current_fingerprint": now_fingerprint,
                 "changed": named(changed), "added": named(added), "removed": named(removed),
                 "counts": {"changed": len(changed), "added": len(added), "removed": len(removed)}}
+
+    def runs(self, workspace: str, name: str, version: int | str | None = None) -> list[dict]:
+        """The runs that read a version, in the order they were submitted (run_inputs.py writes the uses)."""
+        item = self.version_item(workspace, name, version)
+        query = Query(table_keys.workspace_pk(workspace),
+                      sk_prefix=table_keys.dataset_uses_prefix(name, int(item["version"])))
+        return [{"run_id": use["run_id"], "input": use["input"], "at": use["at"]}
+                for use in self.ctx.table.query_all(query)]
 
     # --- deleting -------------------------------------------------------------------------------
     def delete_version(self, principal: Principal, workspace: str, name: str, version: int | str) -> dict:

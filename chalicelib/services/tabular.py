@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import io
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -55,10 +56,10 @@ def check_options(fmt: str, options: dict | None) -> dict:
     return {"separator": separator, "header": header, "encoding": encoding.lower()}
 
 
-def read_table(data: bytes, fmt: str, options: dict, name: str) -> pa.Table:
-    """One file as an Arrow table; a file that does not parse is a 400 naming it and the reader's words
-    (pyarrow names the row of a malformed CSV line)."""
-    source = pa.BufferReader(data)
+def read_table(data: "bytes | BinaryIO", fmt: str, options: dict, name: str) -> pa.Table:
+    """One file (its bytes, or a stream of them) as an Arrow table; a file that does not parse is a 400
+    naming it, the reader's words and, for a malformed CSV line, the line."""
+    source = pa.BufferReader(data) if isinstance(data, bytes) else pa.PythonFile(data, mode="r")
     try:
         if fmt == "parquet":
             return pq.read_table(source)
@@ -152,14 +153,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _line_of(data: bytes, message: str) -> str:
+def _line_of(data: "bytes | BinaryIO", message: str) -> str:
     """' (line N)' for a CSV parse error, whose message ends with the offending row's text."""
     _, found, row = message.partition(": ")
     row = row.rsplit(": ", 1)[-1].strip() if found and "Expected" in message else ""
     if not row:
         return ""
-    for number, line in enumerate(data.split(b"\n"), start=1):
-        if line.rstrip(b"\r").decode("utf8", "replace") == row:
+    if not isinstance(data, bytes):
+        try:
+            data.seek(0)
+        except (AttributeError, OSError, ValueError):
+            return ""  # a stream read once (S3's): the row's text names the line
+        lines = data
+    else:
+        lines = io.BytesIO(data)
+    for number, line in enumerate(lines, start=1):
+        if line.rstrip(b"\r\n").decode("utf8", "replace") == row:
             return f" (line {number})"
     return ""
 

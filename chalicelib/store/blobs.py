@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import abc
+import io
 import posixpath
 from dataclasses import dataclass
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from chalicelib.errors import Invalid
 
@@ -42,6 +43,10 @@ class Blobs(abc.ABC):
     @abc.abstractmethod
     def get_bytes(self, key: str) -> bytes:
         """Raises NotFound."""
+
+    def open_read(self, key: str) -> BinaryIO:
+        """The blob as a stream to read (and close); raises NotFound. Stores that can stream override it."""
+        return io.BytesIO(self.get_bytes(key))
 
     @abc.abstractmethod
     def find(self, key: str) -> BlobInfo | None: ...

@@ -55,6 +55,9 @@ class LocalBlobs(Blobs):
         with file:
             return file.read()
 
+    def open_read(self, key: str) -> BinaryIO:
+        return self.open_for_read(key)[0]
+
     def find(self, key: str) -> BlobInfo | None:
         try:
             stat = self._path(key).stat()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
 
@@ -49,6 +49,10 @@ class S3Blobs(Blobs):
             response = self.client.get_object(Bucket=self.bucket, Key=key)
             with response["Body"] as body:
                 return body.read()
+
+    def open_read(self, key: str) -> BinaryIO:
+        with _translated(check_key(key)):
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
 
     def find(self, key: str) -> BlobInfo | None:
         try:

@@ -85,13 +85,17 @@ def list_datasets(workspace_name: str | None, output: str) -> None:
 @dataset.command("show")
 @click.argument("reference", metavar="NAME[:VERSION]")
 @click.option("--versions", "all_versions", is_flag=True, help="Every version of the dataset.")
+@click.option("--runs", "runs", is_flag=True, help="The runs that read the version (its lineage).")
 @workspace_option
 @output_option
-def show(reference: str, all_versions: bool, workspace_name: str | None, output: str) -> None:
+def show(reference: str, all_versions: bool, runs: bool, workspace_name: str | None, output: str) -> None:
     """A dataset version (the latest by default): its definition, fingerprint and, for tables, schema."""
     workspace, (name, version) = connect(workspace_name), _named(reference)
     if all_versions:
         emit(output, [d.details for d in Dataset.versions(workspace, name)], COLUMNS)
+    elif runs:
+        emit(output, Dataset.get_by_name(workspace, name, version).runs(),
+             [("RUN", "run_id"), ("INPUT", "input"), ("SUBMITTED", "at")])
     else:
         emit(output, Dataset.get_by_name(workspace, name, version).details, keys=FIELDS)
 

@@ -63,12 +63,17 @@ def list_runs(experiment_name: str, status: tuple[str, ...], tag: tuple[str, ...
 @click.option("--secret-var", "secret_vars", multiple=True, metavar="VARIABLE=SECRET",
               help="Set VARIABLE from the workspace's secret SECRET when the run starts, masked in its logs "
                    "(repeatable; see `nimbus secret set`).")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=DATASET[:VERSION]",
+              help="A registered dataset the runner downloads before the script starts; the script finds it in "
+                   "Run.get_context().input_datasets[NAME], and '${{inputs.NAME}}' in ARGS becomes its folder "
+                   "(repeatable).")
 @click.option("--wait", is_flag=True, help="Print the run's output until it ends; exit 0 only if it Completed.")
 @workspace_option
 @output_option
 def submit(script: str | None, args: tuple[str, ...], source_dir: str | None, run_config_file: str | None,
            experiment_name: str, compute: str | None, environment: str | None, tag: tuple[str, ...],
-           secret_vars: tuple[str, ...], wait: bool, workspace_name: str | None, output: str) -> None:
+           secret_vars: tuple[str, ...], inputs: tuple[str, ...], wait: bool, workspace_name: str | None,
+           output: str) -> None:
     """Snapshot a folder and run SCRIPT [ARGS]... from it.
 
     Options go before SCRIPT: everything after it is passed to the script as it is.
@@ -76,6 +81,11 @@ def submit(script: str | None, args: tuple[str, ...], source_dir: str | None, ru
     config = _submit_config(script, args, source_dir, run_config_file, compute, environment)
     if secret_vars:
         config.secret_variables = {**config.secret_variables, **key_values(secret_vars, "--secret-var")}
+    for name, reference in key_values(inputs, "--input").items():
+        dataset, _, version = reference.partition(":")
+        config.inputs = [*config.inputs, {"name": name, "dataset": dataset, "version": version or "latest",
+                                          "mode": "download"}]
+    if secret_vars or inputs:
         config.validate()
     submitted = Experiment(connect(workspace_name), experiment_name).submit(config, tags=key_values(tag, "--tag"))
     report_submitted(submitted, wait, output)

@@ -37,7 +37,7 @@ from nimbus.exceptions import (
     AuthenticationError, ConfigurationError, ConflictError, NimbusError, ServiceUnavailableError,
 )
 from nimbus.experiment import Run
-from nimbus.runtime import environment_build, ranks, run_isolation, sealed_token
+from nimbus.runtime import environment_build, ranks, run_inputs, run_isolation, sealed_token
 from nimbus.runtime.environment_build import EnvironmentHandle
 from nimbus.runtime.heartbeat import Heartbeat
 from nimbus.runtime.run_states import TERMINAL
@@ -162,6 +162,7 @@ class Runner:
         self._confinement = run_isolation.Confinement.from_env(os.environ)  # None: as started (AWS Batch)
         self.mask = SecretMask()  # every secret value the run read: *** in its logs
         self._secret_env: dict[str, str] = {}
+        self._inputs: dict[str, dict] = {}  # the run's dataset inputs, once ready (run_inputs.py)
 
     def stop(self) -> bool:
         """SIGTERM: passed on to the script's process group. False when no script was started yet."""
@@ -207,9 +208,11 @@ class Runner:
             code_dir = self._fetch_snapshot(details.get("snapshot_id"))
             self._secret_env = self._read_secret_variables(config)
             handle = self._prepare(config)
-            argv = build_command(config, handle.python)
+            workspace = Workspace(self.settings.workspace, client=self.client)
+            self._inputs = run_inputs.materialise(config, workspace, code_dir, self._log_sender("stdout"))
+            argv = run_inputs.substitute(build_command(config, handle.python), self._inputs)
             placement = ranks.plan(config, os.environ)
-        except (PreparationError, ranks.PlacementError, NimbusError, OSError) as err:
+        except (PreparationError, ranks.PlacementError, NimbusError, OSError, ValueError) as err:
             self._reraise_unless_refused(err)
             self._report("Failed", {"message": f"preparing the run failed: {err}"})
             return EXIT_REPORTED
@@ -285,6 +288,7 @@ class Runner:
         env.update({str(k): str(v) for k, v in (config.get("environment_variables") or {}).items()})
         env.update(handle.env)
         env.update(self._secret_env)
+        env[run_inputs.ENV] = run_inputs.env_value(self._inputs)
         env.update(self.settings.script_env())  # last: the script must find its own run
         env.pop(run_isolation.ENV, None)  # the runner's business
         env["PYTHONUNBUFFERED"] = "1"  # output reaches the log as it is printed

@@ -309,6 +309,7 @@ DECLARED: dict[tuple[str, str], Declared] = {
     ("POST", DATASET_VERSION + "/downloads"): Declared(member("reader", ANY_RUN), body={
         "files": [{"datastore": DATASTORE_NAME, "path": "seed.csv"}]}),
     ("GET", DATASET_VERSION + "/verification"): Declared(member("reader", ANY_RUN)),
+    ("GET", DATASET_VERSION + "/runs"): Declared(member("reader", ANY_RUN)),
     ("DELETE", DATASET_VERSION): Declared(member("contributor"), fresh=lambda w, c: w.dataset_version()),
     ("GET", "/v1/workspaces/{workspace}/default-datastore"): Declared(member("reader")),
     ("PUT", "/v1/workspaces/{workspace}/default-datastore"): Declared(member("contributor"),

@@ -129,3 +129,30 @@ def test_a_run_token_acts_on_its_run_only_and_expires_with_it(api, services, dis
     api.ok("POST", f"{run_path}/status", {"status": "Completed"}, token=token)
     status, _ = api.call("GET", run_path, token=token)
     assert status == 401
+
+
+def test_dataset_inputs_are_pinned_and_recorded_as_uses(api, services, dispatcher, snapshot_id):
+    prefix = services.workspaces.record("team")["blob_prefix"]
+    services.ctx.blobs.put_bytes(f"{prefix}datastore/rows.csv", b"a\n1\n")
+    path = [{"datastore": "workspaceblobstore", "path": "rows.csv"}]
+    made = api.ok("POST", f"{WS}/datasets", {"name": "rows", "type": "tabular", "paths": path})
+    config = {**CONFIG, "arguments": ["--data", "${{inputs.rows}}"],
+              "inputs": [{"name": "rows", "dataset": "rows", "mode": "download"}]}
+    status, run = submit(api, snapshot_id, run_config=config)
+    assert status == 201
+    assert run["run_config"]["inputs"] == [{"name": "rows", "dataset": "rows", "version": 1, "mode": "download",
+                                            "type": "tabular", "fingerprint": made["fingerprint"]}]
+    uses = api.ok("GET", f"{WS}/datasets/rows/versions/1/runs")["runs"]
+    assert [(u["run_id"], u["input"]) for u in uses] == [(run["id"], "rows")]
+
+
+@pytest.mark.parametrize("config, status, field", [
+    ({"inputs": [{"name": "rows", "dataset": "ghost"}]}, 404, "run_config.inputs[0].dataset"),
+    ({"arguments": ["${{inputs.rows}}"]}, 400, "run_config.arguments[0]"),
+    ({"inputs": [{"name": "9bad", "dataset": "rows"}]}, 400, "run_config.inputs.0.name"),
+    ({"inputs": [{"name": "rows", "dataset": "rows", "mode": "stream"}]}, 400, "run_config.inputs.0.mode"),
+])
+def test_bad_inputs_are_refused_and_nothing_is_queued(api, dispatcher, snapshot_id, config, status, field):
+    answered, body = submit(api, snapshot_id, run_config={**CONFIG, **config})
+    assert (answered, body["field"]) == (status, field), body
+    assert dispatcher.submitted == []
