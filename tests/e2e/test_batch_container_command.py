@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from chalicelib.services.run_callbacks import run_callbacks
+from chalicelib.services.run_inputs import pin_inputs
 from chalicelib.wiring import build_services
 from chalicelib.compute.batch import spec as batch_spec
 from chalicelib.compute.batch.dispatcher import BatchDispatcher
@@ -45,16 +46,19 @@ Path("outputs/model.txt").write_text("weights")
 """
 
 
-def queued_batch_run(platform, workspace, folder: Path, script: str, experiment: str) -> tuple[dict, str, JobSpec]:
+def queued_batch_run(platform, workspace, folder: Path, script: str, experiment: str,
+                     inputs: tuple = ()) -> tuple[dict, str, JobSpec]:
     """(a Queued run of batch target `gpu` that no local worker takes, its run token, its job spec), the
-    script snapshotted and uploaded as a client would."""
+    script snapshotted and uploaded as a client would, its inputs pinned as a submission pins them."""
     source = folder / "src"
     source.mkdir()
     (source / "train.py").write_text(script)
     uploaded = snapshot.upload(workspace.client, "default", snapshot.collect(source))
     services = build_services(Settings(backend="local", home=platform.home, public_url=platform.url))
     admin = services.identity.authenticate(f"Bearer {platform.credentials()['token']}")
-    run_config = {**ScriptRunConfig(source_directory=source, script="train.py").to_dict(), "compute": "gpu"}
+    run_config = {**ScriptRunConfig(source_directory=source, script="train.py", inputs=inputs).to_dict(),
+                  "compute": "gpu"}
+    run_config, _ = pin_inputs(services.ctx, "default", "not-recorded", run_config)
     run = services.runs.create(admin, "default", experiment, status="Queued",
                                submission={"snapshot_id": uploaded["id"], "run_config": run_config})
     token = services.identity.create_run_token(run["id"], "default", admin.user)
@@ -86,6 +90,46 @@ def test_the_batch_container_command_trains_a_run_to_completion(platform, worksp
     assert [round(v, 3) for v in ran.get_metrics()["loss"]] == [1.0, 0.5, 0.333]
     assert "outputs/model.txt" in ran.get_file_names()
     assert "epoch 3" in ran.get_logs("stdout")["text"]
+
+
+READ_INPUT = """\
+import os
+from nimbus import Run
+
+folder = Run.get_context().input_datasets["rows"]
+print("rows:", sorted(os.listdir(os.path.join(folder, "e2e"))), flush=True)
+"""
+
+
+def test_the_batch_container_command_makes_its_dataset_input_ready(platform, workspace, tmp_path):
+    from nimbus import Dataset
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("x\n1\n")
+    (data / "b.csv").write_text("x\n2\n")
+    blob = workspace.get_default_datastore()
+    blob.upload(data, target_path="e2e")
+    rows = Dataset.File.from_files((blob, "e2e/")).register(workspace, "rows")
+    run, token, spec = queued_batch_run(platform, workspace, tmp_path, READ_INPUT, "batch-inputs",
+                                        inputs=(rows.as_named_input("rows").as_download(),))
+    submission = workspace.client.get(f"/v1/workspaces/default/runs/{run['id']}")["run_config"]
+    assert submission["inputs"][0]["fingerprint"] == rows.fingerprint
+
+    argv, env = batch_spec.container_command_env(spec, platform.url, token)
+    assert not any("datastore" in value or "secret" in value.lower() for value in env.values())
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    host = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    finished = subprocess.run(argv, env={**host, **env}, cwd=job_dir, capture_output=True, text=True, timeout=180)
+
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    details = workspace.client.get(f"/v1/workspaces/default/runs/{run['id']}")
+    log = Run(workspace, run["id"]).get_logs("stdout")["text"]
+    assert details["status"] == "Completed", (details.get("error"), log)
+    assert "rows: ['a.csv', 'b.csv']" in log and "input rows: rows:1 (2 files)" in log
+    assert (tmp_path / ".cache" / "nimbus" / "datasets" / rows.fingerprint).is_dir()  # the machine's cache
 
 
 # --- the same with a sealed token ---------------------------------------------------------------------
