@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 BATCH = 500  # the service signs at most this many files per request
 INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-INPUTS_ENV = "NIMBUS_INPUT_DATASETS"  # set by the runner (nimbus/runtime/run_inputs.py)
+INPUTS_ENV = "NIMBUS_INPUT_DATASETS"  # set by the runner (nimbus/runtime/run_datasets.py)
+OUTPUTS_ENV = "NIMBUS_OUTPUT_DATASETS"
 
 
 def cache_root(environ=os.environ) -> Path:
@@ -285,19 +286,54 @@ class DatasetConsumptionConfig:
         return f"DatasetConsumptionConfig(name={self.name!r}, dataset={self.dataset.id!r}, mode={self.mode!r})"
 
 
+class OutputFileDatasetConfig:
+    """A folder a run's script writes that is uploaded to a datastore when the script succeeds and, with
+    register_on_complete, registered as a new version of a file dataset. `destination` is (datastore, path);
+    `{run-id}` in the path becomes the run's id (the default path is `outputs/{run-id}/<name>`)."""
+
+    def __init__(self, name: str, destination: "tuple[Any, str] | None" = None):
+        if not isinstance(name, str) or not INPUT_NAME.fullmatch(name):
+            raise InvalidError(f"output name {name!r} must be 1-64 letters, digits and '_', not starting with a digit")
+        datastore, path = destination if destination is not None else ("workspaceblobstore", None)
+        self.name = name
+        self.datastore = datastore if isinstance(datastore, str) else datastore.name
+        self.path = path or f"outputs/{{run-id}}/{name}"
+        self.dataset_name: str | None = None
+
+    def register_on_complete(self, name: str) -> "OutputFileDatasetConfig":
+        """Register what the run wrote as a new version of file dataset `name` when the run succeeds."""
+        self.dataset_name = name
+        return self
+
+    @property
+    def placeholder(self) -> str:
+        """What stands for the output in a run's arguments until the runner puts its local folder there."""
+        return "${{outputs." + self.name + "}}"
+
+    def to_wire(self) -> dict:
+        wire = {"name": self.name, "datastore": self.datastore, "path": self.path}
+        if self.dataset_name:
+            wire["register_as"] = self.dataset_name
+        return wire
+
+    def __repr__(self) -> str:
+        return f"OutputFileDatasetConfig(name={self.name!r}, destination=({self.datastore!r}, {self.path!r}))"
+
+
 def input_placeholder(name: str) -> str:
     return "${{inputs." + name + "}}"
 
 
-def input_entries(environ=os.environ) -> dict[str, dict]:
-    """A submitted run's inputs as its runner made them ready ({name: {dataset, version, mode, type, path}})."""
-    text = environ.get(INPUTS_ENV)
+def input_entries(environ=os.environ, variable: str = INPUTS_ENV) -> dict[str, dict]:
+    """A submitted run's inputs as its runner made them ready ({name: {dataset, version, mode, type, path}}),
+    or with OUTPUTS_ENV its outputs' folders ({name: {path, datastore, destination}})."""
+    text = environ.get(variable)
     if not text:
         return {}
     try:
         entries = json.loads(text)
     except ValueError:
-        raise InvalidError(f"{INPUTS_ENV} is not the JSON the runner writes") from None
+        raise InvalidError(f"{variable} is not the JSON the runner writes") from None
     return entries if isinstance(entries, dict) else {}
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from nimbus import metrics_buffer, snapshot
 from nimbus.client import ApiClient, api_path
-from nimbus.dataset import Dataset, input_entries
+from nimbus.dataset import OUTPUTS_ENV, Dataset, input_entries
 from nimbus.exceptions import ConfigurationError, NimbusError, NotFoundError
 from nimbus.keyvault import check_secret_name
 from nimbus.model import Model
@@ -317,6 +317,12 @@ class Run(RunMetrics, RunOutputs, RunLogs):
             else:
                 found[name] = Dataset.get_by_name(self.workspace, entry["dataset"], entry["version"])
         return found
+
+    @property
+    def output_datasets(self) -> dict[str, str]:
+        """The local folder of each of the run's outputs: what the script writes there is uploaded to the
+        output's datastore when it succeeds. Empty outside a submitted run."""
+        return {name: entry["path"] for name, entry in input_entries(variable=OUTPUTS_ENV).items()}
 
     # --- secrets ------------------------------------------------------------------------------------
     def get_secret(self, name: str) -> str:

@@ -27,6 +27,11 @@ class OfflineRun:
         submitted run gets its input's folder in (`${{inputs.<name>}}`)."""
         return {}
 
+    @property
+    def output_datasets(self) -> dict[str, str]:
+        """None outside a submitted run: a script takes where to write from its arguments."""
+        return {}
+
     def __init__(self, name: str | None = None, parent: "OfflineRun | None" = None):
         self._id = f"OfflineRun_{uuid.uuid4()}"
         self._display_name = name or self._id

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from nimbus.dataset import INPUT_NAME, DatasetConsumptionConfig
+from nimbus.dataset import INPUT_NAME, DatasetConsumptionConfig, OutputFileDatasetConfig
 from nimbus.environment import reference
 from nimbus.exceptions import InvalidError
 from nimbus.keyvault import SECRET_NAME, SECRET_RULE
@@ -49,6 +49,10 @@ class ScriptRunConfig:
     # Registered datasets the run reads: `dataset.as_named_input("iris").as_download()` here or among the
     # arguments (where it becomes the files' local folder), or {name, dataset, version, mode} mappings.
     inputs: Sequence[Any] = ()
+    # Folders the script writes, uploaded to a datastore when it succeeds (and registered as datasets with
+    # register_on_complete): OutputFileDatasetConfig here or among the arguments, or {name, datastore, path,
+    # register_as} mappings.
+    outputs: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
         self.validate()
@@ -72,8 +76,15 @@ class ScriptRunConfig:
         if len({i["name"] for i in inputs}) != len(inputs):
             raise _invalid("inputs", "two inputs share a name")
         self.inputs = inputs
-        self.arguments = [value.placeholder if isinstance(value, DatasetConsumptionConfig) else _argument(value, index)
-                          for index, value in enumerate(arguments)]
+        outputs = [_output(value, index) for index, value in enumerate(_sequence(self.outputs, "outputs"))]
+        for value in arguments:
+            if isinstance(value, OutputFileDatasetConfig) and value.name not in {o["name"] for o in outputs}:
+                outputs.append(value.to_wire())
+        if len({o["name"] for o in outputs}) != len(outputs):
+            raise _invalid("outputs", "two outputs share a name")
+        self.outputs = outputs
+        self.arguments = [value.placeholder if isinstance(value, (DatasetConsumptionConfig, OutputFileDatasetConfig))
+                          else _argument(value, index) for index, value in enumerate(arguments)]
         if not isinstance(self.compute_target, str) or not COMPUTE_NAME.fullmatch(self.compute_target):
             raise _invalid("compute_target", f"{self.compute_target!r} is not a compute target name: 'local' or a "
                                              "registered target (2-32 lowercase letters, digits and '-')")
@@ -120,6 +131,8 @@ class ScriptRunConfig:
             wire["secret_variables"] = dict(self.secret_variables)
         if self.inputs:
             wire["inputs"] = [dict(i) for i in self.inputs]
+        if self.outputs:
+            wire["outputs"] = [dict(o) for o in self.outputs]
         return wire
 
     # --- files -----------------------------------------------------------------------------------------
@@ -132,6 +145,7 @@ class ScriptRunConfig:
         data["arguments"], data["environment_variables"] = list(self.arguments), dict(self.environment_variables)
         data["secret_variables"] = dict(self.secret_variables)
         data["inputs"] = [dict(i) for i in self.inputs]
+        data["outputs"] = [dict(o) for o in self.outputs]
         target = Path(self.source_directory) / CONFIG_FOLDER / f"{name}{CONFIG_SUFFIX}"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -159,7 +173,7 @@ class ScriptRunConfig:
         if not isinstance(source, str):
             raise _invalid("source_directory", "must be a folder path")
         data["source_directory"] = os.path.normpath(base / source)
-        for key in ("arguments", "environment_variables", "secret_variables", "inputs"):
+        for key in ("arguments", "environment_variables", "secret_variables", "inputs", "outputs"):
             if data.get(key) is None:
                 data.pop(key, None)
         return cls(**data)
@@ -226,6 +240,22 @@ def _input(value: Any, index: int) -> dict:
     if wire["mode"] not in DatasetConsumptionConfig.MODES:
         raise _invalid(f"inputs[{index}].mode", f"must be one of {', '.join(DatasetConsumptionConfig.MODES)}")
     return wire
+
+
+def _output(value: Any, index: int) -> dict:
+    """An output in its wire form: {name, datastore, path[, register_as]}."""
+    if isinstance(value, OutputFileDatasetConfig):
+        return value.to_wire()
+    if not isinstance(value, Mapping):
+        raise _invalid(f"outputs[{index}]", "must be an OutputFileDatasetConfig or a mapping of name, datastore and path")
+    unknown = set(value) - {"name", "datastore", "path", "register_as"}
+    if unknown:
+        raise _invalid(f"outputs[{index}]", f"unknown key {sorted(unknown)[0]!r}")
+    config = OutputFileDatasetConfig(value.get("name"), (value.get("datastore") or "workspaceblobstore",
+                                                          value.get("path")))
+    if value.get("register_as"):
+        config.register_on_complete(value["register_as"])
+    return config.to_wire()
 
 
 def _environment_variables(variables: Any) -> dict[str, str]:

@@ -66,6 +66,14 @@ class RunInput(Body):
     mode: Literal["download", "mount", "direct"] = "download"
 
 
+class RunOutput(Body):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", description="`${{outputs.<name>}}` in arguments")
+    datastore: str = Field(max_length=255, json_schema_extra=checked_as(DATASTORE_NAME))
+    path: str = Field(min_length=1, max_length=1024, description="where on the datastore; {run-id} is replaced")
+    register_as: str | None = Field(default=None, max_length=255, json_schema_extra=checked_as(DATASET_NAME),
+                                    description="a file dataset the run's output becomes a new version of")
+
+
 class RunConfig(Body):
     """What a submitted run executes (the SDK's ScriptRunConfig on the wire)."""
 
@@ -83,7 +91,9 @@ class RunConfig(Body):
     process_count_per_node: WholeNumber = Field(default=1, ge=1, le=64)
     resources: "Resources | None" = None
     inputs: list[RunInput] = Field(default_factory=list, max_length=20,
-                                     description="dataset versions the runner materialises before the script starts")
+                                   description="dataset versions the runner materialises before the script starts")
+    outputs: list[RunOutput] = Field(default_factory=list, max_length=20,
+                                     description="folders the runner uploads to datastores when the script succeeds")
 
     @model_validator(mode="after")
     def one_entry_point(self) -> "RunConfig":

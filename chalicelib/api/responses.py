@@ -667,6 +667,7 @@ class DatasetVersion(Answer):
     tags: dict[str, str]
     created: Timestamp
     created_by: str
+    written_by_run: str | None = Field(description="the run whose output this version is (its lineage upward)")
     # `schema` would shadow a pydantic method: the field is named so in JSON only.
     schema_: list[DatasetColumn] | None = absent("tabular, in one version's answer: the columns", alias="schema")
     preview: DatasetPreview | None = absent("tabular: the first rows")

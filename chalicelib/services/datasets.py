@@ -51,7 +51,7 @@ def check_dataset_name(name: Any, field: str = "name") -> str:
 def version_view(item: dict, details: dict | None = None) -> dict:
     view = {key: item.get(key) for key in (
         "name", "version", "type", "paths", "format", "options", "fingerprint", "file_count", "total_bytes",
-        "row_count", "description", "tags", "created", "created_by")}
+        "row_count", "description", "tags", "created", "created_by", "written_by_run")}
     if details:  # a tabular version's, in the answer about that version
         view.update({key: details[key] for key in ("schema", "preview", "profile")})
     return view
@@ -104,7 +104,8 @@ class Datasets:
                 "fingerprint": data_fingerprint, "identity": identity, "file_count": len(listed),
                 "total_bytes": sum(f.size for f in listed), "row_count": details.get("row_count"),
                 "blob_folder": folder, "datastores": sorted({f.datastore for f in listed}),
-                "description": description, "tags": tags, "created": self.ctx.now(), "created_by": principal.user}
+                "description": description, "tags": tags, "created": self.ctx.now(), "created_by": principal.user,
+                "written_by_run": principal.run_id}  # a run's output, registered with its token
         try:
             added = self._add_version(principal, workspace, name, record, item)
         except BaseException:
@@ -297,7 +298,7 @@ class Datasets:
                 "counts": {"changed": len(changed), "added": len(added), "removed": len(removed)}}
 
     def runs(self, workspace: str, name: str, version: int | str | None = None) -> list[dict]:
-        """The runs that read a version, in the order they were submitted (run_inputs.py writes the uses)."""
+        """The runs that read a version, in the order they were submitted (run_datasets.py writes the uses)."""
         item = self.version_item(workspace, name, version)
         query = Query(table_keys.workspace_pk(workspace),
                       sk_prefix=table_keys.dataset_uses_prefix(name, int(item["version"])))

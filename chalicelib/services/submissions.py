@@ -16,7 +16,7 @@ from chalicelib.services.compute_settings import RESOURCES, check_resources
 from chalicelib.services.compute_targets import LOCAL, ComputeTargets, Provisioner
 from chalicelib.services.environments import Environments, environment_for
 from chalicelib.services.identity import Principal
-from chalicelib.services.run_inputs import pin_inputs
+from chalicelib.services.run_datasets import pin_datasets
 from chalicelib.services.runs import Runs
 from chalicelib.store.table import Check, ConditionFailed, Key, Operation, Put, attr_eq, item_absent
 from nimbus.runtime.job_spec import JobSpec
@@ -53,8 +53,8 @@ class Submissions:
         if client_token:  # recorded in the run's own transaction: a repeat finds it or loses the race
             key = submission_key(workspace, client_token)
             extra.append(Put({"pk": key.pk, "sk": key.sk, "entity": "submission", "run_id": run_id}, item_absent()))
-        # The inputs' dataset versions are pinned too, and their uses recorded with the run.
-        run_config, input_writes = pin_inputs(self.ctx, workspace, run_id, run_config)
+        # The inputs' dataset versions are pinned too (their uses recorded with the run), the outputs' paths fixed.
+        run_config, input_writes = pin_datasets(self.ctx, workspace, run_id, run_config)
         extra.extend(input_writes)
         # The environment's version is pinned in the stored run_config and marked used in this transaction.
         environment, environment_writes, run_config = environment_for(self.ctx, workspace, run_config)

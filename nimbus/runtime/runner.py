@@ -37,7 +37,7 @@ from nimbus.exceptions import (
     AuthenticationError, ConfigurationError, ConflictError, NimbusError, ServiceUnavailableError,
 )
 from nimbus.experiment import Run
-from nimbus.runtime import environment_build, ranks, run_inputs, run_isolation, sealed_token
+from nimbus.runtime import environment_build, ranks, run_datasets, run_isolation, sealed_token
 from nimbus.runtime.environment_build import EnvironmentHandle
 from nimbus.runtime.heartbeat import Heartbeat
 from nimbus.runtime.run_states import TERMINAL
@@ -162,7 +162,8 @@ class Runner:
         self._confinement = run_isolation.Confinement.from_env(os.environ)  # None: as started (AWS Batch)
         self.mask = SecretMask()  # every secret value the run read: *** in its logs
         self._secret_env: dict[str, str] = {}
-        self._inputs: dict[str, dict] = {}  # the run's dataset inputs, once ready (run_inputs.py)
+        self._inputs: dict[str, dict] = {}  # the run's dataset inputs, once ready (run_datasets.py)
+        self._outputs: dict[str, dict] = {}  # and the folders of its outputs
 
     def stop(self) -> bool:
         """SIGTERM: passed on to the script's process group. False when no script was started yet."""
@@ -209,8 +210,9 @@ class Runner:
             self._secret_env = self._read_secret_variables(config)
             handle = self._prepare(config)
             workspace = Workspace(self.settings.workspace, client=self.client)
-            self._inputs = run_inputs.materialise(config, workspace, code_dir, self._log_sender("stdout"))
-            argv = run_inputs.substitute(build_command(config, handle.python), self._inputs)
+            self._inputs = run_datasets.materialise(config, workspace, code_dir, self._log_sender("stdout"))
+            self._outputs = run_datasets.prepare_outputs(config, code_dir)
+            argv = run_datasets.substitute(build_command(config, handle.python), self._inputs, self._outputs)
             placement = ranks.plan(config, os.environ)
         except (PreparationError, ranks.PlacementError, NimbusError, OSError, ValueError) as err:
             self._reraise_unless_refused(err)
@@ -227,6 +229,9 @@ class Runner:
             return EXIT_STOPPED
         self._report("Finalizing")
         problem = self._upload_outputs(code_dir)
+        if problem is None and outcome.exit_code == 0:
+            workspace = Workspace(self.settings.workspace, client=self.client)
+            problem = run_datasets.deliver_outputs(self._outputs, workspace, self._log_sender("stdout"))
         self._record_usage(outcome)
         if outcome.exit_code == 0 and problem is None:
             self._report("Completed")
@@ -288,7 +293,8 @@ class Runner:
         env.update({str(k): str(v) for k, v in (config.get("environment_variables") or {}).items()})
         env.update(handle.env)
         env.update(self._secret_env)
-        env[run_inputs.ENV] = run_inputs.env_value(self._inputs)
+        env[run_datasets.ENV] = run_datasets.env_value(self._inputs)
+        env[run_datasets.OUTPUTS_ENV] = run_datasets.env_value(self._outputs)
         env.update(self.settings.script_env())  # last: the script must find its own run
         env.pop(run_isolation.ENV, None)  # the runner's business
         env["PYTHONUNBUFFERED"] = "1"  # output reaches the log as it is printed

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from chalicelib.services.run_callbacks import run_callbacks
-from chalicelib.services.run_inputs import pin_inputs
+from chalicelib.services.run_datasets import pin_datasets
 from chalicelib.wiring import build_services
 from chalicelib.compute.batch import spec as batch_spec
 from chalicelib.compute.batch.dispatcher import BatchDispatcher
@@ -58,7 +58,7 @@ def queued_batch_run(platform, workspace, folder: Path, script: str, experiment:
     admin = services.identity.authenticate(f"Bearer {platform.credentials()['token']}")
     run_config = {**ScriptRunConfig(source_directory=source, script="train.py", inputs=inputs).to_dict(),
                   "compute": "gpu"}
-    run_config, _ = pin_inputs(services.ctx, "default", "not-recorded", run_config)
+    run_config, _ = pin_datasets(services.ctx, "default", "not-recorded", run_config)
     run = services.runs.create(admin, "default", experiment, status="Queued",
                                submission={"snapshot_id": uploaded["id"], "run_config": run_config})
     token = services.identity.create_run_token(run["id"], "default", admin.user)

@@ -84,3 +84,34 @@ def test_an_unknown_input_or_placeholder_is_refused_at_submit(workspace, tmp_pat
         experiment.submit(ScriptRunConfig(source_directory=source, script="read.py",
                                           arguments=["${{inputs.nothing}}"]))
     assert "nothing" in str(undeclared.value)
+
+
+WRITER = '''
+import os, sys
+from nimbus import Run
+
+folder = Run.get_context().output_datasets["prepared"]
+assert sys.argv[1] == folder
+os.makedirs(os.path.join(folder, "part"), exist_ok=True)
+open(os.path.join(folder, "part", "clean.csv"), "w").write("x\\\\n1\\\\n")
+'''
+
+
+def test_a_run_writes_an_output_registered_as_a_dataset_version(workspace, tmp_path, monkeypatch):
+    from nimbus.dataset import OutputFileDatasetConfig
+
+    monkeypatch.setenv("NIMBUS_CACHE_DIR", str(tmp_path / "client-cache"))
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "write.py").write_text(WRITER)
+    output = OutputFileDatasetConfig("prepared").register_on_complete("prepared")
+    run = Experiment(workspace, "datasets").submit(ScriptRunConfig(source_directory=source, script="write.py",
+                                                                   arguments=[output]))
+    details = wait_until_ended(run)
+    log = run.get_logs("stdout")["text"]
+    assert details["status"] == "Completed", (details.get("error"), log)
+    assert f"outputs/{run.id}/prepared" in log and "registered as prepared:1" in log
+    made = Dataset.get_by_name(workspace, "prepared")
+    assert made.details["written_by_run"] == run.id
+    assert made.to_path() == [f"outputs/{run.id}/prepared/part/clean.csv"]
+    assert made.download(tmp_path / "got")[0].endswith("clean.csv")

@@ -131,6 +131,15 @@ def test_a_run_token_acts_on_its_run_only_and_expires_with_it(api, services, dis
     assert status == 401
 
 
+def test_an_output_path_is_fixed_with_the_run_id(api, dispatcher, snapshot_id):
+    config = {**CONFIG, "arguments": ["${{outputs.out}}"],
+              "outputs": [{"name": "out", "datastore": "workspaceblobstore", "path": "prepared/{run-id}/"}]}
+    status, run = submit(api, snapshot_id, run_config=config)
+    assert status == 201
+    assert run["run_config"]["outputs"] == [{"name": "out", "datastore": "workspaceblobstore",
+                                             "path": f"prepared/{run['id']}", "register_as": None}]
+
+
 def test_dataset_inputs_are_pinned_and_recorded_as_uses(api, services, dispatcher, snapshot_id):
     prefix = services.workspaces.record("team")["blob_prefix"]
     services.ctx.blobs.put_bytes(f"{prefix}datastore/rows.csv", b"a\n1\n")
@@ -151,6 +160,10 @@ def test_dataset_inputs_are_pinned_and_recorded_as_uses(api, services, dispatche
     ({"arguments": ["${{inputs.rows}}"]}, 400, "run_config.arguments[0]"),
     ({"inputs": [{"name": "9bad", "dataset": "rows"}]}, 400, "run_config.inputs.0.name"),
     ({"inputs": [{"name": "rows", "dataset": "rows", "mode": "stream"}]}, 400, "run_config.inputs.0.mode"),
+    ({"outputs": [{"name": "out", "datastore": "elsewhere", "path": "x"}]}, 404, "run_config.outputs[0].datastore"),
+    ({"outputs": [{"name": "out", "datastore": "workspaceblobstore", "path": "../x"}]}, 400,
+     "run_config.outputs[0].path"),
+    ({"arguments": ["${{outputs.out}}"]}, 400, "run_config.arguments[0]"),
 ])
 def test_bad_inputs_are_refused_and_nothing_is_queued(api, dispatcher, snapshot_id, config, status, field):
     answered, body = submit(api, snapshot_id, run_config={**CONFIG, **config})
