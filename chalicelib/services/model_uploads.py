@@ -108,6 +108,10 @@ class ModelFileSources:
         target = files_prefix(record, folder)
         _parallel(lambda pair: self.ctx.blobs.copy(pair[0], target + pair[1]), pairs)
         lineage = {"run_id": run_id, "experiment": run["experiment"], "snapshot_id": run.get("snapshot_id")}
+        inputs = (run.get("run_config") or {}).get("inputs") or []
+        if inputs:  # the dataset versions the run read: the model's lineage reaches its data
+            lineage["datasets"] = [{"name": i["dataset"], "version": i["version"], "fingerprint": i["fingerprint"],
+                                    "input": i["name"]} for i in inputs]
         git = {out: (run.get("git") or {}).get(name) for out, name in
                (("commit", "commit"), ("branch", "branch"), ("repository", "remote"))}
         if any(git.values()):

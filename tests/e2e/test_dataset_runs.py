@@ -21,6 +21,8 @@ table = run.input_datasets["table"]
 frame = table.to_pandas_dataframe()
 print("table:", type(table).__name__, len(frame), list(frame.columns), flush=True)
 open(os.path.join(folder, "e2e", "rows", "a.csv"), "w").write("changed by the script")
+os.makedirs("outputs", exist_ok=True)
+open("outputs/model.txt", "w").write("weights")
 '''
 
 
@@ -69,6 +71,10 @@ def test_a_run_reads_its_inputs_and_a_second_fetches_nothing(workspace, tmp_path
         ("table", "table", 1, table.fingerprint), ("rows", "rows", 1, rows.fingerprint)]
     assert [r["run_id"] for r in rows.runs()] == [runs[0][0].id, runs[1][0].id]
     assert rows.verify()["matches"]
+    # A model registered from the run reaches the data it was trained on.
+    model = runs[0][0].register_model("reader", "outputs/model.txt")
+    assert [(d["name"], d["version"], d["input"]) for d in model.lineage["datasets"]] == [
+        ("table", 1, "table"), ("rows", 1, "rows")]
 
 
 def test_an_unknown_input_or_placeholder_is_refused_at_submit(workspace, tmp_path):
