@@ -318,6 +318,10 @@ class Run(RunMetrics, RunOutputs, RunLogs):
                 found[name] = Dataset.get_by_name(self.workspace, entry["dataset"], entry["version"])
         return found
 
+    def get_datasets(self) -> dict:
+        """The dataset versions the run read ({name, version, fingerprint, input, mode}) and those it wrote."""
+        return self.workspace.client.get(self._path("datasets"))
+
     @property
     def output_datasets(self) -> dict[str, str]:
         """The local folder of each of the run's outputs: what the script writes there is uploaded to the

@@ -67,3 +67,10 @@ def list_dataset_runs(principal, request, workspace, name, version):
 def delete_dataset_version(principal, request, workspace, name, version):
     """Unregisters the version; its data stays where it is."""
     return services().datasets.delete_version(principal, workspace, name, version)
+
+
+@api_route(bp, "/v1/workspaces/{workspace}/runs/{run_id}/datasets", role="reader", run_token=True,
+           response=answer.RunDatasets)
+def list_run_datasets(principal, request, workspace, run_id):
+    """The dataset versions a run read and those it wrote (its lineage)."""
+    return services().datasets.of_run(workspace, run_id)

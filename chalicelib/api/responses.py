@@ -726,6 +726,20 @@ class DatasetRuns(Answer):
     runs: list[DatasetUse]
 
 
+class RunDatasetVersion(Answer):
+    name: str
+    version: int
+    fingerprint: str
+    input: str | None = absent("an input: its name in the run")
+    mode: str | None = absent("an input: download, mount or direct")
+
+
+class RunDatasets(Answer):
+    run_id: str
+    inputs: list[RunDatasetVersion] = Field(description="the versions it read, pinned when it was submitted")
+    outputs: list[RunDatasetVersion] = Field(description="the versions it registered with its token")
+
+
 class DatasetVersionDeleted(Answer):
     name: str
     version: int

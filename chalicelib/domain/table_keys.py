@@ -238,3 +238,11 @@ def dataset_use(workspace_name: str, name: str, version: int, run_id: str) -> Ke
 
 def dataset_uses_prefix(name: str, version: int) -> str:
     return f"DATASETUSE#{name}#{version:010d}#"
+
+
+def run_dataset_output(run_id: str, name: str, version: int) -> Key:
+    """A dataset version a run wrote (registered with its token): lineage from the run to its outputs."""
+    return Key(run_pk(run_id), f"DATASETOUT#{name}#{version:010d}")
+
+
+RUN_DATASET_OUTPUT_PREFIX = "DATASETOUT#"

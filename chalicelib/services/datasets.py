@@ -31,6 +31,7 @@ from chalicelib.services.dataset_sources import SourceFile, check_paths, fingerp
 from chalicelib.services.identity import Principal
 from chalicelib.services.outputs import MAX_FILES_PER_REQUEST, check_output_path
 from chalicelib.services.registry_input import check_text, version_entries
+from chalicelib.services.runs import Runs
 from chalicelib.services.workspaces import Workspaces
 from chalicelib.store.table import (
     Check, ConditionFailed, Delete, Key, Operation, Put, Query, Update, attr_absent, attr_eq, attr_gt, item_absent,
@@ -176,6 +177,10 @@ class Datasets:
             operations += [Update(table_keys.datastore(workspace, datastore), add={"dataset_versions": 1},
                                   condition=item_exists())
                            for datastore in item["datastores"] if datastore != BUILTIN_DATASTORE]
+            if item["written_by_run"]:  # the run lists what it wrote
+                written = table_keys.run_dataset_output(item["written_by_run"], name, version)
+                operations.append(Put({"pk": written.pk, "sk": written.sk, "entity": "run_dataset_output",
+                                       "name": name, "version": version, "fingerprint": item["fingerprint"]}))
             try:
                 self.ctx.table.transact([*operations, Audit(self.ctx).entry(
                     principal, workspace, "dataset_version.registered", f"{name}:{version}",
@@ -305,6 +310,16 @@ class Datasets:
         return [{"run_id": use["run_id"], "input": use["input"], "at": use["at"]}
                 for use in self.ctx.table.query_all(query)]
 
+    def of_run(self, workspace: str, run_id: str) -> dict:
+        """A run's datasets: the versions it read (pinned when it was submitted) and those it wrote."""
+        run = Runs(self.ctx).get(workspace, run_id)
+        inputs = [{"name": i["dataset"], "version": i["version"], "fingerprint": i["fingerprint"], "input": i["name"],
+                   "mode": i["mode"]} for i in (run.get("run_config") or {}).get("inputs") or []]
+        query = Query(table_keys.run_pk(run_id), sk_prefix=table_keys.RUN_DATASET_OUTPUT_PREFIX)
+        outputs = [{"name": o["name"], "version": o["version"], "fingerprint": o["fingerprint"]}
+                   for o in self.ctx.table.query_all(query)]
+        return {"run_id": run_id, "inputs": inputs, "outputs": outputs}
+
     # --- deleting -------------------------------------------------------------------------------
     def delete_version(self, principal: Principal, workspace: str, name: str, version: int | str) -> dict:
         """Unregisters one version (its data stays where it is); its datastores lose the reference."""
@@ -317,6 +332,8 @@ class Datasets:
         operations += [Update(table_keys.datastore(workspace, datastore), add={"dataset_versions": -1},
                               condition=attr_gt("dataset_versions", 0))
                        for datastore in item["datastores"] if datastore != BUILTIN_DATASTORE]
+        if item.get("written_by_run"):
+            operations.append(Delete(table_keys.run_dataset_output(item["written_by_run"], name, item["version"])))
         try:
             self.ctx.table.transact([*operations, Audit(self.ctx).entry(
                 principal, workspace, "dataset_version.deleted", f"{name}:{item['version']}", {},

@@ -70,6 +70,8 @@ def test_a_run_reads_its_inputs_and_a_second_fetches_nothing(workspace, tmp_path
     assert [(i["name"], i["dataset"], i["version"], i["fingerprint"]) for i in pinned] == [
         ("table", "table", 1, table.fingerprint), ("rows", "rows", 1, rows.fingerprint)]
     assert [r["run_id"] for r in rows.runs()] == [runs[0][0].id, runs[1][0].id]
+    assert [(d["input"], d["name"], d["version"], d["mode"]) for d in runs[0][0].get_datasets()["inputs"]] == [
+        ("table", "table", 1, "direct"), ("rows", "rows", 1, "mount")]
     assert rows.verify()["matches"]
     # A model registered from the run reaches the data it was trained on.
     model = runs[0][0].register_model("reader", "outputs/model.txt")
@@ -121,3 +123,5 @@ def test_a_run_writes_an_output_registered_as_a_dataset_version(workspace, tmp_p
     assert made.details["written_by_run"] == run.id
     assert made.to_path() == [f"outputs/{run.id}/prepared/part/clean.csv"]
     assert made.download(tmp_path / "got")[0].endswith("clean.csv")
+    assert run.get_datasets() == {"run_id": run.id, "inputs": [], "outputs": [
+        {"name": "prepared", "version": 1, "fingerprint": made.fingerprint}]}

@@ -310,6 +310,7 @@ DECLARED: dict[tuple[str, str], Declared] = {
         "files": [{"datastore": DATASTORE_NAME, "path": "seed.csv"}]}),
     ("GET", DATASET_VERSION + "/verification"): Declared(member("reader", ANY_RUN)),
     ("GET", DATASET_VERSION + "/runs"): Declared(member("reader", ANY_RUN)),
+    ("GET", RUN + "/datasets"): Declared(member("reader", ITS_RUN)),
     ("DELETE", DATASET_VERSION): Declared(member("contributor"), fresh=lambda w, c: w.dataset_version()),
     ("GET", "/v1/workspaces/{workspace}/default-datastore"): Declared(member("reader")),
     ("PUT", "/v1/workspaces/{workspace}/default-datastore"): Declared(member("contributor"),

@@ -171,3 +171,17 @@ def test_unknown_datasets_and_versions_are_404s_naming_them(backend, services):
     with pytest.raises(NotFound) as missing:
         services.datasets.get("ws", "real", 7)
     assert missing.value.field == "version"
+
+
+def test_a_run_lists_the_versions_it_wrote_until_they_are_unregistered(backend, services):
+    run = services.runs.create(ALICE, "ws", "exp", status="Running")
+    as_run = Principal(user="alice", is_admin=False, token_id="t2", run_id=run["id"], workspace="ws")
+    put(backend, services, "workspaceblobstore", {"out/clean.csv": b"x\n1\n"})
+    made = services.datasets.register(as_run, "ws", "clean", "file", [blob("out/clean.csv")])
+    lineage = services.datasets.of_run("ws", run["id"])
+    assert lineage == {"run_id": run["id"], "inputs": [],
+                       "outputs": [{"name": "clean", "version": 1, "fingerprint": made["fingerprint"]}]}
+    services.datasets.delete_version(ALICE, "ws", "clean", 1)
+    assert services.datasets.of_run("ws", run["id"])["outputs"] == []
+    with pytest.raises(NotFound):
+        services.datasets.of_run("ws", "no-such-run")
